@@ -1,0 +1,59 @@
+# tritonscale — every target builds what it needs from nothing.
+# The venv is made from Debian's python3.11: Triton's Python-backend stub links
+# against Debian's libpython3.11, so one venv runs Triton, the adapter and the tests.
+SHELL := /bin/bash
+PY_SYS ?= /usr/bin/python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help system-deps venv test verify lint typecheck imports demo bench clean
+
+help:
+	@echo "make demo   - start a local Triton, load it, run tritonscale against it"
+	@echo "make test   - build everything from nothing and run the test suite"
+	@echo "make verify - ruff, mypy, import contracts, tests"
+	@echo "make bench  - benchmarks written to BENCHMARKS.md"
+
+system-deps:
+	@need=""; \
+	[ -x $(PY_SYS) ] || need="$$need python3.11"; \
+	$(PY_SYS) -c 'import ensurepip' 2>/dev/null || need="$$need python3.11-venv"; \
+	command -v prometheus >/dev/null || need="$$need prometheus"; \
+	if [ -n "$$need" ]; then \
+	  echo "installing Debian packages:$$need"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml | system-deps
+	$(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,triton]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check adapter policies loadtest tests
+	$(VENV)/bin/ruff format --check adapter policies loadtest tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy adapter policies loadtest
+
+imports: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+verify: lint typecheck imports test
+
+demo: $(STAMP)
+	$(PY) -m loadtest.demo
+
+bench: $(STAMP)
+	$(PY) -m loadtest.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,435 @@
+"""The HTTP layer of the external metrics API server (aiohttp).
+
+Handlers only read: they ask the :class:`~adapter.provider.ExternalMetricsProvider` for
+values held in memory and never scrape or wait on I/O, so a request costs microseconds to
+milliseconds whatever the inference servers are doing. Every error is a ``metav1.Status``
+JSON body with ``Content-Type: application/json`` (see :mod:`adapter.api.status`).
+
+Routes (GET only; other verbs get 405 with ``Allow``; unknown paths 404, never 5xx):
+
+- ``/apis``, ``/apis/external.metrics.k8s.io``, ``/apis/external.metrics.k8s.io/v1beta1``:
+  discovery (the last one gates ``APIService`` availability and is never empty);
+- ``/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}``: the values;
+- ``/healthz``, ``/livez``, ``/readyz`` and ``/<endpoint>/<check>``: health;
+- ``/openapi/v2``, ``/openapi/v3``, ``/openapi/v3/apis/external.metrics.k8s.io/v1beta1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NotRequired, TypedDict
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from adapter.api import openapi, status
+from adapter.api.quantity import QuantityError, format_quantity
+from adapter.api.selectors import Selector, SelectorError
+from adapter.provider import (
+    ExternalMetricsProvider,
+    ExternalMetricValue,
+    MetricNotFoundError,
+    NoMatchingSeriesError,
+    StaleMetricError,
+)
+from adapter.snapshot import MetricInfo
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "GROUP_VERSION",
+    "PLACEHOLDER_METRIC",
+    "PROVIDER_KEY",
+    "READINESS_KEY",
+    "ReadinessCheck",
+    "create_app",
+    "is_valid_path_segment",
+    "metric_value_list",
+]
+
+log = logging.getLogger(__name__)
+
+GROUP = "external.metrics.k8s.io"
+API_VERSION = "v1beta1"
+GROUP_VERSION = f"{GROUP}/{API_VERSION}"
+GROUP_VERSION_PATH = f"/apis/{GROUP_VERSION}"
+PLACEHOLDER_METRIC = "externalmetrics"
+"""Listed when no metric is configured: an empty resource list breaks kubectl discovery."""
+
+READINESS_CHECK_NAME = "metrics-ready"
+
+ReadinessCheck = Callable[[], str | None]
+"""Returns None when ready, else the reason it is not (e.g. "no scrape has completed yet")."""
+
+PROVIDER_KEY = web.AppKey[ExternalMetricsProvider]("provider")
+READINESS_KEY = web.AppKey[ReadinessCheck | None]("readiness")
+_DOCUMENTS_KEY = web.AppKey["_Documents"]("documents")
+
+_JSON = "application/json"
+
+
+# --- response bodies ----------------------------------------------------------------
+
+
+class ExternalMetricValueJSON(TypedDict):
+    metricName: str
+    metricLabels: dict[str, str]
+    timestamp: str
+    window: NotRequired[int]
+    value: str
+
+
+class ExternalMetricValueListJSON(TypedDict):
+    kind: str
+    apiVersion: str
+    metadata: dict[str, str]
+    items: list[ExternalMetricValueJSON]
+
+
+def rfc3339_seconds(unix_seconds: float) -> str:
+    """``metav1.Time`` JSON: UTC, whole seconds (truncated, as Go's RFC3339 layout), ``Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(unix_seconds // 1)))
+
+
+def metric_value_list(values: Sequence[ExternalMetricValue]) -> ExternalMetricValueListJSON:
+    """The ``ExternalMetricValueList`` body; raises QuantityError for a NaN/±Inf value."""
+    items: list[ExternalMetricValueJSON] = []
+    for v in values:
+        item: ExternalMetricValueJSON = {
+            "metricName": v.metric_name,
+            "metricLabels": dict(v.labels),
+            "timestamp": rfc3339_seconds(v.timestamp),
+            "value": format_quantity(v.value),
+        }
+        if v.window_seconds is not None:
+            item["window"] = int(v.window_seconds)
+        items.append(item)
+    return {
+        "kind": "ExternalMetricValueList",
+        "apiVersion": GROUP_VERSION,
+        "metadata": {},
+        "items": items,
+    }
+
+
+def _json_response(body: Any, *, headers: dict[str, str] | None = None) -> web.Response:
+    # body= (bytes) keeps the header exactly "application/json", as Go servers send it
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        content_type=_JSON,
+        headers=headers,
+    )
+
+
+def is_valid_path_segment(name: str) -> bool:
+    """apimachinery ``IsValidPathSegmentName``: not ``.``/``..``, no ``/`` or ``%``."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "%" not in name
+
+
+# --- the metric values --------------------------------------------------------------
+
+
+async def get_external_metric(request: web.Request) -> web.Response:
+    namespace = request.match_info["namespace"]
+    metric = request.match_info["metric"]
+    if not is_valid_path_segment(namespace) or not is_valid_path_segment(metric):
+        return status.not_found(
+            f"the server could not find the requested resource: {namespace!r}/{metric!r} "
+            "is not a valid namespace/metric path"
+        )
+    # Go's url.Values decoding, as the aggregator re-encodes it: '+' is a space, first wins
+    selector_text = request.query.get("labelSelector", "")
+    try:
+        selector = Selector.parse(selector_text)
+    except SelectorError as exc:
+        return status.bad_request(str(exc))
+    provider = request.app[PROVIDER_KEY]
+    try:
+        values = provider.get_external_metric(namespace, metric, selector)
+    except MetricNotFoundError:
+        return status.not_found(
+            f"the server could not find the metric {metric} for namespaces",
+            details={"name": metric, "group": GROUP, "kind": "namespaces"},
+        )
+    except NoMatchingSeriesError as exc:
+        return status.not_found(str(exc), details={"name": metric, "group": GROUP})
+    except StaleMetricError as exc:
+        log.info(
+            "holding stale metric namespace=%s metric=%s selector=%r reason=%s",
+            namespace,
+            metric,
+            selector_text,
+            exc,
+        )
+        return status.service_unavailable(str(exc))
+    if not values:  # the provider promises non-empty; an empty list is an HPA error anyway
+        return status.not_found(
+            f"no series of metric {metric} in namespace {namespace} "
+            f"matches selector {selector_text!r}"
+        )
+    try:
+        body = metric_value_list(values)
+    except QuantityError:
+        bad = next(v for v in values if v.value != v.value or abs(v.value) == float("inf"))
+        log.warning(
+            "holding non-finite metric namespace=%s metric=%s labels=%s value=%r",
+            namespace,
+            metric,
+            bad.labels,
+            bad.value,
+        )
+        return status.service_unavailable(
+            f"metric {metric} in namespace {namespace}: series {dict(bad.labels)} has value "
+            f"{bad.value!r}, which is not a finite number; holding rather than reporting a guess"
+        )
+    return _json_response(body)
+
+
+# --- discovery ----------------------------------------------------------------------
+
+
+def _group_versions() -> dict[str, Any]:
+    version = {"groupVersion": GROUP_VERSION, "version": API_VERSION}
+    return {"name": GROUP, "versions": [version], "preferredVersion": version}
+
+
+async def get_api_group_list(request: web.Request) -> web.Response:
+    body = {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group_versions()]}
+    return _json_response(body)
+
+
+async def get_api_group(request: web.Request) -> web.Response:
+    return _json_response({"kind": "APIGroup", "apiVersion": "v1", **_group_versions()})
+
+
+def api_resource_list(metrics: Sequence[MetricInfo]) -> dict[str, Any]:
+    """``APIResourceList`` naming every served metric; the placeholder if there are none."""
+    names = [m.name for m in metrics] or [PLACEHOLDER_METRIC]
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": GROUP_VERSION,
+        "resources": [
+            {
+                "name": name,
+                "singularName": "",
+                "namespaced": True,
+                "kind": "ExternalMetricValueList",
+                "verbs": ["get"],
+            }
+            for name in names
+        ],
+    }
+
+
+async def get_api_resource_list(request: web.Request) -> web.Response:
+    metrics = request.app[PROVIDER_KEY].list_all_external_metrics()
+    return _json_response(api_resource_list(metrics))
+
+
+# --- OpenAPI ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Rendered:
+    body: bytes
+    etag: str
+
+
+class _Documents:
+    """OpenAPI documents rendered once per distinct metric list (the list rarely changes)."""
+
+    def __init__(self) -> None:
+        self._key: tuple[MetricInfo, ...] | None = None
+        self._v2: _Rendered | None = None
+        self._v3: _Rendered | None = None
+        self._v3_discovery: _Rendered | None = None
+
+    def get(self, metrics: Sequence[MetricInfo]) -> tuple[_Rendered, _Rendered, _Rendered]:
+        key = tuple(metrics)
+        if key != self._key or self._v2 is None or self._v3 is None or self._v3_discovery is None:
+            v2 = openapi.openapi_v2(key)
+            v3 = openapi.openapi_v3(key)
+            v3_hash = openapi.document_hash(v3)
+            discovery = openapi.openapi_v3_discovery(v3_hash)
+            self._v2 = _render(v2, openapi.document_hash(v2))
+            self._v3 = _render(v3, v3_hash)
+            self._v3_discovery = _render(discovery, openapi.document_hash(discovery))
+            self._key = key
+        return self._v2, self._v3, self._v3_discovery
+
+
+def _render(document: dict[str, Any], digest: str) -> _Rendered:
+    return _Rendered(json.dumps(document, separators=(",", ":")).encode(), f'"{digest}"')
+
+
+def _serve_document(request: web.Request, doc: _Rendered, *, immutable: bool) -> web.Response:
+    headers = {"ETag": doc.etag}
+    headers["Cache-Control"] = "public, immutable" if immutable else "no-cache, private"
+    if request.headers.get("If-None-Match") == doc.etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=doc.body, content_type=_JSON, headers=headers)
+
+
+def _documents(request: web.Request) -> tuple[_Rendered, _Rendered, _Rendered]:
+    metrics = request.app[PROVIDER_KEY].list_all_external_metrics()
+    return request.app[_DOCUMENTS_KEY].get(metrics)
+
+
+async def get_openapi_v2(request: web.Request) -> web.Response:
+    v2, _, _ = _documents(request)
+    return _serve_document(request, v2, immutable=False)
+
+
+async def get_openapi_v3_discovery(request: web.Request) -> web.Response:
+    _, _, discovery = _documents(request)
+    return _serve_document(request, discovery, immutable=False)
+
+
+async def get_openapi_v3_group_version(request: web.Request) -> web.Response:
+    _, v3, _ = _documents(request)
+    asked = request.query.get("hash")
+    return _serve_document(request, v3, immutable=asked is not None and f'"{asked}"' == v3.etag)
+
+
+# --- health -------------------------------------------------------------------------
+
+
+def _check_ping() -> str | None:
+    return None
+
+
+def _checks(app: web.Application, endpoint: str) -> dict[str, Callable[[], str | None]]:
+    checks: dict[str, Callable[[], str | None]] = {"ping": _check_ping}
+    readiness = app[READINESS_KEY]
+    if endpoint == "readyz" and readiness is not None:
+        checks[READINESS_CHECK_NAME] = readiness
+    return checks
+
+
+def _run_check(name: str, check: Callable[[], str | None]) -> str | None:
+    try:
+        return check()
+    except Exception as exc:  # a failing probe must report, not crash the endpoint
+        log.exception("health check raised check=%s", name)
+        return f"check raised {type(exc).__name__}"
+
+
+def _text(body: str, status_code: int = 200) -> web.Response:
+    return web.Response(
+        status=status_code,
+        text=body,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _health_handler(endpoint: str) -> Handler:
+    async def all_checks(request: web.Request) -> web.StreamResponse:
+        excluded = set(request.query.getall("exclude", []))
+        lines: list[str] = []
+        failed = False
+        for name, check in _checks(request.app, endpoint).items():
+            if name in excluded:
+                lines.append(f"[+]{name} excluded: ok")
+                continue
+            reason = _run_check(name, check)
+            if reason is None:
+                lines.append(f"[+]{name} ok")
+            else:
+                failed = True
+                lines.append(f"[-]{name} failed: {reason}")
+        if failed:
+            log.info("health check failed endpoint=%s checks=%s", endpoint, "; ".join(lines))
+            return _text("\n".join([*lines, f"{endpoint} check failed"]) + "\n", 500)
+        if "verbose" in request.query:
+            return _text("\n".join([*lines, f"{endpoint} check passed"]) + "\n")
+        return _text("ok")
+
+    return all_checks
+
+
+def _single_check_handler(endpoint: str) -> Handler:
+    async def one_check(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["check"]
+        check = _checks(request.app, endpoint).get(name)
+        if check is None:
+            raise web.HTTPNotFound()
+        reason = _run_check(name, check)
+        if reason is None:
+            return _text("ok")
+        return _text(f"[-]{name} failed: {reason}\n", 500)
+
+    return one_check
+
+
+# --- middleware and factory ---------------------------------------------------------
+
+
+@web.middleware
+async def _errors_and_access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Status JSON for 404/405/500; a debug line per request with status and duration."""
+    started = time.perf_counter()
+    response: web.StreamResponse
+    try:
+        response = await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        response = status.method_not_allowed(request.method, sorted(exc.allowed_methods))
+    except web.HTTPNotFound:
+        response = status.not_found("the server could not find the requested resource")
+    except web.HTTPException as exc:
+        _log_request(request, exc.status, started)
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error method=%s path=%s", request.method, request.path)
+        response = status.internal_error()
+    _log_request(request, response.status, started)
+    return response
+
+
+def _log_request(request: web.Request, status_code: int, started: float) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "request method=%s path=%s status=%d duration_ms=%.3f",
+            request.method,
+            request.path,
+            status_code,
+            (time.perf_counter() - started) * 1000.0,
+        )
+
+
+def create_app(
+    provider: ExternalMetricsProvider, *, readiness: ReadinessCheck | None = None
+) -> web.Application:
+    """The one way to build the API app.
+
+    ``readiness`` returns None when the service may receive traffic, otherwise the reason
+    it may not; ``/readyz`` then answers 500 with ``[-]metrics-ready failed: <reason>``.
+    """
+    app = web.Application(middlewares=[_errors_and_access_log])
+    app[PROVIDER_KEY] = provider
+    app[READINESS_KEY] = readiness
+    app[_DOCUMENTS_KEY] = _Documents()
+
+    def get(path: str, handler: Handler) -> None:
+        app.router.add_get(path, handler, allow_head=False)
+
+    get("/apis", get_api_group_list)
+    get(f"/apis/{GROUP}", get_api_group)
+    get(GROUP_VERSION_PATH, get_api_resource_list)
+    get(GROUP_VERSION_PATH + "/namespaces/{namespace}/{metric}", get_external_metric)
+    for endpoint in ("healthz", "livez", "readyz"):
+        get(f"/{endpoint}", _health_handler(endpoint))
+        get(f"/{endpoint}/{{check}}", _single_check_handler(endpoint))
+    get("/openapi/v2", get_openapi_v2)
+    get("/openapi/v3", get_openapi_v3_discovery)
+    get(f"/openapi/v3/apis/{GROUP_VERSION}", get_openapi_v3_group_version)
+    return app

@@ -1,0 +1,210 @@
+"""Serving TLS and the listener.
+
+The kube-aggregator only speaks HTTPS to an APIService backend. Like the Go framework
+(``MaybeDefaultWithSelfSignedCerts``), when no certificate files are given we make a
+self-signed one at start; the APIService then needs ``insecureSkipTLSVerify`` or the
+certificate as ``caBundle``.
+
+ALPN offers only ``http/1.1``: aiohttp has no HTTP/2 server. The Go servers offer
+``h2`` too, but the aggregator and kubelet probes fall back to HTTP/1.1 fine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import shutil
+import ssl
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = [
+    "ListenAddressError",
+    "bound_port",
+    "generate_self_signed",
+    "make_server_ssl_context",
+    "parse_listen",
+    "start_server",
+]
+
+_DEFAULT_HOSTNAMES = ("localhost",)
+_DEFAULT_IPS = ("127.0.0.1", "::1")
+_SELF_SIGNED_VALIDITY = datetime.timedelta(days=365)
+
+
+class ListenAddressError(ValueError):
+    """``--listen`` is not ``HOST:PORT``."""
+
+
+def generate_self_signed(hostnames: Sequence[str]) -> tuple[bytes, bytes]:
+    """A self-signed serving certificate and its key, PEM encoded: ``(cert, key)``.
+
+    SANs: ``localhost``, ``127.0.0.1``, ``::1`` and each of ``hostnames`` (DNS names or IP
+    literals, e.g. ``tritonscale.tritonscale.svc``). ECDSA P-256, valid one year from one
+    hour ago (clock skew). CA:TRUE so the certificate itself can be a ``caBundle``.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    dns_names: list[str] = []
+    ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for name in [*_DEFAULT_HOSTNAMES, *_DEFAULT_IPS, *hostnames]:
+        try:
+            ip = ipaddress.ip_address(name)
+        except ValueError:
+            if name not in dns_names:
+                dns_names.append(name)
+        else:
+            if ip not in ips:
+                ips.append(ip)
+    common_name = hostnames[0] if hostnames else "localhost"
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
+    now = datetime.datetime.now(datetime.UTC)
+    san: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    san += [x509.IPAddress(ip) for ip in ips]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + _SELF_SIGNED_VALIDITY)
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert_pem, key_pem
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def make_server_ssl_context(
+    cert_file: str | None,
+    key_file: str | None,
+    *,
+    hostnames: Sequence[str],
+    client_ca_file: str | None = None,
+) -> ssl.SSLContext:
+    """Server TLS context: TLS >= 1.2, ALPN ``http/1.1``.
+
+    With both files given, they are loaded (a missing or bad file raises an error naming
+    it). With neither, a self-signed certificate for ``hostnames`` is generated, written
+    to a private (0700) temporary directory as 0600 files only long enough to load it,
+    and removed. With ``client_ca_file``, client certificates are requested and verified
+    against it but not required (front-proxy authentication, as the Go servers do).
+    """
+    if (cert_file is None) != (key_file is None):
+        missing = "--tls-private-key-file" if key_file is None else "--tls-cert-file"
+        raise ValueError(f"TLS: {missing} is required when the other TLS file is given")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    if cert_file is not None and key_file is not None:
+        for label, path in (("--tls-cert-file", cert_file), ("--tls-private-key-file", key_file)):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"TLS: {label} {path!r} does not exist or is not a file")
+        try:
+            context.load_cert_chain(cert_file, key_file)
+        except ssl.SSLError as exc:
+            raise ValueError(
+                f"TLS: cannot load certificate {cert_file!r} with key {key_file!r}: {exc}"
+            ) from exc
+    else:
+        cert_pem, key_pem = generate_self_signed(hostnames)
+        directory = Path(tempfile.mkdtemp(prefix="tritonscale-tls-"))
+        try:
+            cert_path, key_path = directory / "apiserver.crt", directory / "apiserver.key"
+            _write_private(cert_path, cert_pem)
+            _write_private(key_path, key_pem)
+            context.load_cert_chain(cert_path, key_path)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+    if client_ca_file is not None:
+        context.load_verify_locations(cafile=client_ca_file)
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+def parse_listen(listen: str) -> tuple[str | None, int]:
+    """``HOST:PORT`` -> (host, port); ``[::1]:6443`` for IPv6; ``:6443`` = all interfaces."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ListenAddressError(
+            f"listen address {listen!r} must be HOST:PORT (e.g. 0.0.0.0:6443 or [::]:6443)"
+        )
+    port = int(port_text)
+    if port > 65535:
+        raise ListenAddressError(f"listen address {listen!r}: port {port} is above 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise ListenAddressError(
+                f"listen address {listen!r}: {host!r} is not an IPv6 address"
+            ) from exc
+    elif ":" in host:
+        raise ListenAddressError(
+            f"listen address {listen!r}: write IPv6 hosts in brackets, e.g. [::1]:{port}"
+        )
+    return (host or None), port
+
+
+async def start_server(
+    app: web.Application, listen: str, ssl_context: ssl.SSLContext | None
+) -> web.AppRunner:
+    """Start serving ``app`` on ``listen`` (``HOST:PORT``, port 0 = any free port).
+
+    Returns the runner; ``await runner.cleanup()`` stops it. ``ssl_context=None`` serves
+    plain HTTP (tests only: the aggregator requires HTTPS).
+    """
+    host, port = parse_listen(listen)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The TCP port the runner listens on (useful after starting on port 0)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    raise RuntimeError("the runner has no TCP listener")

@@ -1,0 +1,105 @@
+"""``tritonscale`` command line: serve, check-config, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from adapter.config import ConfigError, load_config, parse_target_flag
+
+
+def _serve_parser(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="scrape Triton targets and serve external.metrics.k8s.io/v1beta1 over HTTPS",
+    )
+    serve.add_argument("--config", metavar="FILE", help="YAML config file (optional)")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="HTTPS address (default 0.0.0.0:6443)")
+    serve.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="URL[,label=value...]",
+        help="a static Triton /metrics target; repeatable; `kind=dcgm` for dcgm-exporter",
+    )
+    serve.add_argument("--tls-cert-file", metavar="FILE")
+    serve.add_argument("--tls-private-key-file", metavar="FILE")
+    serve.add_argument("--scrape-interval", type=float, metavar="SECONDS")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", choices=["json", "text"])
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if args.listen:
+        overrides["listen"] = args.listen
+    if args.target:
+        overrides["targets"] = [parse_target_flag(t) for t in args.target]
+    if args.tls_cert_file or args.tls_private_key_file:
+        overrides["tls"] = {
+            "cert_file": args.tls_cert_file,
+            "private_key_file": args.tls_private_key_file,
+        }
+    if args.scrape_interval is not None:
+        overrides["scrape"] = {"interval_seconds": args.scrape_interval}
+    log: dict[str, str] = {}
+    if args.log_level:
+        log["level"] = args.log_level
+    if args.log_format:
+        log["format"] = args.log_format
+    if log:
+        overrides["log"] = log
+    return overrides
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "simulate":
+        from loadtest.cli import main as simulate_main
+
+        return simulate_main(argv[1:])
+
+    parser = argparse.ArgumentParser(
+        prog="tritonscale",
+        description="Predictive Kubernetes external-metrics adapter for Triton Inference Server.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    check = sub.add_parser("check-config", help="validate a config file and print precise errors")
+    check.add_argument("file")
+    sub.add_parser("simulate", help="closed-loop autoscaling simulator (see simulate --help)")
+    args = parser.parse_args(argv)
+
+    if args.command == "check-config":
+        try:
+            config = load_config(args.file)
+        except ConfigError as err:
+            print(err, file=sys.stderr)
+            return 1
+        print(f"{args.file}: ok ({len(config.targets)} targets)")
+        return 0
+
+    try:
+        config = load_config(args.config, _overrides(args))
+    except (ConfigError, ValueError) as err:
+        print(f"tritonscale serve: {err}", file=sys.stderr)
+        return 2
+    from adapter.logging_setup import configure_logging
+    from adapter.service import serve_forever
+
+    configure_logging(config.log.level, config.log.format)
+    if not config.targets:
+        print(
+            "tritonscale serve: no targets: give --target URL or `targets:` in the config",
+            file=sys.stderr,
+        )
+        return 2
+    asyncio.run(serve_forever(config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

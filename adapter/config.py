@@ -1,0 +1,250 @@
+"""Typed, strict configuration: YAML file + command-line overrides.
+
+Unknown keys, wrong types and impossible values are errors, reported as
+``FILE:LINE: field.path: what is wrong`` so the operator knows exactly what to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_LABEL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSConfig(_Strict):
+    cert_file: str | None = None
+    private_key_file: str | None = None
+    hostnames: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TLSConfig:
+        if (self.cert_file is None) != (self.private_key_file is None):
+            raise ValueError("cert_file and private_key_file must be given together")
+        return self
+
+
+class ScrapeConfig(_Strict):
+    interval_seconds: float = Field(1.0, gt=0, le=300)
+    timeout_seconds: float = Field(0.8, gt=0, le=300)
+    max_response_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    backoff_max_seconds: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _timeout_fits(self) -> ScrapeConfig:
+        if self.timeout_seconds > self.interval_seconds * 10:
+            raise ValueError("timeout_seconds should not exceed 10x interval_seconds")
+        return self
+
+
+class SignalsConfig(_Strict):
+    rate_window_seconds: float = Field(5.0, gt=0, le=600)
+    max_age_seconds: float = Field(30.0, gt=0)
+    sum_versions: bool = True
+
+
+class TargetConfig(_Strict):
+    url: str
+    kind: Literal["triton", "dcgm"] = "triton"
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"must be an http(s) URL with a host, got {url!r}")
+        return url
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        for name in labels:
+            if not name or not set(name) <= _LABEL_NAME_CHARS:
+                raise ValueError(f"label name {name!r} is not a valid Kubernetes label key")
+        return labels
+
+    @property
+    def namespace(self) -> str:
+        return self.labels.get("namespace", "default")
+
+
+Forecaster = Literal["last", "ewma", "holt", "holt-winters", "linear"]
+
+
+class PredictiveDefaults(_Strict):
+    cold_start_seconds: float = Field(120.0, ge=0)
+    hpa_sync_period_seconds: float = Field(15.0, gt=0)
+    forecaster: Forecaster = "holt"
+    quantile: float = Field(0.95, gt=0, lt=1)
+    slo_seconds: float = Field(0.5, gt=0)
+    capacity_rps: float | None = Field(None, gt=0)
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(100, ge=1)
+
+
+class PredictiveOverride(_Strict):
+    match: dict[str, str]
+    cold_start_seconds: float | None = Field(None, ge=0)
+    hpa_sync_period_seconds: float | None = Field(None, gt=0)
+    forecaster: Forecaster | None = None
+    quantile: float | None = Field(None, gt=0, lt=1)
+    slo_seconds: float | None = Field(None, gt=0)
+    capacity_rps: float | None = Field(None, gt=0)
+    min_replicas: int | None = Field(None, ge=0)
+    max_replicas: int | None = Field(None, ge=1)
+
+
+class PredictiveConfig(_Strict):
+    defaults: PredictiveDefaults = PredictiveDefaults()
+    series: tuple[PredictiveOverride, ...] = ()
+
+    def for_series(self, labels: Mapping[str, str]) -> PredictiveDefaults:
+        """Defaults merged with every override whose ``match`` is a subset of ``labels``."""
+        merged = self.defaults.model_dump()
+        for override in self.series:
+            if all(labels.get(k) == v for k, v in override.match.items()):
+                merged.update(
+                    {
+                        k: v
+                        for k, v in override.model_dump().items()
+                        if k != "match" and v is not None
+                    }
+                )
+        return PredictiveDefaults(**merged)
+
+
+class LogConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class Config(_Strict):
+    listen: str = "0.0.0.0:6443"
+    tls: TLSConfig = TLSConfig()
+    scrape: ScrapeConfig = ScrapeConfig()
+    signals: SignalsConfig = SignalsConfig()
+    targets: tuple[TargetConfig, ...] = ()
+    predictive: PredictiveConfig = PredictiveConfig()
+    log: LogConfig = LogConfig()
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str) -> str:
+        parse_listen(listen)
+        return listen
+
+
+class ConfigError(ValueError):
+    """One or more precise problems, each ``FILE:LINE: field: message``."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:6443`` for IPv6) -> (host, port)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT with a port 0-65535, got {listen!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def parse_target_flag(text: str) -> dict[str, Any]:
+    """``URL[,label=value...]`` from ``--target`` -> a target mapping."""
+    url, *pairs = text.split(",")
+    labels: dict[str, str] = {}
+    kind = "triton"
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--target {text!r}: {pair!r} is not label=value")
+        if key == "kind":
+            kind = value
+        else:
+            labels[key.strip()] = value.strip()
+    return {"url": url.strip(), "kind": kind, "labels": labels}
+
+
+def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read ``path`` (may be None: all defaults), apply ``overrides``, validate strictly."""
+    source = str(path) if path is not None else "<command line>"
+    raw: Any = {}
+    lines: dict[tuple[str, ...], int] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError([f"{source}: cannot read: {err.strerror}"]) from None
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{source}:{mark.line + 1}" if mark is not None else source
+            raise ConfigError(
+                [f"{where}: not valid YAML: {getattr(err, 'problem', err)}"]
+            ) from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError([f"{source}:1: the top level must be a mapping of settings"])
+        if node is not None:
+            _record_lines(node, (), lines)
+    if overrides:
+        raw = _merge(raw, overrides)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        problems = []
+        for error in err.errors():
+            loc = tuple(str(part) for part in error["loc"])
+            line = _nearest_line(loc, lines)
+            where = f"{source}:{line}" if line else source
+            field = ".".join(loc) or "(top level)"
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown setting (check the spelling; see docs for valid keys)"
+            problems.append(f"{where}: {field}: {message}")
+        raise ConfigError(problems) from None
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _record_lines(node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = (*path, str(key.value))
+            out[child] = key.start_mark.line + 1
+            _record_lines(value, child, out)
+            out[child] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _record_lines(item, (*path, str(index)), out)
+
+
+def _nearest_line(loc: tuple[str, ...], lines: Mapping[tuple[str, ...], int]) -> int | None:
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in lines:
+            return lines[loc[:cut]]
+    return None

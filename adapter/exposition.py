@@ -1,0 +1,115 @@
+"""A fast Prometheus text-exposition parser that keeps only the families it needs.
+
+Triton's ``/metrics`` carries dozens of families (CPU, pinned memory, summaries,
+histograms) the adapter never reads. Lines are first filtered with one C-level
+``str.startswith(tuple)`` per line, and only kept lines are parsed. Comments, label
+escapes, timestamps, ``NaN`` and ``±Inf`` are accepted; a malformed line in a kept
+family raises :class:`ExpositionError` naming the line, so a bad scrape is rejected
+whole instead of being half-read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# name{labels} value [timestamp]
+_SAMPLE = re.compile(
+    r"([a-zA-Z_:][a-zA-Z0-9_:]*)"  # metric name
+    r"(?:\{(.*)\})?"  # labels, matched greedily up to the last brace
+    r"[ \t]+(\S+)"  # value
+    r"(?:[ \t]+(-?\d+))?[ \t]*\Z"  # optional timestamp (ms)
+)
+_LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*(,|\Z)')
+_ESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+_ESCAPE = re.compile(r"\\[\\\"n]")
+
+Labels = dict[str, str]
+
+
+class ExpositionError(ValueError):
+    """A kept line could not be parsed; the message names the line number and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    labels: Labels
+    value: float
+
+
+Families = dict[str, list[Sample]]
+
+
+class ExpositionParser:
+    """Parses only the families named in ``families`` (exact metric names)."""
+
+    def __init__(self, families: Iterable[str]) -> None:
+        self._names = frozenset(families)
+        # Order longest first so no name shadows a longer one in the prefix test.
+        self._prefixes = tuple(sorted(self._names, key=len, reverse=True))
+
+    @property
+    def families(self) -> frozenset[str]:
+        return self._names
+
+    def parse(self, text: str) -> Families:
+        """Return ``{family: [Sample, ...]}`` for the kept families present in ``text``.
+
+        Families absent from the text are absent from the result (never zero-filled).
+        """
+        out: Families = {}
+        prefixes = self._prefixes
+        names = self._names
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.startswith(prefixes):
+                continue
+            match = _SAMPLE.match(line.rstrip("\r"))
+            if match is None:
+                raise ExpositionError(f"line {number}: not a valid sample: {line[:120]!r}")
+            name, raw_labels, raw_value, _timestamp = match.groups()
+            if name not in names:
+                continue  # a longer name sharing a kept prefix, e.g. *_summary_us
+            try:
+                value = float(raw_value)
+            except ValueError:
+                raise ExpositionError(
+                    f"line {number}: {name}: value {raw_value!r} is not a number"
+                ) from None
+            labels = _parse_labels(raw_labels, number) if raw_labels else {}
+            out.setdefault(name, []).append(Sample(labels, value))
+        return out
+
+
+def _parse_labels(raw: str, number: int) -> Labels:
+    labels: Labels = {}
+    position = 0
+    end = len(raw)
+    while position < end:
+        match = _LABEL.match(raw, position)
+        if match is None:
+            if raw[position:].strip(" \t,") == "":
+                break  # trailing comma or spaces are allowed
+            raise ExpositionError(f"line {number}: malformed labels near {raw[position:][:60]!r}")
+        key, value, _sep = match.groups()
+        if "\\" in value:
+            value = _ESCAPE.sub(lambda m: _ESCAPES[m.group(0)], value)
+        labels[key] = value
+        position = match.end()
+    return labels
+
+
+TRITON_FAMILIES = (
+    "nv_inference_pending_request_count",
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_request_duration_us",
+    "nv_gpu_utilization",
+    "nv_gpu_memory_total_bytes",
+    "nv_gpu_memory_used_bytes",
+)
+DCGM_FAMILIES = ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_PROF_GR_ENGINE_ACTIVE")

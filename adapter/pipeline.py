@@ -1,0 +1,179 @@
+"""The pipeline: discovery -> scrape -> signals -> policies -> published snapshot.
+
+Scrape loops write readings into per-target histories; one publisher task turns
+them into a fresh immutable :class:`Snapshot` shortly after new readings arrive and
+swaps it in. The API reads ``pipeline.snapshot`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Protocol
+
+import aiohttp
+
+from adapter.config import Config
+from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
+from adapter.scrape import ScrapeLoop, ScrapeObserver, TargetState
+from adapter.signals import Labels, ReadingHistory, group_series
+from adapter.snapshot import SeriesPoint, Snapshot
+from adapter.targets import Target, TargetSource
+
+log = logging.getLogger(__name__)
+
+SeriesKey = tuple[str, Labels]  # (metric, sorted labels)
+PointsByMetric = dict[str, list[SeriesPoint]]
+
+
+class SignalStage(Protocol):
+    """A stage after the raw signals (the predictive policies)."""
+
+    def step(
+        self, now_mono: float, raw: Mapping[str, list[SeriesPoint]], replicas: Mapping[Labels, int]
+    ) -> PointsByMetric: ...
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        source: TargetSource,
+        *,
+        stages: tuple[SignalStage, ...] = (),
+        scrape_observer: ScrapeObserver | None = None,
+        on_publish: Callable[[Snapshot], None] | None = None,
+    ) -> None:
+        self._config = config
+        self._source = source
+        self._stages = stages
+        self._observer = scrape_observer
+        self._on_publish = on_publish
+        self._parser = ExpositionParser(TRITON_FAMILIES + DCGM_FAMILIES)
+        self._states: dict[Target, TargetState] = {}
+        self._loops: dict[Target, asyncio.Task[None]] = {}
+        self._dirty = asyncio.Event()
+        self._snapshot = Snapshot()
+        self._published_once = False
+        self._last_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
+        keep = config.signals.rate_window_seconds + 3 * config.scrape.interval_seconds
+        self._history_seconds = keep
+
+    # -- what the API reads -------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def readiness(self) -> str | None:
+        """None when ready; otherwise why not (for /readyz)."""
+        if not self._states:
+            return "no scrape targets configured or discovered yet"
+        if not self._published_once:
+            return "no scrape has completed yet"
+        return None
+
+    @property
+    def targets(self) -> Mapping[Target, TargetState]:
+        return MappingProxyType(self._states)
+
+    def track(self, target: Target) -> TargetState:
+        """Start keeping readings for ``target`` (the scrape loop feeds its history)."""
+        state = TargetState(target, ReadingHistory(self._history_seconds))
+        self._states[target] = state
+        return state
+
+    # -- running --------------------------------------------------------------------
+    async def run(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=2, keepalive_timeout=30)
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
+            publisher = asyncio.create_task(self._publish_forever(), name="publisher")
+            try:
+                async for targets in self._source.watch():
+                    self._reconcile(targets, session)
+                await asyncio.Future()  # static sources end; keep scraping
+            finally:
+                publisher.cancel()
+                for task in self._loops.values():
+                    task.cancel()
+                await asyncio.gather(publisher, *self._loops.values(), return_exceptions=True)
+
+    def _reconcile(self, targets: frozenset[Target], session: aiohttp.ClientSession) -> None:
+        scrape = self._config.scrape
+        for gone in set(self._states) - targets:
+            self._loops.pop(gone).cancel()
+            del self._states[gone]
+            log.info("target removed", extra={"target": gone.url})
+        for target in targets - set(self._states):
+            state = self.track(target)
+            loop = ScrapeLoop(
+                state,
+                session,
+                self._parser,
+                interval_seconds=scrape.interval_seconds,
+                timeout_seconds=scrape.timeout_seconds,
+                max_bytes=scrape.max_response_bytes,
+                backoff_max_seconds=scrape.backoff_max_seconds,
+                sum_versions=self._config.signals.sum_versions,
+                on_reading=self._dirty.set,
+                observer=self._observer,
+            )
+            self._loops[target] = asyncio.create_task(loop.run(), name=f"scrape {target.url}")
+            log.info("target added", extra={"target": target.url, "labels": dict(target.labels)})
+        self._dirty.set()
+
+    async def _publish_forever(self) -> None:
+        """Publish soon after new readings, at most every 1/4 interval, at least every interval."""
+        interval = self._config.scrape.interval_seconds
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), timeout=interval)
+            self._dirty.clear()
+            try:
+                self.publish(time.monotonic())
+            except Exception:  # a bug in one pass must not stop publishing
+                log.exception("publish failed")
+            await asyncio.sleep(interval / 4)
+
+    def publish(self, now_mono: float) -> Snapshot:
+        """Build and swap in a new snapshot from the current histories."""
+        groups: dict[Labels, list[ReadingHistory]] = {}
+        for target, state in self._states.items():
+            groups.setdefault(target.group, []).append(state.history)
+
+        window = self._config.signals.rate_window_seconds
+        points: PointsByMetric = {}
+        fresh: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
+        for group, histories in groups.items():
+            for metric, series in group_series(group, histories, window).items():
+                for point in series:
+                    key = (metric, tuple(sorted(point.labels.items())))
+                    fresh[key] = (group, point)
+        # Carry forward series whose group still exists but could not be recomputed this
+        # pass (e.g. one reading since a restart): the old value keeps its old timestamp
+        # and ages out by max age instead of vanishing or turning into 0.
+        for key, (group, point) in self._last_points.items():
+            if key not in fresh and group in groups:
+                fresh[key] = (group, point)
+        self._last_points = fresh
+        for key, (_group, point) in fresh.items():
+            points.setdefault(key[0], []).append(point)
+
+        replicas = {group: len(histories) for group, histories in groups.items()}
+        for stage in self._stages:
+            for metric, extra in stage.step(now_mono, points, replicas).items():
+                points.setdefault(metric, []).extend(extra)
+
+        snapshot = Snapshot(
+            built_at=time.time(),
+            series=MappingProxyType({m: tuple(p) for m, p in points.items()}),
+        )
+        self._snapshot = snapshot
+        if any(not math.isinf(p.timestamp) for ps in points.values() for p in ps):
+            self._published_once = True
+        if self._on_publish is not None:
+            self._on_publish(snapshot)
+        return snapshot

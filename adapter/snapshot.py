@@ -1,0 +1,56 @@
+"""The published snapshot: what the API serves, built by the pipeline, read by handlers.
+
+The pipeline builds a new :class:`Snapshot` after each signal pass and swaps it in
+atomically (one reference assignment); API handlers only ever read the current one,
+so no request waits on a scrape and no request sees a half-built state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    """One served value of one series.
+
+    ``labels`` identify the series (always includes ``namespace``); ``value`` is in the
+    metric's own unit (requests, requests/s, seconds, ratio); ``timestamp`` is the Unix
+    time (s) of the newest scrape the value is built from; ``window_seconds`` is the
+    averaging window, if any. ``value`` may be NaN only when no value can be computed yet;
+    such a point is never served.
+    """
+
+    labels: Mapping[str, str]
+    value: float
+    timestamp: float
+    window_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    """A metric the adapter serves, for discovery and OpenAPI."""
+
+    name: str
+    description: str
+    unit: str
+
+
+def _empty() -> Mapping[str, tuple[SeriesPoint, ...]]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An immutable view of every series, keyed by metric name.
+
+    ``built_at`` is the Unix time (s) the snapshot was published.
+    """
+
+    built_at: float = 0.0
+    series: Mapping[str, tuple[SeriesPoint, ...]] = field(default_factory=_empty)
+
+    def points(self, metric: str) -> tuple[SeriesPoint, ...]:
+        return self.series.get(metric, ())

@@ -1,0 +1,53 @@
+"""Scrape targets and where they come from.
+
+A :class:`TargetSource` yields the full set of targets whenever it changes; the
+pipeline reconciles its scrape loops against each set. Static targets (config file,
+``--target``) yield once; Kubernetes discovery plugs in behind the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+TargetKind = Literal["triton", "dcgm"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One ``/metrics`` endpoint. ``labels`` always carry ``namespace``."""
+
+    url: str
+    kind: TargetKind
+    labels: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def create(cls, url: str, kind: TargetKind, labels: Mapping[str, str]) -> Target:
+        merged = {"namespace": "default", **labels}
+        return cls(url=url, kind=kind, labels=tuple(sorted(merged.items())))
+
+    @property
+    def namespace(self) -> str:
+        return dict(self.labels)["namespace"]
+
+    @property
+    def group(self) -> tuple[tuple[str, str], ...]:
+        """Targets with the same labels form one group; their values are aggregated."""
+        return self.labels
+
+
+class TargetSource(Protocol):
+    def watch(self) -> AsyncIterator[frozenset[Target]]:
+        """Yield the complete target set now and after every change."""
+        ...
+
+
+class StaticTargets:
+    """A fixed target set from the config file and the command line."""
+
+    def __init__(self, targets: Iterable[Target]) -> None:
+        self._targets = frozenset(targets)
+
+    async def watch(self) -> AsyncIterator[frozenset[Target]]:
+        yield self._targets

@@ -1,0 +1,193 @@
+"""Signals from reading histories: rates, offered load, queue time, restarts, groups."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
+from adapter.readings import ModelCounters, Reading, reading_from_families
+from adapter.signals import (
+    ARRIVAL_RATE,
+    GPU_UTILIZATION,
+    QUEUE_COMPUTE_RATIO,
+    QUEUE_DEPTH,
+    QUEUE_TIME,
+    REQUEST_RATE,
+    ReadingHistory,
+    group_series,
+)
+
+GROUP = (("deployment", "llm"), ("namespace", "prod"))
+WINDOW = 5.0
+
+
+def reading(
+    t: float,
+    success: float,
+    pending: float = 0.0,
+    queue_us: float = 0.0,
+    compute_us: float = 0.0,
+    failure: float = 0.0,
+    model: str = "resnet",
+    gpu: tuple[float, ...] = (),
+) -> Reading:
+    counters = ModelCounters(pending, success, failure, queue_us, compute_us)
+    return Reading(
+        mono=t, wall=1_000_000.0 + t, models={(model, ""): counters}, gpu_utilization=gpu
+    )
+
+
+def values(histories: list[ReadingHistory], window: float = WINDOW) -> dict[str, float]:
+    out = {}
+    for metric, points in group_series(GROUP, histories, window).items():
+        (point,) = points
+        out[metric] = point.value
+    return out
+
+
+def history(*readings: Reading) -> ReadingHistory:
+    h = ReadingHistory(keep_seconds=60)
+    for r in readings:
+        h.add(r)
+    return h
+
+
+def test_steady_load_rates_and_queue_time() -> None:
+    h = history(
+        reading(0, success=100, pending=4, queue_us=1_000_000, compute_us=2_000_000),
+        reading(5, success=150, pending=4, queue_us=1_500_000, compute_us=3_000_000),
+    )
+    v = values([h])
+    assert v[REQUEST_RATE] == pytest.approx(10.0)  # 50 requests / 5 s
+    assert v[ARRIVAL_RATE] == pytest.approx(10.0)  # backlog flat: offered == served
+    assert v[QUEUE_TIME] == pytest.approx(0.01)  # 0.5 s queued / 50 requests
+    assert v[QUEUE_COMPUTE_RATIO] == pytest.approx(0.5)
+    assert v[QUEUE_DEPTH] == 4
+
+
+def test_arrival_rate_is_not_capped_at_capacity_when_saturated() -> None:
+    # Served 80/s while the queue grew by 100 in 5 s: 100 req/s were offered.
+    h = history(reading(0, success=0, pending=10), reading(5, success=400, pending=110))
+    v = values([h])
+    assert v[REQUEST_RATE] == pytest.approx(80.0)
+    assert v[ARRIVAL_RATE] == pytest.approx(100.0)
+
+
+def test_window_uses_oldest_reading_inside_it() -> None:
+    h = history(*(reading(t, success=10 * t) for t in range(0, 21)))
+    v = values([h], window=5.0)
+    assert v[REQUEST_RATE] == pytest.approx(10.0)
+    base, newest = h.window(5.0)  # type: ignore[misc]
+    assert newest.mono - base.mono == pytest.approx(5.0)
+
+
+def test_single_reading_gives_queue_depth_only() -> None:
+    v = values([history(reading(0, success=5, pending=3))])
+    assert v == {QUEUE_DEPTH: 3}
+
+
+@pytest.mark.parametrize(
+    ("pending", "expected_queue_time", "expected_ratio"),
+    [
+        (0.0, 0.0, 0.0),  # idle: nothing waited
+        (7.0, WINDOW, math.nan),  # stuck: waiting at least the window, ratio unknown
+    ],
+)
+def test_no_completions(pending: float, expected_queue_time: float, expected_ratio: float) -> None:
+    h = history(reading(0, success=10, pending=pending), reading(5, success=10, pending=pending))
+    v = values([h])
+    assert v[REQUEST_RATE] == 0.0
+    assert v[QUEUE_TIME] == expected_queue_time
+    assert (math.isnan(v[QUEUE_COMPUTE_RATIO]) and math.isnan(expected_ratio)) or (
+        v[QUEUE_COMPUTE_RATIO] == expected_ratio
+    )
+
+
+def test_counter_reset_clears_history_and_never_goes_negative() -> None:
+    h = history(
+        reading(0, success=1000, pending=40, queue_us=9e9),
+        reading(1, success=1100, pending=45, queue_us=9.5e9),
+    )
+    restarted = h.add(reading(10, success=3, pending=0, queue_us=1000))
+    assert restarted and h.restarts == 1
+    assert values([h]) == {QUEUE_DEPTH: 0}  # no window across the restart
+    h.add(reading(11, success=13, pending=0, queue_us=2000))
+    v = values([h])
+    assert v[REQUEST_RATE] == pytest.approx(10.0)
+    assert v[ARRIVAL_RATE] == pytest.approx(10.0)
+    assert all(x >= 0 for x in v.values() if not math.isnan(x))
+
+
+def test_group_sums_members_and_ages_with_the_oldest() -> None:
+    a = history(reading(0, success=0, pending=1), reading(5, success=50, pending=1))
+    b = history(reading(0.5, success=0, pending=2), reading(4.0, success=70, pending=2))
+    series = group_series(GROUP, [a, b], WINDOW)
+    assert series[QUEUE_DEPTH][0].value == 3
+    # a: 50/5 s; b: 70/3.5 s; the group rate is the total over the mean window
+    assert series[REQUEST_RATE][0].value == pytest.approx(120 / 4.25)
+    assert series[QUEUE_DEPTH][0].timestamp == 1_000_000.0 + 4.0
+
+
+def test_member_without_readings_makes_group_stale_not_smaller() -> None:
+    a = history(reading(0, success=0, pending=1), reading(5, success=50, pending=1))
+    silent = ReadingHistory(60)
+    series = group_series(GROUP, [a, silent], WINDOW)
+    assert series[QUEUE_DEPTH][0].timestamp == -math.inf
+    assert REQUEST_RATE not in series  # no window for the silent member
+
+
+def test_new_member_without_window_blocks_rates_only() -> None:
+    a = history(reading(0, success=0), reading(5, success=50))
+    new = history(reading(5, success=0))
+    series = group_series(GROUP, [a, new], WINDOW)
+    assert QUEUE_DEPTH in series and REQUEST_RATE not in series
+
+
+PARSER = ExpositionParser(TRITON_FAMILIES + DCGM_FAMILIES)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "expected"),
+    [
+        (
+            "triton",
+            'nv_gpu_utilization{gpu_uuid="a"} 0.2\nnv_gpu_utilization{gpu_uuid="b"} 0.6\n',
+            0.4,
+        ),
+        ("dcgm", 'DCGM_FI_DEV_GPU_UTIL{gpu="0"} 50\nDCGM_FI_DEV_GPU_UTIL{gpu="1"} 100\n', 0.75),
+        (
+            "dcgm",
+            'DCGM_FI_DEV_GPU_UTIL{gpu="0"} 90\nDCGM_FI_PROF_GR_ENGINE_ACTIVE{gpu="0"} 0.3\n',
+            0.3,  # engine-active preferred: it is right under MIG
+        ),
+    ],
+)
+def test_gpu_utilization_is_a_0_to_1_mean(kind: str, text: str, expected: float) -> None:
+    r = reading_from_families(PARSER.parse(text), kind, 0.0, 1.0)  # type: ignore[arg-type]
+    v = values([history(r)])
+    assert v[GPU_UTILIZATION] == pytest.approx(expected)
+
+
+def test_no_gpu_families_means_no_gpu_series() -> None:
+    r = reading(0, success=1)
+    assert GPU_UTILIZATION not in values([history(r)])
+
+
+def test_versions_summed_or_split() -> None:
+    text = (
+        'nv_inference_request_success{model="m",version="1"} 10\n'
+        'nv_inference_request_success{model="m",version="2"} 5\n'
+        'nv_inference_pending_request_count{model="m",version="1"} 1\n'
+        'nv_inference_pending_request_count{model="m",version="2"} 2\n'
+    )
+    families = PARSER.parse(text)
+    summed = reading_from_families(families, "triton", 0.0, 0.0, sum_versions=True)
+    split = reading_from_families(families, "triton", 0.0, 0.0, sum_versions=False)
+    assert summed.models[("m", "")].success == 15 and summed.models[("m", "")].pending == 3
+    assert split.models[("m", "2")].success == 5
+    labels = {
+        p.labels.get("version") for p in group_series(GROUP, [history(split)], 5)[QUEUE_DEPTH]
+    }
+    assert labels == {"1", "2"}
