@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from adapter.api.tls import parse_listen
+
 _LABEL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./")
 
 
@@ -140,7 +142,7 @@ class Config(_Strict):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, listen: str) -> str:
-        parse_listen(listen)
+        parse_listen(listen)  # raises ListenAddressError (a ValueError) naming the problem
         return listen
 
 
@@ -150,15 +152,6 @@ class ConfigError(ValueError):
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = tuple(problems)
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:6443`` for IPv6) -> (host, port)."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"must be HOST:PORT with a port 0-65535, got {listen!r}")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
 
 
 def parse_target_flag(text: str) -> dict[str, Any]:

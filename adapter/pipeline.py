@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -69,11 +68,14 @@ class Pipeline:
         return self._snapshot
 
     def readiness(self) -> str | None:
-        """None when ready; otherwise why not (for /readyz)."""
-        if not self._states:
-            return "no scrape targets configured or discovered yet"
+        """None when ready; otherwise why not (for /readyz).
+
+        Ready once the first snapshot is published, even if targets are down: a pod that is
+        never Ready would make the APIService unavailable for every namespace (and stall
+        namespace deletion), while missing data is already answered per metric with 503.
+        """
         if not self._published_once:
-            return "no scrape has completed yet"
+            return "no snapshot has been published yet"
         return None
 
     @property
@@ -172,8 +174,7 @@ class Pipeline:
             series=MappingProxyType({m: tuple(p) for m, p in points.items()}),
         )
         self._snapshot = snapshot
-        if any(not math.isinf(p.timestamp) for ps in points.values() for p in ps):
-            self._published_once = True
+        self._published_once = True
         if self._on_publish is not None:
             self._on_publish(snapshot)
         return snapshot

@@ -96,13 +96,20 @@ class SnapshotProvider:
             )
         max_age = self._max_age.get(metric, self._default_max_age)
         now = self._clock()
-        stale = [p for p in matched if now - p.timestamp > max_age or p.value != p.value]
+        stale = [p for p in matched if now - p.timestamp > max_age]
         if stale:
             oldest = max(now - p.timestamp for p in stale)
             raise StaleMetricError(
                 f"metric {metric} in namespace {namespace}: {len(stale)} of {len(matched)} "
                 f"matching series have no data younger than {max_age:g}s "
                 f"(oldest {oldest:.1f}s); holding rather than reporting a guess"
+            )
+        unknown = [p for p in matched if p.value != p.value]
+        if unknown:
+            raise StaleMetricError(
+                f"metric {metric} in namespace {namespace}: {len(unknown)} of {len(matched)} "
+                "matching series have no value yet (not enough data to compute it); "
+                "holding rather than reporting a guess"
             )
         return [
             ExternalMetricValue(

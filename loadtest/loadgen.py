@@ -23,6 +23,7 @@ import math
 import resource
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
@@ -186,6 +187,7 @@ class LoadResult:
             "cpu_fraction": round(self.cpu_s / self.duration_s, 3) if self.duration_s else None,
             "max_in_flight_seen": max((n for _, n in self.in_flight), default=0),
             **percentiles,
+            "errors": dict(Counter(r.error for r in self.records if r.error).most_common(3)),
         }
 
 InferFn = Callable[[], Awaitable[None]]
@@ -371,7 +373,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--rate", type=float, help="constant rate in requests/second")
     rate.add_argument("--schedule", help="start_s:rate_rps,... piecewise-constant rates")
     parser.add_argument("--duration", type=float, required=True, help="seconds")
-    parser.add_argument("--protocol", choices=["http", "grpc"], default="http")
+    parser.add_argument("--protocol", choices=["http", "grpc"], default="grpc")
     parser.add_argument("--arrivals", choices=["poisson", "constant"], default="poisson")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT)

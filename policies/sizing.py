@@ -203,10 +203,10 @@ class PredictivePolicy:
         capacity_now = max(0.0, current_capacity_replicas) * sizing.capacity_rps
         drain = max(sizing.slo_seconds, config.step_seconds)
         raw = math.ceil(replicas_for_load(load, queue_depth, sizing, drain) - 1e-9)
-        panic = self.burst.update(rate, capacity_now)
-        if panic and self._previous is not None:
-            raw = max(raw, self._previous.desired_replicas)
         damped = self._damping.push(raw)
+        panic = self.burst.update(rate, capacity_now)
+        if panic and self._previous is not None:  # after damping: a hold does not compound
+            damped = max(damped, self._previous.desired_replicas)
         desired = min(sizing.max_replicas, max(sizing.min_replicas, damped))
 
         if math.isnan(queue_depth):

@@ -23,7 +23,9 @@ PROD_RESNET = {"namespace": "prod", "model": "resnet", "deployment": "resnet-a"}
         pytest.param("env notin (a)", "env notin (a)", id="notin"),
         pytest.param("gpu", "gpu", id="exists"),
         pytest.param("!gpu", "!gpu", id="not-exists"),
-        pytest.param(" model = resnet ,  !gpu ", "!gpu,model=resnet", id="whitespace-sorted-by-key"),
+        pytest.param(
+            " model = resnet ,  !gpu ", "!gpu,model=resnet", id="whitespace-sorted-by-key"
+        ),
         pytest.param("z=1,a=2", "a=2,z=1", id="requirements-sorted-by-key"),
         pytest.param("model=", "model=", id="equals-empty-value"),
         pytest.param("model==,gpu", "gpu,model==", id="double-equals-empty-value"),

@@ -120,7 +120,9 @@ async def test_window_is_integer_seconds_when_known(client: Client) -> None:
         pytest.param("triton_desired_replicas", "-1500m", id="negative"),
     ],
 )
-async def test_finite_values_are_served_canonically(client: Client, metric: str, value: str) -> None:
+async def test_finite_values_are_served_canonically(
+    client: Client, metric: str, value: str
+) -> None:
     body = await get_json(client, f"{PROD}/{metric}")
     assert [item["value"] for item in body["items"]] == [value]
 
@@ -147,7 +149,9 @@ async def test_missing_selector_means_everything_in_the_namespace(client: Client
             ["bert-a", "resnet-a"],
             id="notin-percent-20",
         ),
-        pytest.param("labelSelector=gpu%21%3Da100", ["bert-a", "resnet-a", "resnet-b"], id="ne-absent"),
+        pytest.param(
+            "labelSelector=gpu%21%3Da100", ["bert-a", "resnet-a", "resnet-b"], id="ne-absent"
+        ),
         pytest.param("labelSelector=%21gpu", ["bert-a", "resnet-a", "resnet-b"], id="not-exists"),
         pytest.param(
             "labelSelector=model%3Dresnet%2Cdeployment%3Dresnet-a", ["resnet-a"], id="and"
@@ -185,13 +189,23 @@ async def test_namespace_isolation(client: Client) -> None:
 async def test_unknown_metric_is_404_status_naming_it(client: Client) -> None:
     body = await get_json(client, f"{PROD}/triton_nonexistent", status=404)
     assert body == {
-        **status_body(404, "NotFound", "the server could not find the metric triton_nonexistent for namespaces"),
-        "details": {"name": "triton_nonexistent", "group": "external.metrics.k8s.io", "kind": "namespaces"},
+        **status_body(
+            404,
+            "NotFound",
+            "the server could not find the metric triton_nonexistent for namespaces",
+        ),
+        "details": {
+            "name": "triton_nonexistent",
+            "group": "external.metrics.k8s.io",
+            "kind": "namespaces",
+        },
     }
 
 
 async def test_no_matching_series_is_404(client: Client) -> None:
-    body = await get_json(client, f"{PROD}/triton_queue_depth?labelSelector=model%3Dgpt", status=404)
+    body = await get_json(
+        client, f"{PROD}/triton_queue_depth?labelSelector=model%3Dgpt", status=404
+    )
     assert body["reason"] == "NotFound"
     assert "model=gpt" in body["message"]
     assert "namespace prod" in body["message"]
@@ -203,7 +217,9 @@ async def test_no_matching_series_is_404(client: Client) -> None:
         pytest.param("labelSelector=model+in+%28a", "expected: ',' or ')'", id="unclosed"),
         pytest.param("labelSelector=-bad%3Dx", "invalid label key '-bad'", id="bad-key"),
         pytest.param("labelSelector=model%3D-x", "invalid value '-x'", id="bad-value"),
-        pytest.param("labelSelector=a%2Bb", "invalid label key 'a+b'", id="encoded-plus-stays-plus"),
+        pytest.param(
+            "labelSelector=a%2Bb", "invalid label key 'a+b'", id="encoded-plus-stays-plus"
+        ),
     ],
 )
 async def test_bad_selector_is_400_naming_the_problem(
@@ -234,16 +250,17 @@ async def test_stale_data_is_503_never_zero(client: Client, clock: FakeClock) ->
 
 
 @pytest.mark.parametrize(
-    "metric",
+    ("metric", "fragment"),
     [
-        pytest.param("triton_arrival_rate_forecast", id="nan"),
-        pytest.param("triton_queue_depth_forecast", id="inf"),
+        pytest.param("triton_arrival_rate_forecast", "have no value yet", id="nan"),
+        pytest.param("triton_queue_depth_forecast", "has value inf", id="inf"),
     ],
 )
-async def test_non_finite_value_is_503_hold(client: Client, metric: str) -> None:
+async def test_non_finite_value_is_503_hold(client: Client, metric: str, fragment: str) -> None:
     body = await get_json(client, f"{PROD}/{metric}", status=503)
     assert body["reason"] == "ServiceUnavailable"
     assert body["code"] == 503
+    assert fragment in body["message"]
     assert "holding" in body["message"]
 
 
@@ -281,6 +298,22 @@ async def test_unknown_paths_are_404_status(client: Client, path: str) -> None:
     body = await get_json(client, URL(path, encoded=True), status=404)
     assert body["kind"] == "Status"
     assert body["reason"] == "NotFound"
+
+
+@pytest.mark.parametrize(
+    "segment",
+    [
+        pytest.param("triton%2Fqueue_depth", id="encoded-slash"),
+        pytest.param("triton%25queue", id="percent"),
+        pytest.param("%2E%2E", id="dot-dot"),
+        pytest.param("%2E", id="dot"),
+    ],
+)
+async def test_metric_names_that_are_not_path_segments_are_404(
+    client: Client, segment: str
+) -> None:
+    body = await get_json(client, URL(f"{PROD}/{segment}", encoded=True), status=404)
+    assert "is not a valid namespace/metric path" in body["message"]
 
 
 class ExplodingProvider:

@@ -60,7 +60,7 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
             "targets:\n  - url: http://a/m\n    kind: tensorflow\n",
             ":3: targets.0.kind: Input should be 'triton' or 'dcgm'",
         ),
-        ("listen: nonsense\n", ":1: listen: must be HOST:PORT"),
+        ("listen: nonsense\n", ":1: listen: listen address 'nonsense' must be HOST:PORT"),
         (
             "tls:\n  cert_file: /x\n",
             ":1: tls: cert_file and private_key_file must be given together",

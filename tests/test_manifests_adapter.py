@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from adapter.config import Config, load_config, parse_listen
+from adapter.config import Config, load_config
 from tests.test_manifests_validate import (
     BASE,
     CERT_MANAGER,
@@ -40,7 +40,8 @@ def adapter_container(objects: list[Obj]) -> Obj:
 def port_named(container: Obj, name: str) -> Obj:
     found = [port for port in container.get("ports", []) if port.get("name") == name]
     assert len(found) == 1, f"container {container['name']} has no port named {name!r}"
-    return found[0]
+    port: Obj = found[0]
+    return port
 
 
 def mount_of(objects: list[Obj], path: str) -> tuple[Obj, Obj]:
@@ -106,8 +107,9 @@ def test_apiservice_reaches_the_adapter_port_through_the_service(kustomization: 
 
 def test_container_listens_where_the_config_says() -> None:
     objects = render(BASE)
-    config_path, text = rendered_config(objects)
-    _, port = parse_listen(yaml.safe_load(text)["listen"])
+    _, text = rendered_config(objects)
+    listen = yaml.safe_load(text)["listen"]  # HOST:PORT
+    port = int(listen.rpartition(":")[2])
     assert port_named(adapter_container(objects), "https")["containerPort"] == port
 
 
@@ -283,7 +285,9 @@ def test_hpa_controller_may_read_external_metrics() -> None:
     assert hpa_controller in binding_subjects(objects, "ClusterRole", role)
 
 
-@pytest.mark.parametrize(("group", "resource"), [("", "pods"), ("discovery.k8s.io", "endpointslices")])
+@pytest.mark.parametrize(
+    ("group", "resource"), [("", "pods"), ("discovery.k8s.io", "endpointslices")]
+)
 def test_discovery_may_list_and_watch(group: str, resource: str) -> None:
     assert {"list", "watch"} <= grants(render(BASE), "tritonscale-discovery", group, resource)
 

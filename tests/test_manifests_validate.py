@@ -74,9 +74,7 @@ def objects_of(objects: Iterable[Obj], kind: str) -> list[Obj]:
 def one_of(objects: Iterable[Obj], kind: str, name: str | None = None) -> Obj:
     """The single object of ``kind`` (and ``name``, when given); fails otherwise."""
     found = [
-        obj
-        for obj in objects_of(objects, kind)
-        if name is None or obj["metadata"]["name"] == name
+        obj for obj in objects_of(objects, kind) if name is None or obj["metadata"]["name"] == name
     ]
     assert len(found) == 1, f"expected exactly one {kind} {name or ''}, found {len(found)}"
     return found[0]
@@ -115,7 +113,9 @@ def _check_certificate(obj: Obj) -> list[str]:
         "secretName", "issuerRef", "isCA", "dnsNames", "commonName", "duration",
         "renewBefore", "usages", "privateKey", "ipAddresses", "subject", "secretTemplate",
     }  # fmt: skip
-    problems += [f"spec.{key} is not a cert-manager v1 Certificate field" for key in spec.keys() - known]
+    problems += [
+        f"spec.{key} is not a cert-manager v1 Certificate field" for key in spec.keys() - known
+    ]
     return problems
 
 

@@ -52,9 +52,8 @@ def provider(pipeline: Pipeline, now: float) -> SnapshotProvider:
 
 def test_published_snapshot_is_served_per_namespace() -> None:
     pipeline, (prod, dev) = make()
-    assert pipeline.readiness() == "no scrape targets configured or discovered yet"
+    assert pipeline.readiness() == "no snapshot has been published yet"
     a, b = pipeline.track(prod), pipeline.track(dev)
-    assert pipeline.readiness() == "no scrape has completed yet"
     for t in range(6):
         a.history.add(reading(t, success=10 * t, pending=3))
         b.history.add(reading(t, success=2 * t, pending=1))

@@ -945,7 +945,7 @@ def test_behavior_scale_down_uses_flag_window_when_unset() -> None:
 )
 def test_spec_validation_names_the_field(kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        HPASpec(metrics=(value(1),), **kwargs)
+        HPASpec(metrics=(value(1),), **kwargs)  # type: ignore[arg-type]
 
 
 def test_target_must_be_positive() -> None:

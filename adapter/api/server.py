@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -175,7 +176,7 @@ async def get_external_metric(request: web.Request) -> web.Response:
     try:
         body = metric_value_list(values)
     except QuantityError:
-        bad = next(v for v in values if v.value != v.value or abs(v.value) == float("inf"))
+        bad = next(v for v in values if not math.isfinite(v.value))
         log.warning(
             "holding non-finite metric namespace=%s metric=%s labels=%s value=%r",
             namespace,

@@ -1,0 +1,183 @@
+"""Sizing formula, burst guard and the predictive policy's step rules."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from policies.burst import BurstGuard
+from policies.sizing import (
+    PredictiveConfig,
+    PredictivePolicy,
+    SizingParams,
+    replicas_for_load,
+)
+
+SIZING = SizingParams(capacity_rps=10.0, slo_seconds=1.0, min_replicas=1, max_replicas=50)
+
+
+@pytest.mark.parametrize(
+    ("rate", "backlog", "slo", "drain", "want"),
+    [
+        (100.0, 0.0, 1.0, None, 10.0),  # rate / capacity
+        (0.0, 50.0, 1.0, None, 5.0),  # backlog drained within the SLO
+        (100.0, 50.0, 2.0, None, 12.5),  # 10 + 50 / (10 * 2)
+        (100.0, 50.0, 1.0, 5.0, 11.0),  # drain time overrides the SLO (policy: max(SLO, step))
+        (100.0, math.nan, 1.0, None, 10.0),  # unknown backlog: rate only
+        (-5.0, -5.0, 1.0, None, 0.0),  # negative inputs count as 0
+    ],
+)
+def test_replicas_for_load(
+    rate: float, backlog: float, slo: float, drain: float | None, want: float
+) -> None:
+    params = SizingParams(capacity_rps=10.0, slo_seconds=slo)
+    assert replicas_for_load(rate, backlog, params, drain) == pytest.approx(want)
+
+
+def test_replicas_for_load_refuses_an_unknown_rate() -> None:
+    with pytest.raises(ValueError, match="arrival_rate"):
+        replicas_for_load(math.nan, 0.0, SIZING)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"capacity_rps": 0.0, "slo_seconds": 1.0}, "capacity_rps"),
+        ({"capacity_rps": 1.0, "slo_seconds": -1.0}, "slo_seconds"),
+        (
+            {"capacity_rps": 1.0, "slo_seconds": 1.0, "min_replicas": 5, "max_replicas": 2},
+            "max_replicas",
+        ),
+    ],
+)
+def test_sizing_params_validation_names_the_field(kwargs: dict[str, float], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        SizingParams(**kwargs)  # type: ignore[arg-type]
+
+
+# --- burst guard ------------------------------------------------------------------------------
+
+
+def test_burst_guard_enters_above_factor_and_holds() -> None:
+    guard = BurstGuard(panic_factor=2.0, hold_steps=2)
+    assert guard.update(19.0, 10.0) is False  # below 2x
+    assert guard.update(20.0, 10.0) is False  # strictly above is required
+    assert guard.update(21.0, 10.0) is True  # trigger
+    assert [guard.update(1.0, 10.0) for _ in range(3)] == [True, True, False]
+
+
+def test_burst_guard_retrigger_extends_and_nan_never_triggers() -> None:
+    guard = BurstGuard(panic_factor=2.0, hold_steps=1)
+    assert guard.update(math.nan, 0.0) is False
+    assert guard.update(50.0, 10.0) is True
+    assert guard.update(50.0, 10.0) is True  # extends
+    assert guard.update(math.nan, 10.0) is True  # hold counts down
+    assert guard.update(math.nan, 10.0) is False
+
+
+# --- predictive policy --------------------------------------------------------------------------
+
+
+def config(**overrides: object) -> PredictiveConfig:
+    settings: dict[str, object] = {
+        "step_seconds": 15.0,
+        "horizon_seconds": 60.0,
+        "sizing": SIZING,
+        "forecaster": "last",
+        "use_headroom": False,
+        "scale_down_delay_seconds": 60.0,
+    }
+    settings.update(overrides)
+    return PredictiveConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_constant_rate_gives_rate_over_capacity() -> None:
+    policy = PredictivePolicy(config())
+    decisions = [policy.step(95.0, 0.0, 10.0) for _ in range(10)]
+    assert {d.desired_replicas for d in decisions} == {10}  # ceil(9.5)
+
+
+def test_backlog_adds_replicas_drained_within_max_of_slo_and_step() -> None:
+    policy = PredictivePolicy(config())
+    decision = policy.step(50.0, 300.0, 10.0)
+    assert decision.desired_replicas == 7  # 5 + 300 / (10 * max(1, 15)) = 7
+
+
+def test_scale_up_is_immediate_and_scale_down_waits_the_delay() -> None:
+    policy = PredictivePolicy(config())  # delay 60 s = 4 steps of 15 s
+    assert policy.step(10.0, 0.0, 1.0).desired_replicas == 1
+    assert policy.step(100.0, 0.0, 10.0).desired_replicas == 10  # same step (no panic)
+    after_drop = [policy.step(10.0, 0.0, 10.0).desired_replicas for _ in range(6)]
+    assert after_drop == [10, 10, 10, 10, 1, 1]  # falls exactly 60 s after the drop
+
+
+def test_missing_rate_returns_the_previous_decision() -> None:
+    policy = PredictivePolicy(config())
+    decision = policy.step(40.0, 0.0, 4.0)
+    assert policy.step(math.nan, 0.0, 4.0) is decision
+
+
+def test_missing_rate_before_any_decision_holds_current_capacity() -> None:
+    policy = PredictivePolicy(config())
+    decision = policy.step(math.nan, 0.0, 3.2)
+    assert decision.desired_replicas == 4
+    assert math.isnan(decision.arrival_upper)
+
+
+def test_queue_depth_forecast() -> None:
+    policy = PredictivePolicy(config())
+    over = policy.step(50.0, 100.0, 3.0)  # 100 + (50 - 30) * 60
+    assert over.queue_depth_forecast == pytest.approx(1300.0)
+    under = policy.step(50.0, 100.0, 10.0)  # capacity 100 > 50: drains to 0
+    assert under.queue_depth_forecast == 0.0
+    unknown = policy.step(50.0, math.nan, 10.0)
+    assert math.isnan(unknown.queue_depth_forecast)
+
+
+def test_panic_blocks_scale_down_even_without_damping() -> None:
+    policy = PredictivePolicy(
+        config(scale_down_delay_seconds=0.0, panic_hold_seconds=30.0)  # hold 2 steps
+    )
+    first = policy.step(100.0, 0.0, 1.0)  # 100 > 2 * 10: panic
+    assert first.panic
+    assert first.desired_replicas == 10
+    held = [policy.step(5.0, 0.0, 1.0) for _ in range(3)]
+    assert [d.panic for d in held] == [True, True, False]
+    assert [d.desired_replicas for d in held] == [10, 10, 1]
+
+
+def test_desired_is_clamped_to_min_and_max() -> None:
+    policy = PredictivePolicy(config(scale_down_delay_seconds=0.0, panic_factor=1e6))
+    assert policy.step(10_000.0, 0.0, 50.0).desired_replicas == 50
+    assert policy.step(0.0, 0.0, 50.0).desired_replicas == 1
+
+
+def test_headroom_lifts_the_plan_only_when_enabled() -> None:
+    rng = np.random.default_rng(3)
+    rates = 100.0 + rng.normal(0.0, 10.0, 200)
+    with_headroom = PredictivePolicy(config(forecaster="ewma", use_headroom=True))
+    without = PredictivePolicy(config(forecaster="ewma", use_headroom=False))
+    for rate in rates:
+        a = with_headroom.step(float(rate), 0.0, 10.0)
+        b = without.step(float(rate), 0.0, 10.0)
+    assert b.arrival_upper == b.arrival_forecast.point
+    assert with_headroom.headroom.ready
+    assert a.arrival_upper > a.arrival_forecast.point + 5.0  # ~1.6 sd of the noise
+
+
+def test_forecast_leads_a_ramp() -> None:
+    policy = PredictivePolicy(config(forecaster="holt", horizon_seconds=120.0))
+    decision = None
+    for t in range(100):
+        decision = policy.step(10.0 + 2.0 * t, 0.0, 20.0)
+    assert decision is not None
+    reactive = math.ceil((10.0 + 2.0 * 99) / 10.0)
+    assert decision.desired_replicas >= reactive + 2  # 8 steps ahead: +16 req/s
+
+
+def test_config_horizon_steps() -> None:
+    assert config(horizon_seconds=60.0).horizon_steps == 4
+    assert config(horizon_seconds=61.0).horizon_steps == 5
+    assert config(horizon_seconds=0.0).horizon_steps == 1
