@@ -39,7 +39,7 @@ class ScrapeConfig(_Strict):
     interval_seconds: float = Field(1.0, gt=0, le=300)
     timeout_seconds: float = Field(0.8, gt=0, le=300)
     max_response_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    backoff_max_seconds: float = Field(30.0, gt=0)
+    backoff_max_seconds: float = Field(5.0, gt=0)
 
     @model_validator(mode="after")
     def _timeout_fits(self) -> ScrapeConfig:

@@ -34,14 +34,21 @@ class ReadingHistory:
     def __init__(self, keep_seconds: float) -> None:
         self._keep = keep_seconds
         self._readings: deque[Reading] = deque()
+        self._last_seen: dict[ModelKey, ModelCounters] = {}
         self.restarts = 0
 
     def add(self, reading: Reading) -> bool:
-        """Append ``reading``; return True if it shows a counter reset (history cleared)."""
-        reset = bool(self._readings) and _is_reset(self._readings[-1], reading)
+        """Append ``reading``; return True if it shows a counter reset (history cleared).
+
+        Counters are compared with the last reading that had each model, so a restart is
+        caught even when the first readings after it come before the models are loaded.
+        """
+        reset = _is_reset(self._last_seen, reading)
         if reset:
             self._readings.clear()
+            self._last_seen.clear()
             self.restarts += 1
+        self._last_seen.update(reading.models)
         self._readings.append(reading)
         horizon = reading.mono - self._keep
         while len(self._readings) > 2 and self._readings[1].mono <= horizon:
@@ -67,10 +74,10 @@ class ReadingHistory:
         return base, newest
 
 
-def _is_reset(before: Reading, after: Reading) -> bool:
-    for key, old in before.models.items():
-        new = after.models.get(key)
-        if new is None:
+def _is_reset(last_seen: Mapping[ModelKey, ModelCounters], after: Reading) -> bool:
+    for key, new in after.models.items():
+        old = last_seen.get(key)
+        if old is None:
             continue
         if (
             new.success < old.success
@@ -186,6 +193,8 @@ def _aggregate_window(
         if pair is None:
             return None  # a member without two readings (new or just restarted)
         base, newest = pair
+        if key not in base.models and key in newest.models:
+            return None  # the model just appeared (loaded or restarted): no full window yet
         old, new = _counters(base, key), _counters(newest, key)
         total["completed"] += new.completed - old.completed
         total["success"] += new.success - old.success

@@ -111,9 +111,7 @@ class _HPADriven:
         if (k + 1) % self.sync_ticks:
             return None
         now = (k + 1) * self.dt
-        result = self.hpa.reconcile(
-            now, view.spec, view.spec, view.ready, [self._metric(k, view)]
-        )
+        result = self.hpa.reconcile(now, view.spec, view.spec, view.ready, [self._metric(k, view)])
         return result.desired_replicas
 
 

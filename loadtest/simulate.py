@@ -144,9 +144,9 @@ class Workload:
     ) -> Workload:
         n_ticks = max(1, math.ceil(duration / tick_seconds - 1e-9))
         index = np.minimum((times // tick_seconds).astype(np.int64), n_ticks - 1)
-        counts = np.bincount(index, minlength=n_ticks).astype(np.int64)
+        counts: IntArray = np.bincount(index, minlength=n_ticks).astype(np.int64)
         tick_work = np.bincount(index, weights=work, minlength=n_ticks)
-        return cls(tick_seconds, counts, tick_work, times, work)
+        return cls(tick_seconds, counts, np.asarray(tick_work, dtype=np.float64), times, work)
 
     @classmethod
     def from_counts(cls, counts: IntArray, work: FloatArray, tick_seconds: float = 1.0) -> Workload:
@@ -468,6 +468,9 @@ class _FluidEngine(_Engine):
         self.backlog = 0.0
         self.departed = np.zeros(self.n + 1)
         self.work = self.workload.work.tolist()
+        arrived = np.zeros(self.n + 1)
+        np.cumsum(self.workload.work, out=arrived[1:])
+        self.arrived = arrived
 
     def add_servers(self, ids_ready: list[tuple[float, int]]) -> None:
         return None
@@ -495,9 +498,21 @@ class _FluidEngine(_Engine):
         view = self.view
         view.busy_seconds[k] = served / self.mu
         view.compute_seconds_done[k] = served / self.mu
-        view.queue_seconds_done[k] = 0.5 * (backlog + new_backlog) * dt
         view.queue_depth[k] = new_backlog
-        self.departed[k + 1] = self.departed[k] + served
+        departed = self.departed[k] + served
+        self.departed[k + 1] = departed
+        if served > 0.0 and backlog > 0.0:
+            # Triton adds a request's queue time when it leaves the queue: the work served in
+            # this tick left at its middle and arrived when cumulative arrivals reached its level.
+            level = departed - 0.5 * served
+            arrived = self.arrived
+            j = int(np.searchsorted(arrived, level))
+            lo = arrived[j - 1]
+            span = arrived[j] - lo
+            arrival_time = ((j - 1) + ((level - lo) / span if span > 0 else 0.0)) * dt
+            wait = (t0 + 0.5 * dt) - arrival_time
+            if wait > 0.0:
+                view.queue_seconds_done[k] = served * wait
         self.backlog = new_backlog
 
     def finish(self) -> PolicyResult:

@@ -99,8 +99,10 @@ class ArrivalTrace:
     def step_counts(self, step: float, n_steps: int) -> tuple[IntArray, FloatArray]:
         """Requests and summed work arriving in each step ``[k*step, (k+1)*step)``."""
         index = np.minimum((self.times // step).astype(np.int64), n_steps - 1)
-        counts = np.bincount(index, minlength=n_steps).astype(np.int64)
-        work = np.bincount(index, weights=self.work, minlength=n_steps)
+        counts: IntArray = np.bincount(index, minlength=n_steps).astype(np.int64)
+        work: FloatArray = np.bincount(index, weights=self.work, minlength=n_steps).astype(
+            np.float64
+        )
         return counts, work
 
 
@@ -130,7 +132,8 @@ class RateTrace:
     @property
     def total_rates(self) -> FloatArray:
         """Summed rate per segment after rate and time scaling (requests/s)."""
-        return self.client_rates.sum(axis=0) * self.rate_scale * self.time_scale
+        rates: FloatArray = self.client_rates.sum(axis=0) * (self.rate_scale * self.time_scale)
+        return rates
 
     @property
     def expected_requests(self) -> float:
@@ -159,8 +162,11 @@ class RateTrace:
                 for client in np.flatnonzero(self.client_rates[:, seg] > 0):
                     rate = float(self.client_rates[client, seg]) * self.rate_scale
                     times = _renewal_times(
-                        rng, int(self.family[client, seg]), float(self.shape[client, seg]),
-                        rate, length,
+                        rng,
+                        int(self.family[client, seg]),
+                        float(self.shape[client, seg]),
+                        rate,
+                        length,
                     )
                     pieces.append(times + start)
             chunk = np.concatenate(pieces) if pieces else np.empty(0)
@@ -488,7 +494,10 @@ def load_rates_csv(path: Path) -> RateTrace:
 
 
 def _token_work(prompt: list[float], generated: list[float], weight: float) -> FloatArray:
-    return np.asarray(prompt) + weight * np.asarray(generated)
+    work: FloatArray = np.asarray(prompt, dtype=np.float64) + weight * np.asarray(
+        generated, dtype=np.float64
+    )
+    return work
 
 
 def load_azure(path: Path, *, decode_token_weight: float = DECODE_TOKEN_WEIGHT) -> ArrivalTrace:
@@ -533,7 +542,7 @@ def _trim_fraction(stamp: str) -> str:
     if not dot:
         return stamp
     digits = len(frac) - len(frac.lstrip("0123456789"))
-    return f"{head}.{frac[:min(digits, 6)]}{frac[digits:]}" if digits else stamp
+    return f"{head}.{frac[: min(digits, 6)]}{frac[digits:]}" if digits else stamp
 
 
 def load_mooncake(path: Path, *, decode_token_weight: float = DECODE_TOKEN_WEIGHT) -> ArrivalTrace:
@@ -711,11 +720,13 @@ def _parse_servegen(source: str, files: dict[str, str], name: str) -> RateTrace:
     n_windows = max(window_ids) + 1
     n_clients = len(per_client)
     rates = np.zeros((n_clients, n_windows))
-    family = np.zeros((n_clients, n_windows), dtype=np.int8)
-    shape = np.zeros((n_clients, n_windows))
-    for c, rows in enumerate(per_client):
-        for w, (rate, fam, shp) in rows.items():
-            rates[c, w], family[c, w], shape[c, w] = rate, fam, shp
+    family_grid = np.zeros((n_clients, n_windows), dtype=np.int8)
+    shape_grid = np.zeros((n_clients, n_windows))
+    for c, client_rows in enumerate(per_client):
+        for w, (rate_w, family_w, shape_w) in client_rows.items():
+            rates[c, w] = rate_w
+            family_grid[c, w] = family_w
+            shape_grid[c, w] = shape_w
     if not rates.any():
         raise TraceError(f"{source}: empty trace (every window has rate 0)")
     starts = np.arange(n_windows, dtype=np.float64) * SERVEGEN_WINDOW_SECONDS
@@ -724,8 +735,8 @@ def _parse_servegen(source: str, files: dict[str, str], name: str) -> RateTrace:
         starts=starts,
         ends=starts + SERVEGEN_WINDOW_SECONDS,
         client_rates=rates,
-        family=family,
-        shape=shape,
+        family=family_grid,
+        shape=shape_grid,
     )
 
 

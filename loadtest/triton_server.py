@@ -281,6 +281,7 @@ class TritonProcess:
         self.max_queue_delay_us = max_queue_delay_us
         self.metrics_interval_ms = metrics_interval_ms
         self.python = python
+        self._owns_log = log_path is None
         if log_path is None:
             handle, name = tempfile.mkstemp(prefix="tritonscale-triton-", suffix=".log")
             os.close(handle)
@@ -302,6 +303,11 @@ class TritonProcess:
     def grpc_url(self) -> str:
         """``host:port`` form that tritonclient's gRPC clients take as ``url``."""
         return f"{LOOPBACK}:{self.grpc_port}"
+
+    @property
+    def metrics_host_port(self) -> str:
+        """``host:port`` of /metrics, the form a Prometheus static target takes."""
+        return f"{LOOPBACK}:{self.metrics_port}"
 
     @property
     def metrics_url(self) -> str:
@@ -374,19 +380,37 @@ class TritonProcess:
                 self._kill_group()
                 raise TritonStartError(
                     f"Triton exited with code {code} before ready "
-                    f"(log {self.log_path}):\n{self.log_tail()}"
+                    f"(log {self.log_path}):\n{self.log_tail()}{self._hint()}"
                 )
             if self.is_ready():
                 self.startup_s = time.monotonic() - started
                 return self.startup_s
             time.sleep(0.2)
-        self.stop()
+        self._stop_process(timeout_s=DEFAULT_STOP_TIMEOUT_S)
         raise TritonStartError(
-            f"Triton not ready after {timeout_s:.0f} s (log {self.log_path}):\n{self.log_tail()}"
+            f"Triton not ready after {timeout_s:.0f} s (log {self.log_path}):\n"
+            f"{self.log_tail()}{self._hint()}"
         )
 
+    def _hint(self) -> str:
+        if "_recursion_count" in self.log_tail():
+            return (
+                f"\nhint: {self.python} is not the Debian python3.11 that Triton's Python-backend"
+                " stub links against; run from the project venv (.venv/bin/python)."
+            )
+        return ""
+
     def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> int | None:
-        """SIGTERM, wait up to ``timeout_s``, then SIGKILL the process group. Returns exit code."""
+        """SIGTERM, wait up to ``timeout_s``, then SIGKILL the process group. Returns exit code.
+
+        A log file this object created is deleted after a clean (code 0) exit and kept otherwise.
+        """
+        code = self._stop_process(timeout_s)
+        if code == 0 and self._owns_log:
+            self.log_path.unlink(missing_ok=True)
+        return code
+
+    def _stop_process(self, timeout_s: float) -> int | None:
         process = self._process
         if process is None:
             return None

@@ -191,3 +191,16 @@ def test_versions_summed_or_split() -> None:
         p.labels.get("version") for p in group_series(GROUP, [history(split)], 5)[QUEUE_DEPTH]
     }
     assert labels == {"1", "2"}
+
+
+def test_restart_seen_through_readings_without_models() -> None:
+    h = history(reading(0, success=500), reading(1, success=530))
+    assert not h.add(Reading(mono=5, wall=5, models={}))  # Triton up, models not loaded yet
+    assert h.add(reading(6, success=3))  # lower than the last value seen: a restart
+    assert values([h]) == {QUEUE_DEPTH: 0}
+
+
+def test_model_appearing_mid_window_is_not_a_spike() -> None:
+    h = history(Reading(mono=0, wall=0, models={}), reading(1, success=40))
+    v = values([h])
+    assert REQUEST_RATE not in v  # not 40 requests "in one second"

@@ -1,0 +1,61 @@
+"""Process fixtures: a live Triton (session-wide) and Prometheus launchers.
+
+A Triton that fails to start fails the tests that need it, with the server log tail: these tests
+are never skipped, because a silently skipped live test hides a broken harness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from loadtest.prometheus import PrometheusProcess, PrometheusStartError
+from loadtest.triton_server import DEMO_MODELS, TritonProcess, TritonStartError
+
+PrometheusFactory = Callable[..., PrometheusProcess]
+
+
+def start_triton_or_fail(process: TritonProcess) -> TritonProcess:
+    """Start ``process``; on failure fail the test loudly with the server log tail."""
+    try:
+        process.start()
+    except TritonStartError as error:
+        pytest.fail(f"Triton did not start: {error}", pytrace=False)
+    return process
+
+
+@pytest.fixture(scope="session")
+def triton() -> Iterator[TritonProcess]:
+    """Triton with ``resnet`` (50 ms/batch, max batch 4) and ``bert`` (20 ms/batch, max batch 4).
+
+    Shared by the session: tests must measure counter deltas, not absolute values, and leave the
+    queue drained.
+    """
+    process = start_triton_or_fail(TritonProcess(DEMO_MODELS))
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def prometheus_factory() -> Iterator[PrometheusFactory]:
+    """``make(targets, **PrometheusProcess kwargs)``: a started Prometheus, stopped at teardown."""
+    started: list[PrometheusProcess] = []
+
+    def make(targets: Sequence[str], **kwargs: Any) -> PrometheusProcess:
+        process = PrometheusProcess(targets, **kwargs)
+        try:
+            process.start()
+        except PrometheusStartError as error:
+            pytest.fail(f"Prometheus did not start: {error}", pytrace=False)
+        started.append(process)
+        return process
+
+    try:
+        yield make
+    finally:
+        for process in started:
+            process.stop()
