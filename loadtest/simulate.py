@@ -55,7 +55,7 @@ class SimParams:
     capacity_rps: requests of work 1 a replica serves per second (service time work/capacity).
     slo_seconds: queue-wait objective per request. cold_start_seconds: D, request to Ready.
     sync_period_seconds: HPA ``--horizontal-pod-autoscaler-sync-period``.
-    scrape_interval_seconds / rate_window_seconds: the adapter's scrape and arrival-rate window.
+    scrape_interval_seconds: the adapter's scrape interval (queue depth is sampled then).
     initial_replicas: ready replicas at t = 0 (None: the oracle's initial count, same for all).
     """
 
@@ -64,7 +64,6 @@ class SimParams:
     cold_start_seconds: float
     sync_period_seconds: float = 15.0
     scrape_interval_seconds: float = 1.0
-    rate_window_seconds: float = 5.0
     min_replicas: int = 1
     max_replicas: int = 100
     tick_seconds: float = 1.0
@@ -92,7 +91,6 @@ class SimParams:
         for flag, value in (
             ("--sync-period", self.sync_period_seconds),
             ("--scrape-interval", self.scrape_interval_seconds),
-            ("rate window", self.rate_window_seconds),
         ):
             self.ticks(value, flag)
 
