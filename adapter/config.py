@@ -84,6 +84,7 @@ Forecaster = Literal["last", "ewma", "holt", "holt-winters", "linear"]
 
 
 class PredictiveDefaults(_Strict):
+    step_seconds: float = Field(15.0, gt=0)  # the policy decides once per step on the mean rate
     cold_start_seconds: float = Field(120.0, ge=0)
     hpa_sync_period_seconds: float = Field(15.0, gt=0)
     forecaster: Forecaster = "holt"
@@ -96,6 +97,7 @@ class PredictiveDefaults(_Strict):
 
 class PredictiveOverride(_Strict):
     match: dict[str, str]
+    step_seconds: float | None = Field(None, gt=0)
     cold_start_seconds: float | None = Field(None, ge=0)
     hpa_sync_period_seconds: float | None = Field(None, gt=0)
     forecaster: Forecaster | None = None

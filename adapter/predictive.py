@@ -1,23 +1,25 @@
 """The predictive stage: runs the pure policies on each series once per step.
 
-For every (namespace, group, model) series it feeds the arrival rate and queue depth
-into a :class:`policies.sizing.PredictivePolicy` whose horizon is the configured cold
-start plus the HPA sync period, and serves ``triton_arrival_rate_forecast`` (calibrated
-upper bound), ``triton_queue_depth_forecast`` and ``triton_desired_replicas``. The last
-two need a per-replica capacity (``capacity_rps``) for the series; without one only the
-forecast is served. Outputs carry their inputs' timestamps, so they age out together.
+For every (namespace, group, model) series it feeds the mean arrival rate over the last
+step (default 15 s, as in the simulator) and the current queue depth into a
+:class:`policies.sizing.PredictivePolicy` whose horizon is the configured cold start plus
+the HPA sync period, and serves ``triton_arrival_rate_forecast`` (calibrated upper bound),
+``triton_queue_depth_forecast`` and ``triton_desired_replicas``. The last two need a
+per-replica capacity (``capacity_rps``) for the series; without one only the forecast is
+served. Outputs carry their newest inputs' timestamps, so they age out together: when the
+inputs go stale the outputs do too, and the API holds instead of serving a guess.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from adapter.config import Config
+from adapter.config import Config, PredictiveDefaults
 from adapter.signals import ARRIVAL_RATE, QUEUE_DEPTH, Labels
 from adapter.snapshot import SeriesPoint
-from policies.sizing import PredictiveConfig, PredictivePolicy, SizingParams
+from policies.sizing import Decision, PredictiveConfig, PredictivePolicy, SizingParams
 
 ARRIVAL_FORECAST = "triton_arrival_rate_forecast"
 QUEUE_DEPTH_FORECAST = "triton_queue_depth_forecast"
@@ -30,37 +32,44 @@ _PLACEHOLDER_CAPACITY = 1.0
 @dataclass(slots=True)
 class _SeriesState:
     policy: PredictivePolicy
+    step_seconds: float
     has_capacity: bool
-    last: dict[str, SeriesPoint]
+    next_step: float = -math.inf
+    rates: list[float] = field(default_factory=list)  # fresh arrival rates since the last step
+    last_rate_time: float = -math.inf
+    decision: Decision | None = None
+
+
+def policy_for(settings: PredictiveDefaults) -> PredictivePolicy:
+    """The same policy the simulator runs, built from one series' settings."""
+    sizing = SizingParams(
+        capacity_rps=settings.capacity_rps or _PLACEHOLDER_CAPACITY,
+        slo_seconds=settings.slo_seconds,
+        min_replicas=settings.min_replicas,
+        max_replicas=settings.max_replicas,
+    )
+    return PredictivePolicy(
+        PredictiveConfig(
+            step_seconds=settings.step_seconds,
+            horizon_seconds=settings.cold_start_seconds + settings.hpa_sync_period_seconds,
+            forecaster=settings.forecaster,
+            quantile=settings.quantile,
+            sizing=sizing,
+        )
+    )
 
 
 class PredictiveStage:
     def __init__(self, config: Config) -> None:
         self._config = config
-        self._step_seconds = config.scrape.interval_seconds
         self._max_age = config.signals.max_age_seconds
-        self._next_step = -math.inf
         self._series: dict[Labels, _SeriesState] = {}
 
     def _new_state(self, labels: Mapping[str, str]) -> _SeriesState:
         settings = self._config.predictive.for_series(labels)
-        capacity = settings.capacity_rps
-        sizing = SizingParams(
-            capacity_rps=capacity or _PLACEHOLDER_CAPACITY,
-            slo_seconds=settings.slo_seconds,
-            min_replicas=settings.min_replicas,
-            max_replicas=settings.max_replicas,
+        return _SeriesState(
+            policy_for(settings), settings.step_seconds, settings.capacity_rps is not None
         )
-        policy = PredictivePolicy(
-            PredictiveConfig(
-                step_seconds=self._step_seconds,
-                horizon_seconds=settings.cold_start_seconds + settings.hpa_sync_period_seconds,
-                forecaster=settings.forecaster,
-                quantile=settings.quantile,
-                sizing=sizing,
-            )
-        )
-        return _SeriesState(policy, capacity is not None, {})
 
     def step(
         self,
@@ -68,12 +77,7 @@ class PredictiveStage:
         raw: Mapping[str, list[SeriesPoint]],
         replicas: Mapping[Labels, int],
     ) -> dict[str, list[SeriesPoint]]:
-        """Advance every series one step if a step is due; return the latest outputs."""
-        due = now_mono >= self._next_step
-        if due:
-            self._next_step = max(self._next_step + self._step_seconds, now_mono)
-            if self._next_step < now_mono:
-                self._next_step = now_mono + self._step_seconds
+        """Collect this pass's inputs; advance each series whose step is due."""
         arrivals = {_key(p.labels): p for p in raw.get(ARRIVAL_RATE, ())}
         depths = {_key(p.labels): p for p in raw.get(QUEUE_DEPTH, ())}
         for gone in set(self._series) - set(depths):
@@ -83,36 +87,43 @@ class PredictiveStage:
             state = self._series.get(key)
             if state is None:
                 state = self._series[key] = self._new_state(depth.labels)
-            if due:
-                arrival = arrivals.get(key)
-                self._advance(state, arrival, depth, replicas.get(_group(depth.labels), 1))
-            for metric, point in state.last.items():
-                out.setdefault(metric, []).append(point)
+                state.next_step = now_mono + state.step_seconds
+            arrival = arrivals.get(key)
+            if (
+                arrival is not None
+                and arrival.timestamp > state.last_rate_time
+                and math.isfinite(arrival.value)
+            ):
+                state.rates.append(arrival.value)  # each fresh reading once, never a held one
+                state.last_rate_time = arrival.timestamp
+            if now_mono >= state.next_step:
+                state.next_step = max(state.next_step + state.step_seconds, now_mono)
+                mean_rate = sum(state.rates) / len(state.rates) if state.rates else math.nan
+                state.rates.clear()
+                replica_count = replicas.get(_group(depth.labels), 1)
+                state.decision = state.policy.step(mean_rate, depth.value, float(replica_count))
+            if arrival is not None:
+                self._emit(state, arrival, depth, out)
         return out
 
-    def _advance(
+    def _emit(
         self,
         state: _SeriesState,
-        arrival: SeriesPoint | None,
+        arrival: SeriesPoint,
         depth: SeriesPoint,
-        replicas: int,
+        out: dict[str, list[SeriesPoint]],
     ) -> None:
-        newest = max(depth.timestamp, arrival.timestamp if arrival else -math.inf)
-        fresh_arrival = arrival is not None and newest - arrival.timestamp <= self._max_age
-        rate = arrival.value if fresh_arrival and arrival is not None else math.nan
-        decision = state.policy.step(rate, depth.value, float(replicas))
-        if arrival is None or not math.isfinite(decision.arrival_upper):
+        decision = state.decision
+        if decision is None or not math.isfinite(decision.arrival_upper):
             return  # no forecast yet: serve nothing rather than a guess
         timestamp = min(arrival.timestamp, depth.timestamp)
         labels = depth.labels
-        state.last[ARRIVAL_FORECAST] = SeriesPoint(labels, decision.arrival_upper, timestamp)
+        values = {ARRIVAL_FORECAST: decision.arrival_upper}
         if state.has_capacity:
-            state.last[QUEUE_DEPTH_FORECAST] = SeriesPoint(
-                labels, decision.queue_depth_forecast, timestamp
-            )
-            state.last[DESIRED_REPLICAS] = SeriesPoint(
-                labels, float(decision.desired_replicas), timestamp
-            )
+            values[QUEUE_DEPTH_FORECAST] = decision.queue_depth_forecast
+            values[DESIRED_REPLICAS] = float(decision.desired_replicas)
+        for metric, value in values.items():
+            out.setdefault(metric, []).append(SeriesPoint(labels, value, timestamp))
 
 
 def _key(labels: Mapping[str, str]) -> Labels:

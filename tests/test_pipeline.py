@@ -18,6 +18,7 @@ from adapter.predictive import (
 )
 from adapter.provider import NoMatchingSeriesError, SnapshotProvider, StaleMetricError
 from adapter.readings import ModelCounters, Reading
+from adapter.snapshot import SeriesPoint
 from adapter.targets import StaticTargets, Target
 
 T0 = 1_700_000_000.0
@@ -137,3 +138,23 @@ def test_missing_arrival_rate_is_not_forecast_as_zero() -> None:
     snapshot = pipeline.publish(0.0)
     assert snapshot.points(ARRIVAL_FORECAST) == ()
     assert not any(math.isnan(p.value) for p in snapshot.points("triton_queue_depth"))
+
+
+def test_policy_steps_on_the_mean_of_fresh_rates_only() -> None:
+    config = load_config(None, {"predictive": {"defaults": {"step_seconds": 15}}})
+    stage = PredictiveStage(config)
+    labels = {"namespace": "prod", "model": "m"}
+
+    def point(value: float, timestamp: float) -> SeriesPoint:
+        return SeriesPoint(labels, value, timestamp)
+
+    group = (("namespace", "prod"),)
+    feed = [(0.0, 10.0, T0), (5.0, 30.0, T0 + 5), (10.0, 30.0, T0 + 5)]  # the last one is held
+    for now, rate, stamp in feed:
+        raw = {"triton_arrival_rate": [point(rate, stamp)], "triton_queue_depth": [point(0, stamp)]}
+        assert stage.step(now, raw, {group: 1}) == {}  # no step due yet: nothing to serve
+    raw = {"triton_arrival_rate": [point(50.0, T0 + 15)], "triton_queue_depth": [point(0, T0 + 15)]}
+    out = stage.step(15.0, raw, {group: 1})
+    (forecast,) = out[ARRIVAL_FORECAST]
+    assert forecast.value == pytest.approx((10 + 30 + 50) / 3)  # fresh readings, each once
+    assert forecast.timestamp == T0 + 15
