@@ -45,7 +45,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy adapter policies loadtest
 
 imports: $(STAMP)
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --no-cache
 
 verify: lint typecheck imports test
 

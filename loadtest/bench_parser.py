@@ -33,7 +33,9 @@ def main() -> None:
     ours = ExpositionParser(TRITON_FAMILIES + DCGM_FAMILIES)
     lines = text.count("\n")
 
-    baseline = per_call_seconds(lambda: list(text_string_to_metric_families(text)), args.repeats, 200)
+    baseline = per_call_seconds(
+        lambda: list(text_string_to_metric_families(text)), args.repeats, 200
+    )
     fast = per_call_seconds(lambda: ours.parse(text), args.repeats, 2000)
     print(f"fixture: {args.fixture.name} ({lines} lines)")
     print(f"prometheus_client text parser: {baseline * 1e3:.3f} ms per scrape")

@@ -64,7 +64,7 @@ def test_triton_capture_values() -> None:
         ('nv_gpu_utilization{x="a,b}c"} 3', {"x": "a,b}c"}, 3.0),
         ("nv_gpu_utilization 4", {}, 4.0),
         ("nv_gpu_utilization{} 5", {}, 5.0),
-        ("nv_gpu_utilization{x=\"y\"}\t6\r", {"x": "y"}, 6.0),
+        ('nv_gpu_utilization{x="y"}\t6\r', {"x": "y"}, 6.0),
     ],
 )
 def test_sample_syntax(line: str, labels: dict[str, str], value: float) -> None:
@@ -95,7 +95,7 @@ def test_missing_families_and_empty_input() -> None:
     [
         ('nv_gpu_utilization{gpu="a"} abc\n', 1, "not a number"),
         ('ok 1\nnv_gpu_utilization{gpu="a" 1\n', 2, "not a valid sample"),
-        ('\n\nnv_gpu_utilization{gpu=a} 1\n', 3, "malformed labels"),
+        ("\n\nnv_gpu_utilization{gpu=a} 1\n", 3, "malformed labels"),
         ("nv_gpu_utilization\n", 1, "not a valid sample"),
         ('nv_gpu_utilization{gpu="a"} 1 2 3\n', 1, "not a valid sample"),
     ],
