@@ -165,6 +165,7 @@ class PredictivePolicy:
         self.burst = BurstGuard(config.panic_factor, config.steps_for(config.panic_hold_seconds))
         # Window of the scale-down damping in steps, counting the current one.
         self._damping = WindowMax(config.steps_for(config.scale_down_delay_seconds) + 1)
+        self._warm = False  # the damping window has been seeded with the running replicas
         self._previous: Decision | None = None
 
     @property
@@ -203,6 +204,13 @@ class PredictivePolicy:
         capacity_now = max(0.0, current_capacity_replicas) * sizing.capacity_rps
         drain = max(sizing.slo_seconds, config.step_seconds)
         raw = math.ceil(replicas_for_load(load, queue_depth, sizing, drain) - 1e-9)
+        if not self._warm:
+            self._warm = True
+            if math.isfinite(current_capacity_replicas):
+                # Warm start: what runs now counts as a recommendation made just before this
+                # step, so a fresh policy (adapter restart) cannot cut a running deployment
+                # before it has seen scale_down_delay_seconds of data.
+                self._damping.push(math.ceil(max(0.0, current_capacity_replicas) - 1e-9))
         damped = self._damping.push(raw)
         panic = self.burst.update(rate, capacity_now)
         if panic and self._previous is not None:  # after damping: a hold does not compound
