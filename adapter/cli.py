@@ -27,6 +27,29 @@ def _serve_parser(sub: Any) -> None:
     )
     serve.add_argument("--tls-cert-file", metavar="FILE")
     serve.add_argument("--tls-private-key-file", metavar="FILE")
+    serve.add_argument(
+        "--auth-mode",
+        choices=["none", "delegated"],
+        help="delegated: front-proxy certificates, TokenReview and SubjectAccessReview, as "
+        "aggregated API servers do (default from the config: none)",
+    )
+    serve.add_argument(
+        "--requestheader-client-ca-file",
+        metavar="FILE",
+        help="front-proxy CA (default in delegated mode: read the ConfigMap "
+        "kube-system/extension-apiserver-authentication)",
+    )
+    serve.add_argument(
+        "--requestheader-allowed-names",
+        metavar="NAME[,NAME...]",
+        help="client-certificate CNs allowed to assert X-Remote-User; empty: any CN",
+    )
+    serve.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="Kubernetes API for TokenReview/SubjectAccessReview (default: in-cluster, "
+        "else $KUBECONFIG or ~/.kube/config)",
+    )
     serve.add_argument("--scrape-interval", type=float, metavar="SECONDS")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-format", choices=["json", "text"])
@@ -45,6 +68,18 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         }
     if args.scrape_interval is not None:
         overrides["scrape"] = {"interval_seconds": args.scrape_interval}
+    auth: dict[str, Any] = {}
+    if args.auth_mode:
+        auth["mode"] = args.auth_mode
+    if args.requestheader_client_ca_file:
+        auth["requestheader_client_ca_file"] = args.requestheader_client_ca_file
+    if args.requestheader_allowed_names is not None:
+        names = args.requestheader_allowed_names.split(",")
+        auth["requestheader_allowed_names"] = [n.strip() for n in names if n.strip()]
+    if args.kubeconfig:
+        auth["kubeconfig"] = args.kubeconfig
+    if auth:
+        overrides["auth"] = auth
     log: dict[str, str] = {}
     if args.log_level:
         log["level"] = args.log_level
@@ -97,7 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    asyncio.run(serve_forever(config))
+    from adapter.api.auth import RequestHeaderConfigError
+    from adapter.api.kube_client import KubernetesClientError
+
+    try:
+        asyncio.run(serve_forever(config))
+    except (RequestHeaderConfigError, KubernetesClientError) as err:
+        print(f"tritonscale serve: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

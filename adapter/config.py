@@ -14,6 +14,12 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from adapter.api.auth import (
+    DEFAULT_ALWAYS_ALLOW_PATHS,
+    DEFAULT_EXTRA_HEADERS_PREFIXES,
+    DEFAULT_GROUP_HEADERS,
+    DEFAULT_USERNAME_HEADERS,
+)
 from adapter.api.tls import parse_listen
 
 _LABEL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./")
@@ -88,7 +94,7 @@ class PredictiveDefaults(_Strict):
     cold_start_seconds: float = Field(120.0, ge=0)
     hpa_sync_period_seconds: float = Field(15.0, gt=0)
     forecaster: Forecaster = "holt"
-    quantile: float = Field(0.95, gt=0, lt=1)
+    quantile: float = Field(0.98, gt=0, lt=1)  # the simulator-evaluated default
     slo_seconds: float = Field(0.5, gt=0)
     capacity_rps: float | None = Field(None, gt=0)
     min_replicas: int = Field(1, ge=0)
@@ -127,6 +133,60 @@ class PredictiveConfig(_Strict):
         return PredictiveDefaults(**merged)
 
 
+class AuthConfig(_Strict):
+    """Delegated authentication and authorisation (external-metrics-api-and-hpa.md §2).
+
+    ``none``: no authentication at all (local use, tests). ``delegated``: front-proxy client
+    certificates, bearer tokens via TokenReview, authorisation via SubjectAccessReview. Without
+    ``requestheader_client_ca_file`` every ``requestheader_*`` setting is read from the
+    ConfigMap ``kube-system/extension-apiserver-authentication`` at start.
+    """
+
+    mode: Literal["none", "delegated"] = "none"
+    requestheader_client_ca_file: str | None = None
+    requestheader_allowed_names: tuple[str, ...] = ()  # empty: any CN from the CA
+    requestheader_username_headers: tuple[str, ...] = Field(DEFAULT_USERNAME_HEADERS, min_length=1)
+    requestheader_group_headers: tuple[str, ...] = DEFAULT_GROUP_HEADERS
+    requestheader_extra_headers_prefix: tuple[str, ...] = DEFAULT_EXTRA_HEADERS_PREFIXES
+    authorization_cache_seconds: float = Field(10.0, ge=0, le=3600)
+    always_allow_paths: tuple[str, ...] = DEFAULT_ALWAYS_ALLOW_PATHS
+    kubeconfig: str | None = None  # default: in-cluster, else $KUBECONFIG / ~/.kube/config
+    review_timeout_seconds: float = Field(10.0, gt=0, le=60)
+
+    @field_validator("always_allow_paths")
+    @classmethod
+    def _path_patterns(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        for path in paths:
+            if not path.startswith("/") or "*" in path[:-1]:
+                raise ValueError(
+                    f"{path!r} must be an absolute path, optionally ending in * (prefix match)"
+                )
+        return paths
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AuthConfig:
+        explicit = sorted(
+            name
+            for name in self.model_fields_set
+            if name.startswith("requestheader_") and name != "requestheader_client_ca_file"
+        )
+        if self.mode == "none":
+            configured = explicit + (
+                ["requestheader_client_ca_file"] if self.requestheader_client_ca_file else []
+            )
+            if configured:
+                raise ValueError(
+                    f"{', '.join(configured)}: only used with mode: delegated (mode is none)"
+                )
+        elif self.requestheader_client_ca_file is None and explicit:
+            raise ValueError(
+                f"{', '.join(explicit)}: only used with requestheader_client_ca_file; without "
+                "it every requestheader setting comes from the ConfigMap "
+                "kube-system/extension-apiserver-authentication"
+            )
+        return self
+
+
 class LogConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -140,6 +200,7 @@ class Config(_Strict):
     targets: tuple[TargetConfig, ...] = ()
     predictive: PredictiveConfig = PredictiveConfig()
     log: LogConfig = LogConfig()
+    auth: AuthConfig = AuthConfig()
 
     @field_validator("listen")
     @classmethod

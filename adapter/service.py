@@ -12,9 +12,16 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from adapter.api.auth import (
+    DelegatedAuth,
+    RequestHeaderConfigError,
+    ReviewError,
+    request_header_config_from_file,
+)
+from adapter.api.kube_client import KubernetesReviewClient, connect
 from adapter.api.server import create_app
 from adapter.api.tls import bound_port, make_server_ssl_context, start_server
-from adapter.config import Config
+from adapter.config import AuthConfig, Config
 from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage
@@ -37,7 +44,71 @@ class RunningService:
     port: int
 
 
-def build_app(pipeline: Pipeline, config: Config, metrics: SelfMetrics) -> web.Application:
+@dataclass
+class AuthSetup:
+    """Delegated auth ready to serve: the middleware, its Kubernetes client, the front-proxy CA."""
+
+    auth: DelegatedAuth
+    client: KubernetesReviewClient
+    client_ca_pem: str
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+async def start_auth(settings: AuthConfig) -> AuthSetup | None:
+    """None for ``mode: none``; else connect to the Kubernetes API and load the front-proxy CA
+    (from ``requestheader_client_ca_file``, or the ``extension-apiserver-authentication``
+    ConfigMap when it is not given). Any failure is fatal, as in the Go servers
+    (``--authentication-tolerate-lookup-failure=false``): a ValueError naming what to fix."""
+    if settings.mode == "none":
+        return None
+    client = await connect(settings.kubeconfig, timeout_seconds=settings.review_timeout_seconds)
+    try:
+        if settings.requestheader_client_ca_file is not None:
+            request_header = request_header_config_from_file(
+                settings.requestheader_client_ca_file,
+                allowed_names=settings.requestheader_allowed_names,
+                username_headers=settings.requestheader_username_headers,
+                group_headers=settings.requestheader_group_headers,
+                extra_headers_prefixes=settings.requestheader_extra_headers_prefix,
+            )
+        else:
+            try:
+                request_header = await client.read_request_header_config()
+            except ReviewError as exc:
+                raise RequestHeaderConfigError(
+                    f"auth: cannot load the front-proxy settings from {client.host}: {exc} "
+                    "(bind the Role kube-system/extension-apiserver-authentication-reader, "
+                    "or set auth.requestheader_client_ca_file)"
+                ) from None
+    except BaseException:
+        await client.close()
+        raise
+    auth = DelegatedAuth(
+        client,
+        request_header,
+        cache_seconds=settings.authorization_cache_seconds,
+        always_allow_paths=settings.always_allow_paths,
+    )
+    log.info(
+        "delegated authentication and authorization",
+        extra={
+            "kubernetes_api": client.host,
+            "requestheader_source": request_header.source,
+            "requestheader_allowed_names": list(request_header.allowed_names),
+        },
+    )
+    return AuthSetup(auth, client, request_header.client_ca_pem)
+
+
+def build_app(
+    pipeline: Pipeline,
+    config: Config,
+    metrics: SelfMetrics,
+    *,
+    auth: DelegatedAuth | None = None,
+) -> web.Application:
     max_age = config.signals.max_age_seconds
     provider = SnapshotProvider(
         SERVED_METRICS,
@@ -46,8 +117,10 @@ def build_app(pipeline: Pipeline, config: Config, metrics: SelfMetrics) -> web.A
         max_age_seconds={},
         default_max_age_seconds=max_age,
     )
-    app = create_app(provider, readiness=pipeline.readiness)
-    app.middlewares.append(metrics.middleware)
+    # metrics observe outside auth, so 401/403 answers are counted too
+    app = create_app(
+        provider, readiness=pipeline.readiness, auth=auth, observers=(metrics.middleware,)
+    )
     app.router.add_get("/metrics", metrics.handle_metrics)
     return app
 
@@ -65,11 +138,22 @@ async def running_service(
         scrape_observer=metrics.observe_scrape,
         on_publish=metrics.observe_snapshot,
     )
-    app = build_app(pipeline, config, metrics)
-    ssl_context = make_server_ssl_context(
-        config.tls.cert_file, config.tls.private_key_file, hostnames=config.tls.hostnames
-    )
-    runner = await start_server(app, config.listen, ssl_context)
+    auth_setup = await start_auth(config.auth)
+    try:
+        app = build_app(
+            pipeline, config, metrics, auth=auth_setup.auth if auth_setup is not None else None
+        )
+        ssl_context = make_server_ssl_context(
+            config.tls.cert_file,
+            config.tls.private_key_file,
+            hostnames=config.tls.hostnames,
+            client_ca_data=auth_setup.client_ca_pem if auth_setup is not None else None,
+        )
+        runner = await start_server(app, config.listen, ssl_context)
+    except BaseException:
+        if auth_setup is not None:
+            await auth_setup.close()
+        raise
     port = bound_port(runner)
     task = asyncio.create_task(pipeline.run(), name="pipeline")
     log.info(
@@ -83,6 +167,8 @@ async def running_service(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await runner.cleanup()
+        if auth_setup is not None:
+            await auth_setup.close()
 
 
 async def serve_forever(config: Config) -> None:

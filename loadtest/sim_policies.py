@@ -33,9 +33,12 @@ Policies (``POLICY_NAMES``):
     as ``triton_desired_replicas``; the HPA has an ``AverageValue`` 1 target on it with
     ``behavior`` as we recommend users configure it: scaleUp stabilisation 0 and tolerance 0
     (KEP-4951 per-direction tolerance, so a 5 % shortfall is not ignored), scaleDown
-    stabilisation 0 (the policy already delays scale-down by ``scale_down_delay_seconds``)
-    and the default 0.1 scale-down tolerance; default rate policies (4 pods or 100 % per 15 s
-    up). Horizon = cold start + sync period. ``-no-headroom`` plans on the point forecast.
+    stabilisation 0 (the policy itself delays scale-down by ``scale_down_delay_seconds``,
+    60 s, and holds the running replicas that long after it starts: warm start) and the
+    default 0.1 scale-down tolerance; default rate policies (4 pods or 100 % per 15 s up).
+    Horizon = cold start + sync period. ``TritonscaleTuning``'s PredictiveConfig values are
+    the library defaults, i.e. what the service runs. ``-no-headroom`` plans on the point
+    forecast.
 ``oracle``
     :mod:`loadtest.oracle`.
 """
@@ -44,7 +47,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from loadtest.oracle import OracleController, OraclePlan
 from loadtest.simulate import ClusterView, Controller, SimParams
@@ -69,18 +73,24 @@ RATE_RANGE_SECONDS = 60.0
 KPA_TICK_SECONDS = 2.0
 
 
+def _service_default(name: str) -> Any:
+    """The library (= service) default of PredictiveConfig field ``name``."""
+    return {f.name: f.default for f in fields(PredictiveConfig)}[name]
+
+
 @dataclass(frozen=True)
 class TritonscaleTuning:
-    """PredictiveConfig values the simulator uses (CLI defaults; see module docstring)."""
+    """PredictiveConfig values the simulator uses: the library defaults unless overridden
+    (CLI flags; see module docstring)."""
 
     step_seconds: float | None = None  # None: the HPA sync period
-    forecaster: str = "holt"
-    quantile: float = 0.95
-    panic_factor: float = 2.0
-    panic_hold_seconds: float = 60.0
-    scale_down_delay_seconds: float = 0.0
+    forecaster: str = _service_default("forecaster")
+    quantile: float = _service_default("quantile")
+    panic_factor: float = _service_default("panic_factor")
+    panic_hold_seconds: float = _service_default("panic_hold_seconds")
+    scale_down_delay_seconds: float = _service_default("scale_down_delay_seconds")
     scale_up_tolerance: float = 0.0
-    hpa_scale_down_stabilization_seconds: int = 300
+    hpa_scale_down_stabilization_seconds: int = 0
 
 
 class _HPADriven:

@@ -101,7 +101,7 @@ def test_constant_rate_gives_rate_over_capacity() -> None:
 
 def test_backlog_adds_replicas_drained_within_max_of_slo_and_step() -> None:
     policy = PredictivePolicy(config())
-    decision = policy.step(50.0, 300.0, 10.0)
+    decision = policy.step(50.0, 300.0, 1.0)  # 1 running: the warm start holds 1 only
     assert decision.desired_replicas == 7  # 5 + 300 / (10 * max(1, 15)) = 7
 
 
@@ -181,3 +181,19 @@ def test_config_horizon_steps() -> None:
     assert config(horizon_seconds=60.0).horizon_steps == 4
     assert config(horizon_seconds=61.0).horizon_steps == 5
     assert config(horizon_seconds=0.0).horizon_steps == 1
+
+
+@pytest.mark.parametrize(("delay_seconds", "held_steps"), [(60.0, 4), (30.0, 2), (0.0, 0)])
+def test_warm_start_holds_the_running_replicas_for_the_delay(
+    delay_seconds: float, held_steps: int
+) -> None:
+    # A fresh policy (adapter restart) finds 7 replicas running while the load needs 2: it
+    # must not cut them before it has seen scale_down_delay_seconds of data.
+    policy = PredictivePolicy(config(scale_down_delay_seconds=delay_seconds, panic_factor=1e6))
+    desired = [policy.step(15.0, 0.0, 7.0).desired_replicas for _ in range(held_steps + 2)]
+    assert desired == [7] * held_steps + [2, 2]
+
+
+def test_warm_start_never_blocks_scale_up() -> None:
+    policy = PredictivePolicy(config(panic_factor=1e6))
+    assert policy.step(150.0, 0.0, 7.0).desired_replicas == 15

@@ -185,3 +185,17 @@ def test_goal_check_compares_with_the_reactive_baseline_with_fewest_violations()
     policies["tritonscale"] = _entry(0, 100.0)
     assert goal_check(policies)["violations_ratio"] == 1.0
     assert not goal_check(policies)["vs_reactive_ok"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["forecaster", "quantile", "panic_factor", "panic_hold_seconds", "scale_down_delay_seconds"],
+)
+def test_simulator_runs_tritonscale_with_the_service_defaults(name: str) -> None:
+    from loadtest.sim_policies import TritonscaleTuning
+    from policies.sizing import PredictiveConfig, SizingParams
+
+    service = PredictiveConfig(
+        step_seconds=15.0, horizon_seconds=75.0, sizing=SizingParams(capacity_rps=1, slo_seconds=1)
+    )
+    assert getattr(TritonscaleTuning(), name) == getattr(service, name)

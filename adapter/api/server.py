@@ -12,6 +12,10 @@ Routes (GET only; other verbs get 405 with ``Allow``; unknown paths 404, never 5
 - ``/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}``: the values;
 - ``/healthz``, ``/livez``, ``/readyz`` and ``/<endpoint>/<check>``: health;
 - ``/openapi/v2``, ``/openapi/v3``, ``/openapi/v3/apis/external.metrics.k8s.io/v1beta1``.
+
+With delegated auth (:mod:`adapter.api.auth`) a middleware authenticates and authorises each
+request first (401/403 Status, or 500 when the SubjectAccessReview fails); handlers never see
+identity headers.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from adapter.api import openapi, status
+from adapter.api.auth import DelegatedAuth
 from adapter.api.quantity import QuantityError, format_quantity
 from adapter.api.selectors import Selector, SelectorError
 from adapter.provider import (
@@ -408,14 +413,24 @@ def _log_request(request: web.Request, status_code: int, started: float) -> None
 
 
 def create_app(
-    provider: ExternalMetricsProvider, *, readiness: ReadinessCheck | None = None
+    provider: ExternalMetricsProvider,
+    *,
+    readiness: ReadinessCheck | None = None,
+    auth: DelegatedAuth | None = None,
+    observers: Sequence[Middleware] = (),
 ) -> web.Application:
     """The one way to build the API app.
 
     ``readiness`` returns None when the service may receive traffic, otherwise the reason
     it may not; ``/readyz`` then answers 500 with ``[-]metrics-ready failed: <reason>``.
+    ``auth`` (delegated mode) authenticates and authorises every request before any handler
+    runs; None serves everyone (local use). ``observers`` are middlewares placed outside
+    ``auth`` so they also see its 401/403/500 answers (e.g. request metrics).
     """
-    app = web.Application(middlewares=[_errors_and_access_log])
+    middlewares: list[Middleware] = [_errors_and_access_log, *observers]
+    if auth is not None:
+        middlewares.append(auth.middleware)
+    app = web.Application(middlewares=middlewares)
     app[PROVIDER_KEY] = provider
     app[READINESS_KEY] = readiness
     app[_DOCUMENTS_KEY] = _Documents()

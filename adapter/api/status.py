@@ -17,12 +17,14 @@ from aiohttp import web
 __all__ = [
     "StatusBody",
     "bad_request",
+    "forbidden",
     "internal_error",
     "method_not_allowed",
     "not_found",
     "service_unavailable",
     "status_body",
     "status_response",
+    "unauthorized",
 ]
 
 
@@ -85,6 +87,16 @@ def not_found(message: str, *, details: StatusDetails | None = None) -> web.Resp
 def bad_request(message: str) -> web.Response:
     """400 BadRequest: the request itself is wrong (e.g. an invalid label selector)."""
     return status_response(400, "BadRequest", message)
+
+
+def unauthorized() -> web.Response:
+    """401 Unauthorized, worded as the Go apiserver does (the reason goes to the log only)."""
+    return status_response(401, "Unauthorized", "Unauthorized")
+
+
+def forbidden(message: str, *, details: StatusDetails | None = None) -> web.Response:
+    """403 Forbidden: authenticated, but a SubjectAccessReview denied the request."""
+    return status_response(403, "Forbidden", message, details=details)
 
 
 def method_not_allowed(method: str, allowed: list[str]) -> web.Response:

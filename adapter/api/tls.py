@@ -116,6 +116,7 @@ def make_server_ssl_context(
     *,
     hostnames: Sequence[str],
     client_ca_file: str | None = None,
+    client_ca_data: str | None = None,
 ) -> ssl.SSLContext:
     """Server TLS context: TLS >= 1.2, ALPN ``http/1.1``.
 
@@ -123,7 +124,12 @@ def make_server_ssl_context(
     it). With neither, a self-signed certificate for ``hostnames`` is generated, written
     to a private (0700) temporary directory as 0600 files only long enough to load it,
     and removed. With ``client_ca_file``, client certificates are requested and verified
-    against it but not required (front-proxy authentication, as the Go servers do).
+    against it but not required (front-proxy authentication, as the Go servers do);
+    ``client_ca_data`` is the same as PEM text (e.g. read from the
+    ``extension-apiserver-authentication`` ConfigMap). These CAs are the only ones trusted for
+    client certificates, so a certificate the handshake accepted was issued by one of them.
+    A certificate that does not verify ends the handshake (the stdlib cannot request a
+    certificate without verifying it).
     """
     if (cert_file is None) != (key_file is None):
         missing = "--tls-private-key-file" if key_file is None else "--tls-cert-file"
@@ -151,8 +157,15 @@ def make_server_ssl_context(
             context.load_cert_chain(cert_path, key_path)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
-    if client_ca_file is not None:
-        context.load_verify_locations(cafile=client_ca_file)
+    if client_ca_file is not None or client_ca_data is not None:
+        try:
+            if client_ca_file is not None:
+                context.load_verify_locations(cafile=client_ca_file)
+            if client_ca_data is not None:
+                context.load_verify_locations(cadata=client_ca_data)
+        except (ssl.SSLError, OSError) as exc:
+            where = client_ca_file if client_ca_file is not None else "the given PEM data"
+            raise ValueError(f"TLS: cannot load client CA from {where}: {exc}") from exc
         context.verify_mode = ssl.CERT_OPTIONAL
     return context
 

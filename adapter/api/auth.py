@@ -1,0 +1,780 @@
+"""Delegated authentication and authorisation, as Kubernetes aggregated API servers do it.
+
+Reference: external-metrics-api-and-hpa.md §2.2-§2.5 (the Go ``DelegatingAuthenticationOptions``
+and ``DelegatingAuthorizationOptions`` with their defaults). Per request:
+
+1. **Authenticate**, first success wins (``authenticatorfactory/delegating.go``):
+
+   - *front proxy*: the peer presented a client certificate that the TLS handshake verified
+     against the request-header CA (the serving context trusts only that CA), whose extended
+     key usage allows client authentication and whose CN is an allowed name (none listed = any
+     CN). Only then are ``X-Remote-User`` / ``X-Remote-Group`` (repeated) /
+     ``X-Remote-Extra-<%-escaped key>`` believed;
+   - *bearer token*: ``Authorization: Bearer <token>`` checked with a TokenReview, cached;
+   - otherwise *anonymous*: ``system:anonymous`` in ``system:unauthenticated``.
+
+   As in Go, an authenticator that *fails* (a certificate with a CN that is not allowed, a
+   token the API server rejects) makes the request 401 unless another one succeeds; it never
+   silently turns into anonymous.
+
+2. **Authorise**: non-resource paths matching ``always_allow_paths`` (health) and users in
+   ``system:masters`` (the aggregator's availability probe) pass without a check; everything
+   else is a SubjectAccessReview with the attributes Go's ``RequestInfoFactory`` derives from
+   the path (a metric GET is verb ``list`` on resource ``<metric>``). Allowed and denied
+   decisions are cached for ``cache_seconds``; a failed review is a 500, never an allow.
+
+The Kubernetes calls sit behind :class:`ReviewClient` (the kubernetes-asyncio implementation
+is :mod:`adapter.api.kube_client`); handlers never see identity headers or tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import unquote
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from multidict import CIMultiDict, MultiMapping
+
+from adapter.api import status
+
+__all__ = [
+    "ANONYMOUS",
+    "AUTHENTICATED_GROUP",
+    "DEFAULT_ALWAYS_ALLOW_PATHS",
+    "DEFAULT_EXTRA_HEADERS_PREFIXES",
+    "DEFAULT_GROUP_HEADERS",
+    "DEFAULT_USERNAME_HEADERS",
+    "MASTERS_GROUP",
+    "USER_KEY",
+    "AccessDecision",
+    "AuthenticationError",
+    "DelegatedAuth",
+    "PeerCertificate",
+    "RequestAttributes",
+    "RequestHeaderConfig",
+    "RequestHeaderConfigError",
+    "ReviewClient",
+    "ReviewError",
+    "TokenReviewResult",
+    "UserInfo",
+    "bearer_token",
+    "forbidden_message",
+    "front_proxy_rejection",
+    "request_attributes",
+    "request_header_config_from_config_map",
+    "request_header_config_from_file",
+    "subject_access_review",
+    "token_review",
+    "user_from_headers",
+]
+
+log = logging.getLogger(__name__)
+
+ANONYMOUS_USER = "system:anonymous"
+UNAUTHENTICATED_GROUP = "system:unauthenticated"
+AUTHENTICATED_GROUP = "system:authenticated"
+MASTERS_GROUP = "system:masters"
+
+DEFAULT_USERNAME_HEADERS = ("X-Remote-User",)
+DEFAULT_GROUP_HEADERS = ("X-Remote-Group",)
+DEFAULT_EXTRA_HEADERS_PREFIXES = ("X-Remote-Extra-",)
+DEFAULT_ALWAYS_ALLOW_PATHS = (
+    "/healthz",
+    "/healthz/*",
+    "/livez",
+    "/livez/*",
+    "/readyz",
+    "/readyz/*",
+)
+"""Go allows the three exact paths; the per-check subpaths (``/readyz/ping``) are added here
+because they reveal nothing more than the endpoint itself."""
+
+DEFAULT_CACHE_SECONDS = 10.0
+_CACHE_MAX_ENTRIES = 4096
+
+CONFIG_MAP = "kube-system/extension-apiserver-authentication"
+
+
+# --- identities ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """Who made a request. Hashable (``extra`` is sorted pairs) so it can key caches."""
+
+    name: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        *,
+        uid: str = "",
+        groups: Iterable[str] = (),
+        extra: Mapping[str, Iterable[str]] | None = None,
+    ) -> UserInfo:
+        pairs = tuple(sorted((key, tuple(values)) for key, values in (extra or {}).items()))
+        return cls(name, uid, tuple(groups), pairs)
+
+    def extra_dict(self) -> dict[str, list[str]]:
+        return {key: list(values) for key, values in self.extra}
+
+
+ANONYMOUS = UserInfo(ANONYMOUS_USER, groups=(UNAUTHENTICATED_GROUP,))
+
+USER_KEY = web.RequestKey[UserInfo]("user")
+"""The authenticated user, on the request the handlers receive (delegated mode only)."""
+
+
+def _with_authenticated_group(user: UserInfo) -> UserInfo:
+    """Go's ``AuthenticatedGroupAdder``: every authenticated user is in system:authenticated."""
+    if AUTHENTICATED_GROUP in user.groups or UNAUTHENTICATED_GROUP in user.groups:
+        return user
+    return UserInfo(user.name, user.uid, (*user.groups, AUTHENTICATED_GROUP), user.extra)
+
+
+# --- front-proxy (request-header) authentication -------------------------------------------
+
+
+class RequestHeaderConfigError(ValueError):
+    """The request-header settings (file or ConfigMap) are unusable; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHeaderConfig:
+    """What the front proxy (kube-aggregator) authenticates with and which headers it sets.
+
+    ``client_ca_pem`` must be exactly what the serving TLS context trusts for client
+    certificates: a certificate the handshake verified is then one this CA issued.
+    """
+
+    client_ca_pem: str
+    allowed_names: tuple[str, ...] = ()
+    username_headers: tuple[str, ...] = DEFAULT_USERNAME_HEADERS
+    group_headers: tuple[str, ...] = DEFAULT_GROUP_HEADERS
+    extra_headers_prefixes: tuple[str, ...] = DEFAULT_EXTRA_HEADERS_PREFIXES
+    source: str = "configuration"
+
+    def identity_header_names(self) -> tuple[str, ...]:
+        return (*self.username_headers, *self.group_headers)
+
+
+def _check_ca_pem(pem: str, source: str) -> None:
+    try:
+        certificates = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError as exc:
+        raise RequestHeaderConfigError(
+            f"{source}: not a PEM bundle of CA certificates ({exc})"
+        ) from None
+    if not certificates:
+        raise RequestHeaderConfigError(f"{source}: holds no certificate")
+
+
+def request_header_config_from_file(
+    ca_file: str,
+    *,
+    allowed_names: Sequence[str] = (),
+    username_headers: Sequence[str] = DEFAULT_USERNAME_HEADERS,
+    group_headers: Sequence[str] = DEFAULT_GROUP_HEADERS,
+    extra_headers_prefixes: Sequence[str] = DEFAULT_EXTRA_HEADERS_PREFIXES,
+    setting: str = "auth.requestheader_client_ca_file",
+) -> RequestHeaderConfig:
+    """Read the front-proxy CA from ``ca_file``; errors name ``setting`` and the path."""
+    source = f"{setting} {ca_file!r}"
+    try:
+        with open(ca_file, encoding="utf-8") as handle:
+            pem = handle.read()
+    except OSError as exc:
+        raise RequestHeaderConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise RequestHeaderConfigError(f"{source}: not a PEM (text) file") from None
+    _check_ca_pem(pem, source)
+    return RequestHeaderConfig(
+        client_ca_pem=pem,
+        allowed_names=tuple(allowed_names),
+        username_headers=tuple(username_headers),
+        group_headers=tuple(group_headers),
+        extra_headers_prefixes=tuple(extra_headers_prefixes),
+        source=source,
+    )
+
+
+def _json_strings(data: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """Go's ``deserializeStrings``: a JSON array of strings; empty or absent means none."""
+    text = data.get(key, "")
+    if not text:
+        return ()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestHeaderConfigError(
+            f"ConfigMap {CONFIG_MAP}: {key} is not JSON ({exc.msg}): {text!r}"
+        ) from None
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise RequestHeaderConfigError(
+            f"ConfigMap {CONFIG_MAP}: {key} must be a JSON array of strings, got {text!r}"
+        )
+    return tuple(value)
+
+
+def request_header_config_from_config_map(data: Mapping[str, str]) -> RequestHeaderConfig:
+    """Parse the ``data`` of ``kube-system/extension-apiserver-authentication`` (§2.3)."""
+    pem = data.get("requestheader-client-ca-file", "")
+    if not pem.strip():
+        raise RequestHeaderConfigError(
+            f"ConfigMap {CONFIG_MAP} has no requestheader-client-ca-file: the kube-apiserver "
+            "runs without --requestheader-client-ca-file, so the aggregator cannot "
+            "authenticate to this adapter; set auth.requestheader_client_ca_file or run "
+            "with auth.mode: none"
+        )
+    _check_ca_pem(pem, f"ConfigMap {CONFIG_MAP} key requestheader-client-ca-file")
+    username_headers = _json_strings(data, "requestheader-username-headers")
+    if not username_headers:
+        raise RequestHeaderConfigError(
+            f"ConfigMap {CONFIG_MAP} lists no requestheader-username-headers; front-proxy "
+            "users could never be recognised (the kube-apiserver needs "
+            "--requestheader-username-headers=X-Remote-User)"
+        )
+    return RequestHeaderConfig(
+        client_ca_pem=pem,
+        allowed_names=_json_strings(data, "requestheader-allowed-names"),
+        username_headers=username_headers,
+        group_headers=_json_strings(data, "requestheader-group-headers"),
+        extra_headers_prefixes=_json_strings(data, "requestheader-extra-headers-prefix"),
+        source=f"ConfigMap {CONFIG_MAP}",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCertificate:
+    """The client certificate of a TLS connection.
+
+    ``verified`` is True when the handshake verified it (Python's ``getpeercert()`` returns
+    an empty dict for an unverified certificate). With ``CERT_OPTIONAL`` OpenSSL refuses a
+    certificate that does not verify, so in practice a presented certificate is verified.
+    """
+
+    certificate: x509.Certificate
+    verified: bool
+
+    @classmethod
+    def of_request(cls, request: web.BaseRequest) -> PeerCertificate | None:
+        transport = request.transport
+        if transport is None:
+            return None
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None
+        der = ssl_object.getpeercert(binary_form=True)
+        if not der:
+            return None
+        verified = bool(ssl_object.getpeercert())
+        return cls(x509.load_der_x509_certificate(der), verified)
+
+
+def _common_name(certificate: x509.Certificate) -> str:
+    """Go's ``Subject.CommonName``: the last CN attribute, or empty."""
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = names[-1].value if names else ""
+    return value if isinstance(value, str) else value.decode(errors="replace")
+
+
+def _allows_client_auth(certificate: x509.Certificate) -> bool:
+    """Go's ``Verify(KeyUsages: [ClientAuth])`` on the leaf: no EKU extension means any use."""
+    try:
+        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    return (
+        ExtendedKeyUsageOID.CLIENT_AUTH in usages
+        or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages
+    )
+
+
+def front_proxy_rejection(peer: PeerCertificate, config: RequestHeaderConfig) -> str | None:
+    """Why ``peer`` may not assert X-Remote-* identities; None when it may (``x509.go``)."""
+    if not peer.verified:
+        return f"x509: client certificate was not verified against {config.source}"
+    if not _allows_client_auth(peer.certificate):
+        return "x509: certificate specifies an incompatible key usage (needs clientAuth)"
+    common_name = _common_name(peer.certificate)
+    if config.allowed_names and common_name not in config.allowed_names:
+        return f"x509: subject with cn={common_name} is not in the allowed list"
+    return None
+
+
+def _first_value(headers: MultiMapping[str], names: Sequence[str]) -> str:
+    for name in names:
+        name = name.strip()
+        if name and (value := headers.get(name, "")):
+            return value
+    return ""
+
+
+def _all_values(headers: MultiMapping[str], names: Sequence[str]) -> list[str]:
+    values: list[str] = []
+    for name in names:
+        values += [value for value in headers.getall(name, []) if value]
+    return values
+
+
+def _extra(headers: MultiMapping[str], prefixes: Sequence[str]) -> dict[str, list[str]]:
+    """``X-Remote-Extra-<key>``: key lower-cased then %-unescaped; values accumulate."""
+    extra: dict[str, list[str]] = {}
+    for prefix in prefixes:
+        lowered_prefix = prefix.lower()
+        for header, value in headers.items():
+            if header.lower().startswith(lowered_prefix):
+                key = unquote(header[len(prefix) :].lower())
+                extra.setdefault(key, []).append(value)
+    return extra
+
+
+def user_from_headers(headers: MultiMapping[str], config: RequestHeaderConfig) -> UserInfo | None:
+    """The identity the front proxy asserts (``requestheader.go``); None without a username.
+
+    Only call this once :func:`front_proxy_rejection` returned None for the peer.
+    """
+    name = _first_value(headers, config.username_headers)
+    if not name:
+        return None
+    return UserInfo.create(
+        name,
+        groups=_all_values(headers, config.group_headers),
+        extra=_extra(headers, config.extra_headers_prefixes),
+    )
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (``bearertoken.go``), else None."""
+    parts = headers.get("Authorization", "").strip().split(" ")
+    if len(parts) < 2 or parts[0].lower() != "bearer" or not parts[1]:
+        return None
+    return parts[1]
+
+
+# --- request attributes (Go's RequestInfoFactory) -------------------------------------------
+
+_API_PREFIXES = frozenset({"api", "apis"})
+_GROUPLESS_API_PREFIXES = frozenset({"api"})
+_SPECIAL_VERBS = frozenset({"proxy", "watch"})
+_SPECIAL_VERBS_NO_SUBRESOURCES = frozenset({"proxy"})
+_NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
+_RESOURCE_VERBS = {
+    "POST": "create",
+    "GET": "get",
+    "HEAD": "get",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAttributes:
+    """What is authorised: ``authorizer.Attributes`` of the Go apiserver."""
+
+    user: UserInfo
+    verb: str
+    path: str
+    is_resource_request: bool = False
+    api_group: str = ""
+    api_version: str = ""
+    namespace: str = ""
+    resource: str = ""
+    subresource: str = ""
+    name: str = ""
+
+
+def request_attributes(
+    user: UserInfo, method: str, path: str, query: Mapping[str, str]
+) -> RequestAttributes:
+    """``RequestInfoFactory.NewRequestInfo`` for our paths.
+
+    ``GET /apis/external.metrics.k8s.io/v1beta1/namespaces/prod/triton_queue_depth`` is a
+    resource request: group ``external.metrics.k8s.io``, version ``v1beta1``, namespace
+    ``prod``, resource ``triton_queue_depth`` and, having no name, verb ``list``. Shorter
+    paths (``/apis``, ``/apis/<group>/<version>``, ``/openapi/v2``) are non-resource
+    requests whose verb is the lower-cased method.
+    """
+    non_resource = RequestAttributes(user, method.lower(), path)
+    parts = path.strip("/").split("/") if path.strip("/") else []
+    if len(parts) < 3 or parts[0] not in _API_PREFIXES:
+        return non_resource
+    prefix, parts = parts[0], parts[1:]
+    group = ""
+    if prefix not in _GROUPLESS_API_PREFIXES:
+        if len(parts) < 3:
+            return non_resource
+        group, parts = parts[0], parts[1:]
+    version, parts = parts[0], parts[1:]
+    if parts[0] in _SPECIAL_VERBS:
+        if len(parts) < 2:  # Go answers an error; authorise it as the path it is
+            return non_resource
+        verb, parts = parts[0], parts[1:]
+    else:
+        verb = _RESOURCE_VERBS.get(method.upper(), "")
+    namespace = ""
+    if parts[0] == "namespaces" and len(parts) > 1:
+        namespace = parts[1]
+        if len(parts) > 2 and parts[2] not in _NAMESPACE_SUBRESOURCES:
+            parts = parts[2:]
+    resource = parts[0] if parts else ""
+    name = parts[1] if len(parts) >= 2 else ""
+    subresource = parts[2] if len(parts) >= 3 and verb not in _SPECIAL_VERBS_NO_SUBRESOURCES else ""
+    if not name and verb == "get":
+        watch = query.get("watch")
+        verb = "list" if watch is None or watch.lower() in ("false", "0") else "watch"
+    if not name and verb == "delete":
+        verb = "deletecollection"
+    return RequestAttributes(
+        user,
+        verb,
+        path,
+        is_resource_request=True,
+        api_group=group,
+        api_version=version,
+        namespace=namespace,
+        resource=resource,
+        subresource=subresource,
+        name=name,
+    )
+
+
+# --- wire bodies ----------------------------------------------------------------------------
+
+
+def subject_access_review(attributes: RequestAttributes) -> dict[str, Any]:
+    """The SubjectAccessReview the Go webhook authorizer posts (empty fields omitted)."""
+    user = attributes.user
+    spec: dict[str, Any] = {"user": user.name}
+    if user.uid:
+        spec["uid"] = user.uid
+    if user.groups:
+        spec["groups"] = list(user.groups)
+    if user.extra:
+        spec["extra"] = user.extra_dict()
+    if attributes.is_resource_request:
+        resource_fields = {
+            "namespace": attributes.namespace,
+            "verb": attributes.verb,
+            "group": attributes.api_group,
+            "version": attributes.api_version,
+            "resource": attributes.resource,
+            "subresource": attributes.subresource,
+            "name": attributes.name,
+        }
+        spec["resourceAttributes"] = {k: v for k, v in resource_fields.items() if v}
+    else:
+        spec["nonResourceAttributes"] = {"path": attributes.path, "verb": attributes.verb}
+    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+
+
+def token_review(token: str) -> dict[str, Any]:
+    """The TokenReview body for ``token`` (no audiences: the API server's own)."""
+    return {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": token},
+    }
+
+
+# --- the Kubernetes calls -------------------------------------------------------------------
+
+
+class ReviewError(Exception):
+    """The Kubernetes API did not answer a review; the message says what failed (no secrets)."""
+
+
+class AuthenticationError(Exception):
+    """Every authenticator that had an opinion rejected the request (401)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenReviewResult:
+    """``status`` of a TokenReview: the user when authenticated, else the error (if any)."""
+
+    user: UserInfo | None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessDecision:
+    allowed: bool
+    reason: str = ""
+
+
+class ReviewClient(Protocol):
+    """TokenReview and SubjectAccessReview against the Kubernetes API."""
+
+    async def review_token(self, token: str) -> TokenReviewResult:
+        """Raises ReviewError when the API cannot be asked or does not answer."""
+        ...
+
+    async def review_access(self, attributes: RequestAttributes) -> AccessDecision:
+        """Raises ReviewError when the API cannot be asked or does not answer."""
+        ...
+
+
+# --- caches ---------------------------------------------------------------------------------
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _TTLCache(Generic[K, V]):
+    """Entries expire ``ttl_seconds`` after they are put (by ``clock``); bounded in size."""
+
+    def __init__(
+        self, ttl_seconds: float, clock: Callable[[], float], max_entries: int = _CACHE_MAX_ENTRIES
+    ) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._max_entries = max_entries
+        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if self._clock() >= expires:
+            del self._entries[key]
+            return None
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        if self._ttl <= 0:
+            return
+        now = self._clock()
+        self._entries.pop(key, None)
+        self._entries[key] = (now + self._ttl, value)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)  # the oldest put
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# --- the middleware -------------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _path_allowed(path: str, patterns: Sequence[str]) -> bool:
+    """Go's path authorizer: exact match, or prefix match for patterns ending in ``*``."""
+    for pattern in patterns:
+        if pattern.endswith("*"):
+            if path.startswith(pattern[:-1]):
+                return True
+        elif path == pattern:
+            return True
+    return False
+
+
+def forbidden_message(attributes: RequestAttributes, reason: str = "") -> str:
+    """The 403 message of the Go apiserver (``responsewriters.Forbidden`` + ``NewForbidden``).
+
+    E.g. ``triton_queue_depth.external.metrics.k8s.io is forbidden: User "x" cannot list
+    resource "triton_queue_depth" in API group "external.metrics.k8s.io" in the namespace
+    "prod"``.
+    """
+    user = json.dumps(attributes.user.name)
+    if not attributes.is_resource_request:
+        detail = f"User {user} cannot {attributes.verb} path {json.dumps(attributes.path)}"
+    else:
+        resource = attributes.resource
+        if attributes.subresource:
+            resource = f"{resource}/{attributes.subresource}"
+        detail = (
+            f"User {user} cannot {attributes.verb} resource {json.dumps(resource)} "
+            f"in API group {json.dumps(attributes.api_group)}"
+        )
+        if attributes.namespace:
+            detail += f" in the namespace {json.dumps(attributes.namespace)}"
+        else:
+            detail += " at the cluster scope"
+    if reason:
+        detail = f"{detail}: {reason}"
+    qualified = attributes.resource
+    if attributes.api_group and qualified:
+        qualified = f"{attributes.resource}.{attributes.api_group}"
+    if not attributes.is_resource_request or not qualified:
+        return f"forbidden: {detail}"
+    if attributes.name:
+        return f"{qualified} {json.dumps(attributes.name)} is forbidden: {detail}"
+    return f"{qualified} is forbidden: {detail}"
+
+
+def _forbidden(attributes: RequestAttributes, reason: str) -> web.Response:
+    details: status.StatusDetails = {}
+    if attributes.is_resource_request:
+        if attributes.api_group:
+            details["group"] = attributes.api_group
+        if attributes.resource:
+            details["kind"] = attributes.resource
+        if attributes.name:
+            details["name"] = attributes.name
+    return status.forbidden(forbidden_message(attributes, reason), details=details or None)
+
+
+class DelegatedAuth:
+    """Authentication and authorisation delegated to the Kubernetes API, as an aiohttp
+    middleware (:meth:`middleware`).
+
+    ``request_header`` None disables front-proxy authentication (tokens and anonymous only).
+    ``clock`` (monotonic seconds) drives the caches; tests pass a fake one.
+    """
+
+    def __init__(
+        self,
+        reviews: ReviewClient,
+        request_header: RequestHeaderConfig | None,
+        *,
+        cache_seconds: float = DEFAULT_CACHE_SECONDS,
+        always_allow_paths: Sequence[str] = DEFAULT_ALWAYS_ALLOW_PATHS,
+        always_allow_groups: Sequence[str] = (MASTERS_GROUP,),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._reviews = reviews
+        self._request_header = request_header
+        self._always_allow_paths = tuple(always_allow_paths)
+        self._always_allow_groups = frozenset(always_allow_groups)
+        self._decisions: _TTLCache[RequestAttributes, AccessDecision] = _TTLCache(
+            cache_seconds, clock
+        )
+        self._tokens: _TTLCache[bytes, TokenReviewResult] = _TTLCache(cache_seconds, clock)
+        # tokens are cached under a keyed hash, so the cache never holds a usable token
+        self._token_key = secrets.token_bytes(32)
+        header_names = ["Authorization"]
+        if request_header is not None:
+            header_names += request_header.identity_header_names()
+        self._identity_headers = tuple(name.lower() for name in header_names)
+        self._identity_prefixes = tuple(
+            prefix.lower()
+            for prefix in (request_header.extra_headers_prefixes if request_header else ())
+        )
+
+    @property
+    def request_header(self) -> RequestHeaderConfig | None:
+        return self._request_header
+
+    # -- authentication --
+
+    async def authenticate(
+        self, peer: PeerCertificate | None, headers: MultiMapping[str]
+    ) -> UserInfo:
+        """The request's user; raises AuthenticationError when it must be refused (401)."""
+        failures: list[str] = []
+        if self._request_header is not None and peer is not None:
+            rejection = front_proxy_rejection(peer, self._request_header)
+            if rejection is not None:
+                failures.append(rejection)
+            elif (user := user_from_headers(headers, self._request_header)) is not None:
+                return _with_authenticated_group(user)
+        token = bearer_token(headers)
+        if token is not None:
+            try:
+                result = await self._review_token(token)
+            except ReviewError as exc:
+                failures.append(f"TokenReview failed: {exc}")
+            else:
+                if result.user is not None:
+                    return _with_authenticated_group(result.user)
+                failures.append(f"invalid bearer token: {result.error or 'not authenticated'}")
+        if failures:
+            raise AuthenticationError("; ".join(failures))
+        return ANONYMOUS
+
+    async def _review_token(self, token: str) -> TokenReviewResult:
+        key = hmac.new(self._token_key, token.encode(), hashlib.sha256).digest()
+        cached = self._tokens.get(key)
+        if cached is not None:
+            return cached
+        result = await self._reviews.review_token(token)
+        self._tokens.put(key, result)
+        return result
+
+    # -- authorisation --
+
+    async def authorize(self, attributes: RequestAttributes) -> AccessDecision:
+        """Allow or deny; raises ReviewError when the SubjectAccessReview fails."""
+        if not attributes.is_resource_request and _path_allowed(
+            attributes.path, self._always_allow_paths
+        ):
+            return AccessDecision(True, "always allowed path")
+        if self._always_allow_groups.intersection(attributes.user.groups):
+            return AccessDecision(True, "always allowed group")
+        cached = self._decisions.get(attributes)
+        if cached is not None:
+            return cached
+        decision = await self._reviews.review_access(attributes)
+        self._decisions.put(attributes, decision)
+        return decision
+
+    # -- the middleware --
+
+    def _without_identity_headers(self, request: web.Request) -> web.Request:
+        """The request minus credentials and X-Remote-* headers (handlers never need them)."""
+
+        def is_identity(name: str) -> bool:
+            lowered = name.lower()
+            return lowered in self._identity_headers or lowered.startswith(self._identity_prefixes)
+
+        if not any(is_identity(name) for name in request.headers):
+            return request
+        kept = CIMultiDict(
+            (name, value) for name, value in request.headers.items() if not is_identity(name)
+        )
+        return request.clone(headers=kept)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            user = await self.authenticate(PeerCertificate.of_request(request), request.headers)
+        except AuthenticationError as exc:
+            log.info("unauthorized method=%s path=%s reason=%s", request.method, request.path, exc)
+            return status.unauthorized()
+        attributes = request_attributes(user, request.method, request.path, request.query)
+        try:
+            decision = await self.authorize(attributes)
+        except ReviewError as exc:
+            log.warning(
+                "authorization failed method=%s path=%s user=%s error=%s",
+                request.method,
+                request.path,
+                user.name,
+                exc,
+            )
+            return status.internal_error(
+                f"authorizing {request.method} {request.path} for user {user.name!r}: "
+                f"SubjectAccessReview failed: {exc}"
+            )
+        if not decision.allowed:
+            log.debug(
+                "forbidden method=%s path=%s user=%s reason=%s",
+                request.method,
+                request.path,
+                user.name,
+                decision.reason,
+            )
+            return _forbidden(attributes, decision.reason)
+        cleaned = self._without_identity_headers(request)
+        cleaned[USER_KEY] = user
+        return await handler(cleaned)
