@@ -180,6 +180,11 @@ class DampedHolt:
         self._trend = self.beta * (level - self._level) + (1.0 - self.beta) * self.phi * self._trend
         self._level = level
 
+    def shift_level(self, delta: float) -> None:
+        """Add ``delta`` to the level (a caller re-basing the series it feeds)."""
+        if self._level is not None:
+            self._level += delta
+
     def forecast(self, horizon_steps: int) -> Forecast:
         _check_horizon(horizon_steps)
         if self._level is None:
@@ -404,7 +409,166 @@ def detect_period(
     return best_lag
 
 
-FORECASTER_NAMES = ("last", "ewma", "holt", "holt-winters", "linear")
+SECONDS_PER_DAY = 86_400.0
+SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY
+
+
+class AutoSeasonal:
+    """Damped Holt on the series minus a daily (or weekly) profile that it detects itself.
+
+    Until a season is found this *is* :class:`DampedHolt` (profile 0). It keeps a bounded
+    history of bin means (``bin_seconds`` each, 5 min by default) and, every
+    ``detect_every_seconds`` (1 h), runs :func:`detect_period` on it with the candidate periods
+    (1 day, 1 week). A candidate needs two full periods of history, so a series shorter than two
+    days never leaves Holt. When one is found, the seasonal profile is the mean, per phase bin,
+    of the last ``profile_periods`` periods' deviations from their own mean; between bin
+    centres it is interpolated linearly. The Holt part then tracks ``value - profile(t)`` (level
+    and trend: what the profile does not explain), and the forecast is
+    ``holt_forecast(h) + profile(t + h)``: the profile anticipates the daily ramps within the
+    horizon, the level corrects for today being higher or lower than the average day.
+
+    Cost: update is O(1) amortised. Every step is O(1); every ``detect_every_seconds`` one
+    detection + profile rebuild costs O(history bins) (at most 2 x the longest candidate +
+    a day: 4,320 bins for a week at 5 min), i.e. O(history / steps per detection) per step,
+    bounded by a constant. Memory: the bin history (float64) plus one profile of at most
+    period/bin floats; about 40 KB per series with the weekly candidate, 8 KB for days only.
+
+    Steps are counted by calls (a NaN = a missing step advances the clock), which keeps the
+    phase of the profile; callers must call once per step, NaN when a step is missing.
+    """
+
+    def __init__(
+        self,
+        step_seconds: float,
+        alpha: float = 0.5,
+        beta: float = 0.1,
+        phi: float = 0.98,
+        *,
+        candidates_seconds: Sequence[float] = (SECONDS_PER_DAY, SECONDS_PER_WEEK),
+        bin_seconds: float = 300.0,
+        detect_every_seconds: float = 3600.0,
+        profile_periods: int = 3,
+        min_strength: float = 0.3,
+    ) -> None:
+        if not (math.isfinite(step_seconds) and step_seconds > 0):
+            raise ValueError(f"AutoSeasonal step_seconds must be > 0, got {step_seconds!r}")
+        if profile_periods < 1:
+            raise ValueError(f"AutoSeasonal profile_periods must be >= 1, got {profile_periods}")
+        self.holt = DampedHolt(alpha, beta, phi)
+        self.step_seconds = step_seconds
+        self.bin_steps = max(1, round(bin_seconds / step_seconds))
+        bin_length = self.bin_steps * step_seconds
+        candidates = sorted({max(2, round(c / bin_length)) for c in candidates_seconds})
+        if not candidates:
+            raise ValueError("AutoSeasonal needs at least one candidate period")
+        self.candidate_bins = tuple(candidates)
+        self.detect_every_bins = max(1, round(detect_every_seconds / bin_length))
+        self.profile_periods = profile_periods
+        self.min_strength = min_strength
+        # History: two periods of the longest candidate (needed to detect it) plus one of slack.
+        self.history_bins = 2 * candidates[-1] + candidates[0]
+        self._bins = np.full(self.history_bins, np.nan, dtype=np.float64)
+        self._bins_stored = 0  # completed bins ever written (ring position = count % size)
+        self._bin_sum = 0.0
+        self._bin_count = 0  # finite values in the open bin
+        self._bin_fill = 0  # steps (incl. missing) in the open bin
+        self._steps = 0  # steps consumed (incl. missing); the last one has index steps - 1
+        self._profile: npt.NDArray[np.float64] | None = None  # one value per phase bin
+        self._period_bins = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.holt.ready
+
+    @property
+    def period_steps(self) -> int | None:
+        """The detected season in steps, None while none is in use."""
+        return self._period_bins * self.bin_steps if self._profile is not None else None
+
+    def seasonal(self, step_index: int) -> float:
+        """The profile at step ``step_index`` (0 = first step), 0 without a season."""
+        profile = self._profile
+        if profile is None:
+            return 0.0
+        # Bin b covers steps [b * bin_steps, (b + 1) * bin_steps); its centre is at
+        # b * bin_steps + (bin_steps - 1) / 2.
+        position = (step_index - (self.bin_steps - 1) / 2.0) / self.bin_steps
+        lower = math.floor(position)
+        fraction = position - lower
+        size = self._period_bins
+        below = float(profile[lower % size])
+        above = float(profile[(lower + 1) % size])
+        return below + fraction * (above - below)
+
+    def update(self, value: float) -> None:
+        index = self._steps
+        self._steps += 1
+        self.holt.update(value - self.seasonal(index) if not math.isnan(value) else math.nan)
+        if not math.isnan(value):
+            self._bin_sum += value
+            self._bin_count += 1
+        self._bin_fill += 1
+        if self._bin_fill == self.bin_steps:
+            self._close_bin()
+
+    def _close_bin(self) -> None:
+        mean = self._bin_sum / self._bin_count if self._bin_count else math.nan
+        self._bins[self._bins_stored % self.history_bins] = mean
+        self._bins_stored += 1
+        self._bin_sum, self._bin_count, self._bin_fill = 0.0, 0, 0
+        if self._bins_stored % self.detect_every_bins == 0:
+            self._refresh_season()
+
+    def _history(self) -> npt.NDArray[np.float64]:
+        """Stored bins, oldest first; bin i of the result is absolute bin (stored - n + i)."""
+        n = min(self._bins_stored, self.history_bins)
+        order = (self._bins_stored - n + np.arange(n)) % self.history_bins
+        history: npt.NDArray[np.float64] = self._bins[order]
+        return history
+
+    def _refresh_season(self) -> None:
+        history = self._history()
+        period = detect_period(history, self.candidate_bins, self.min_strength)
+        now = self._steps - 1
+        before = self.seasonal(now)
+        if period is None:
+            self._profile, self._period_bins = None, 0
+        else:
+            self._profile = self._build_profile(history, period)
+            self._period_bins = period
+        # Keep Holt's raw level where it was: its level is value - profile(now).
+        self.holt.shift_level(before - self.seasonal(now))
+
+    def _build_profile(
+        self, history: npt.NDArray[np.float64], period: int
+    ) -> npt.NDArray[np.float64]:
+        periods = min(self.profile_periods, len(history) // period)
+        recent = history[len(history) - periods * period :].reshape(periods, period)
+        finite = np.isfinite(recent)
+        values = np.where(finite, recent, 0.0)
+        per_row = finite.sum(axis=1, keepdims=True)
+        row_means = values.sum(axis=1, keepdims=True) / np.maximum(per_row, 1)
+        deviations = np.where(finite, values - row_means, 0.0)
+        counts = finite.sum(axis=0)
+        # A phase bin never seen in these periods gets 0 (no seasonal shift), not a guess.
+        profile = deviations.sum(axis=0) / np.maximum(counts, 1)
+        # Align: absolute bin a sits at phase a % period.
+        first_absolute = self._bins_stored - periods * period
+        phase_of_row = (first_absolute + np.arange(period)) % period
+        aligned = np.empty(period, dtype=np.float64)
+        aligned[phase_of_row] = profile
+        return aligned
+
+    def forecast(self, horizon_steps: int) -> Forecast:
+        _check_horizon(horizon_steps)
+        if not self.holt.ready and self._steps == 0:
+            raise ValueError("AutoSeasonal has no observations yet; check .ready first")
+        base = self.holt.forecast(horizon_steps)
+        shift = self.seasonal(self._steps - 1 + horizon_steps)
+        return _clamped(base.point + shift, base.upper - base.point)
+
+
+FORECASTER_NAMES = ("last", "ewma", "holt", "holt-winters", "linear", "auto")
 
 
 def _steps_from(
@@ -431,6 +595,8 @@ def make_forecaster(name: str, step_seconds: float, **params: float) -> Forecast
     - "holt-winters": alpha (0.3), beta (0.02), gamma (0.2), phi (0.98), and period_steps or
       period_seconds (required).
     - "linear": window_steps or window_seconds (300 s).
+    - "auto": Holt's alpha (0.5), beta (0.1), phi (0.98), min_strength (0.3) of the season
+      detection; a daily or weekly profile once one is detected (:class:`AutoSeasonal`).
     """
     if not step_seconds > 0:
         raise ValueError(f"step_seconds must be > 0, got {step_seconds!r}")
@@ -455,6 +621,14 @@ def make_forecaster(name: str, step_seconds: float, **params: float) -> Forecast
         )
     elif name == "linear":
         forecaster = LinearRegression(_steps_from(remaining, "window", step_seconds, 300.0))
+    elif name == "auto":
+        forecaster = AutoSeasonal(
+            step_seconds,
+            remaining.pop("alpha", 0.5),
+            remaining.pop("beta", 0.1),
+            remaining.pop("phi", 0.98),
+            min_strength=remaining.pop("min_strength", 0.3),
+        )
     else:
         raise ValueError(f"unknown forecaster {name!r}; valid names: {', '.join(FORECASTER_NAMES)}")
     if remaining:

@@ -110,6 +110,7 @@ class PredictiveConfig:
     quantile: float = 0.98
     use_headroom: bool = True
     headroom_window: int = 512
+    headroom_relative: bool = False
     panic_factor: float = 2.0
     panic_hold_seconds: float = 60.0
     scale_down_delay_seconds: float = 60.0
@@ -166,7 +167,11 @@ class PredictivePolicy:
             config.forecaster, config.step_seconds, **dict(config.forecaster_params)
         )
         self.headroom = QuantileHeadroom(
-            config.quantile, config.horizon_steps, window=config.headroom_window
+            config.quantile,
+            config.horizon_steps,
+            window=config.headroom_window,
+            # One replica's worth of load: below it a relative error is not meaningful.
+            relative_floor=config.sizing.capacity_rps if config.headroom_relative else None,
         )
         self.burst = BurstGuard(config.panic_factor, config.steps_for(config.panic_hold_seconds))
         # Window of the scale-down damping in steps, counting the current one.

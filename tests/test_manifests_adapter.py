@@ -325,3 +325,16 @@ def test_configmap_is_mounted_from_the_generated_name() -> None:
     assert name.startswith("tritonscale-config-") and name != "tritonscale-config-"
     _, volume = mount_of(objects, "/etc/tritonscale")
     assert volume["configMap"]["name"] == name
+
+
+def test_base_config_delegates_auth_to_the_cluster(tmp_path: Path) -> None:
+    # §5 items 2-3: front-proxy CA from kube-system/extension-apiserver-authentication (so the
+    # reader RoleBinding above is what makes it readable) and SubjectAccessReviews
+    # (system:auth-delegator).
+    _, text = rendered_config(render(BASE))
+    path = tmp_path / CONFIG_KEY
+    path.write_text(text, encoding="utf-8")
+    auth = load_config(path).auth
+    assert auth.mode == "delegated"
+    assert auth.requestheader_client_ca_file is None
+    assert {"/livez", "/readyz"} <= set(auth.always_allow_paths)

@@ -51,6 +51,7 @@ from adapter.api import status
 __all__ = [
     "ANONYMOUS",
     "AUTHENTICATED_GROUP",
+    "CONFIG_MAP",
     "DEFAULT_ALWAYS_ALLOW_PATHS",
     "DEFAULT_EXTRA_HEADERS_PREFIXES",
     "DEFAULT_GROUP_HEADERS",
