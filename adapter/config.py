@@ -86,7 +86,7 @@ class TargetConfig(_Strict):
         return self.labels.get("namespace", "default")
 
 
-Forecaster = Literal["last", "ewma", "holt", "holt-winters", "linear"]
+Forecaster = Literal["last", "ewma", "holt", "holt-winters", "linear", "auto"]
 
 
 class PredictiveDefaults(_Strict):

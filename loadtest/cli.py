@@ -24,6 +24,7 @@ from loadtest.sim_policies import POLICY_NAMES, TritonscaleTuning
 from loadtest.sim_run import build_workload, choose_model, run_policies, summary_json
 from loadtest.simulate import SimParams
 from loadtest.traces import FORMATS, TraceError, detect_format, load_trace, scale_trace
+from policies.forecast import FORECASTER_NAMES
 
 PROG = "tritonscale simulate"
 
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     tuning.add_argument(
         "--forecaster",
         default=defaults.forecaster,
-        choices=("last", "ewma", "holt", "holt-winters", "linear"),
+        choices=FORECASTER_NAMES,
         help=f"({defaults.forecaster})",
     )
     tuning.add_argument(

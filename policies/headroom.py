@@ -4,11 +4,8 @@ The margin is the empirical ``quantile`` of the forecaster's own recent errors a
 ``actual - forecast made horizon_steps ago``, over the last ``window`` matched pairs (a ring
 buffer). It uses the split-conformal rank ``ceil((n + 1) q)`` so that, for exchangeable errors,
 ``actual <= upper(point)`` holds with probability at least ``q``. Bursty traffic gives large
-errors and so a large margin; smooth traffic gives a small one. By default errors are absolute
-(same unit as the forecast), so the margin tracks the recent scale of the series, not its
-current level. With ``relative_floor`` set, each error is divided by ``max(forecast, floor)``
-and the margin is that quantile times ``max(point, floor)``: a series whose errors grow with its
-level (a daily cycle) gets a margin that follows the level.
+errors and so a large margin; smooth traffic gives a small one. Errors are absolute (same unit as
+the forecast), so the margin tracks the recent scale of the series, not its relative size.
 """
 
 from __future__ import annotations
@@ -29,12 +26,7 @@ class QuantileHeadroom:
     """
 
     def __init__(
-        self,
-        quantile: float,
-        horizon_steps: int,
-        window: int = 512,
-        min_samples: int = 20,
-        relative_floor: float | None = None,
+        self, quantile: float, horizon_steps: int, window: int = 512, min_samples: int = 20
     ) -> None:
         if not 0.0 < quantile < 1.0:
             raise ValueError(f"QuantileHeadroom quantile must be in (0, 1), got {quantile!r}")
@@ -46,13 +38,6 @@ class QuantileHeadroom:
             raise ValueError(
                 f"QuantileHeadroom min_samples must be in [1, window={window}], got {min_samples}"
             )
-        if relative_floor is not None and not (
-            math.isfinite(relative_floor) and relative_floor > 0
-        ):
-            raise ValueError(
-                f"QuantileHeadroom relative_floor must be > 0 (or None), got {relative_floor!r}"
-            )
-        self.relative_floor = relative_floor
         self.quantile = quantile
         self.horizon_steps = horizon_steps
         self.window = window
@@ -76,10 +61,7 @@ class QuantileHeadroom:
         """Record one matched pair: ``actual`` for a forecast made ``horizon_steps`` ago."""
         if math.isnan(forecast_point) or math.isnan(actual):
             return
-        error = actual - forecast_point
-        if self.relative_floor is not None:
-            error /= max(forecast_point, self.relative_floor)
-        self._errors[self._next] = error
+        self._errors[self._next] = actual - forecast_point
         self._next = (self._next + 1) % self.window
         self._count = min(self._count + 1, self.window)
         self._margin = None
@@ -98,21 +80,10 @@ class QuantileHeadroom:
         self.observe_actual(actual_now)
         self.record_forecast(forecast_point_now)
 
-    def margin(self, point: float | None = None) -> float:
-        """The calibrated margin (>= 0) for a forecast ``point``; 0 before ``min_samples``.
-
-        Absolute errors: the margin does not depend on ``point``. Relative errors: it is the
-        error quantile times ``max(point, relative_floor)`` (``point`` is then required).
-        """
+    def margin(self) -> float:
+        """The calibrated margin (>= 0); 0 before ``min_samples`` errors."""
         if not self.ready:
             return 0.0
-        if self.relative_floor is not None:
-            if point is None:
-                raise ValueError("QuantileHeadroom with relative_floor needs the forecast point")
-            return self._quantile_error() * max(point, self.relative_floor)
-        return self._quantile_error()
-
-    def _quantile_error(self) -> float:
         if self._margin is None:
             errors = self._errors[: self._count]
             rank = min(self._count, math.ceil((self._count + 1) * self.quantile))
@@ -122,4 +93,4 @@ class QuantileHeadroom:
 
     def upper(self, point: float) -> float:
         """``point`` plus the calibrated margin (>= point)."""
-        return point + self.margin(point)
+        return point + self.margin()

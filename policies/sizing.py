@@ -110,7 +110,6 @@ class PredictiveConfig:
     quantile: float = 0.98
     use_headroom: bool = True
     headroom_window: int = 512
-    headroom_relative: bool = False
     panic_factor: float = 2.0
     panic_hold_seconds: float = 60.0
     scale_down_delay_seconds: float = 60.0
@@ -167,11 +166,7 @@ class PredictivePolicy:
             config.forecaster, config.step_seconds, **dict(config.forecaster_params)
         )
         self.headroom = QuantileHeadroom(
-            config.quantile,
-            config.horizon_steps,
-            window=config.headroom_window,
-            # One replica's worth of load: below it a relative error is not meaningful.
-            relative_floor=config.sizing.capacity_rps if config.headroom_relative else None,
+            config.quantile, config.horizon_steps, window=config.headroom_window
         )
         self.burst = BurstGuard(config.panic_factor, config.steps_for(config.panic_hold_seconds))
         # Window of the scale-down damping in steps, counting the current one.
@@ -190,6 +185,10 @@ class PredictivePolicy:
         config = self.config
         sizing = config.sizing
         if math.isnan(arrival_rate):
+            # A missing step still advances the clocks (forecaster phase, headroom matching):
+            # a seasonal model would otherwise shift its season by one step per gap.
+            self.forecaster.update(math.nan)
+            self.headroom.step(math.nan, math.nan)
             if self._previous is not None:
                 return self._previous
             hold = current_capacity_replicas if math.isfinite(current_capacity_replicas) else 0

@@ -134,3 +134,12 @@ def test_python_dash_m_adapter_works(tmp_path: Path) -> None:
 def test_serve_without_targets_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--listen", "127.0.0.1:0"]) == 2
     assert "no targets" in capsys.readouterr().err
+
+
+def test_config_offers_exactly_the_policies_forecasters() -> None:
+    from typing import get_args
+
+    from adapter.config import Forecaster
+    from policies.forecast import FORECASTER_NAMES
+
+    assert set(get_args(Forecaster)) == set(FORECASTER_NAMES)

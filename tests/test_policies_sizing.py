@@ -119,6 +119,24 @@ def test_missing_rate_returns_the_previous_decision() -> None:
     assert policy.step(math.nan, 0.0, 4.0) is decision
 
 
+def test_missing_rate_keeps_the_seasonal_phase() -> None:
+    # Season of 4 steps (10, 10, 90, 90); horizon 60 s = 4 steps = same phase as now + 4.
+    settings = {"forecaster": "holt-winters", "forecaster_params": {"period_steps": 4}}
+    with_gap, without = PredictivePolicy(config(**settings)), PredictivePolicy(config(**settings))
+    pattern = [10.0, 10.0, 90.0, 90.0]
+    for i in range(40):
+        without.step(pattern[i % 4], 0.0, 5.0)
+        if 30 <= i < 33:  # three steps missing: the clock must still advance
+            with_gap.step(math.nan, 0.0, 5.0)
+        else:
+            with_gap.step(pattern[i % 4], 0.0, 5.0)
+    # Last step i = 39 (phase 3); the forecast 4 steps ahead is phase 3 again: 90 req/s.
+    assert with_gap.forecaster.forecast(1).point == pytest.approx(10.0, abs=1.0)
+    assert with_gap.forecaster.forecast(4).point == pytest.approx(
+        without.forecaster.forecast(4).point, abs=1.0
+    )
+
+
 def test_missing_rate_before_any_decision_holds_current_capacity() -> None:
     policy = PredictivePolicy(config())
     decision = policy.step(math.nan, 0.0, 3.2)
