@@ -64,13 +64,17 @@ class TargetConfig(_Strict):
     url: str
     kind: Literal["triton", "dcgm"] = "triton"
     labels: dict[str, str] = Field(default_factory=dict)
+    scrape_interval_seconds: float | None = Field(None, gt=0, le=300)  # default: scrape.interval
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"must be an http(s) URL with a host, got {url!r}")
+        if parts.username is not None or parts.password is not None:
+            # Target URLs appear in logs and metric labels: no credentials in them.
+            raise ValueError("must not carry user:password@ credentials")
         return url
 
     @field_validator("labels")
@@ -80,10 +84,6 @@ class TargetConfig(_Strict):
             if not name or not set(name) <= _LABEL_NAME_CHARS:
                 raise ValueError(f"label name {name!r} is not a valid Kubernetes label key")
         return labels
-
-    @property
-    def namespace(self) -> str:
-        return self.labels.get("namespace", "default")
 
 
 Forecaster = Literal["last", "ewma", "holt", "holt-winters", "linear", "auto"]
@@ -218,19 +218,23 @@ class ConfigError(ValueError):
 
 
 def parse_target_flag(text: str) -> dict[str, Any]:
-    """``URL[,label=value...]`` from ``--target`` -> a target mapping."""
+    """``URL[,label=value...]`` from ``--target`` -> a target mapping.
+
+    Two keys are settings, not labels: ``kind=dcgm`` and ``interval=SECONDS``.
+    """
     url, *pairs = text.split(",")
-    labels: dict[str, str] = {}
-    kind = "triton"
+    target: dict[str, Any] = {"url": url.strip(), "kind": "triton", "labels": {}}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
+        key, sep, value = (part.strip() for part in pair.partition("="))
         if not sep or not key:
             raise ValueError(f"--target {text!r}: {pair!r} is not label=value")
         if key == "kind":
-            kind = value
+            target["kind"] = value
+        elif key == "interval":
+            target["scrape_interval_seconds"] = value
         else:
-            labels[key.strip()] = value.strip()
-    return {"url": url.strip(), "kind": kind, "labels": labels}
+            target["labels"][key] = value
+    return target
 
 
 def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Config:

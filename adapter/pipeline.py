@@ -20,7 +20,7 @@ import aiohttp
 from adapter.config import Config
 from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
 from adapter.scrape import ScrapeLoop, ScrapeObserver, TargetState
-from adapter.signals import Labels, ReadingHistory, group_series
+from adapter.signals import Labels, Member, ReadingHistory, group_series
 from adapter.snapshot import SeriesPoint, Snapshot
 from adapter.targets import Target, TargetSource
 
@@ -46,22 +46,21 @@ class Pipeline:
         *,
         stages: tuple[SignalStage, ...] = (),
         scrape_observer: ScrapeObserver | None = None,
-        on_publish: Callable[[Snapshot], None] | None = None,
+        on_target_removed: Callable[[Target], None] | None = None,
     ) -> None:
         self._config = config
         self._source = source
         self._stages = stages
         self._observer = scrape_observer
-        self._on_publish = on_publish
+        self._on_target_removed = on_target_removed
         self._parser = ExpositionParser(TRITON_FAMILIES + DCGM_FAMILIES)
         self._states: dict[Target, TargetState] = {}
         self._loops: dict[Target, asyncio.Task[None]] = {}
         self._dirty = asyncio.Event()
         self._snapshot = Snapshot()
         self._published_once = False
+        self._failure: str | None = None
         self._last_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
-        keep = config.signals.rate_window_seconds + 3 * config.scrape.interval_seconds
-        self._history_seconds = keep
 
     # -- what the API reads -------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -78,18 +77,37 @@ class Pipeline:
             return "no snapshot has been published yet"
         return None
 
+    def liveness(self) -> str | None:
+        """None while the pipeline runs; why it stopped otherwise (for /livez)."""
+        return self._failure
+
     @property
     def targets(self) -> Mapping[Target, TargetState]:
         return MappingProxyType(self._states)
 
+    def _interval(self, target: Target) -> float:
+        return target.scrape_interval_seconds or self._config.scrape.interval_seconds
+
     def track(self, target: Target) -> TargetState:
         """Start keeping readings for ``target`` (the scrape loop feeds its history)."""
-        state = TargetState(target, ReadingHistory(self._history_seconds))
+        interval = self._interval(target)
+        keep = self._config.signals.rate_window_seconds + 3 * interval
+        state = TargetState(target, ReadingHistory(keep))
         self._states[target] = state
         return state
 
     # -- running --------------------------------------------------------------------
     async def run(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            self._failure = f"pipeline stopped: {type(err).__name__}: {err}"
+            log.exception("pipeline stopped")
+            raise
+
+    async def _run(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=2, keepalive_timeout=30)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
             publisher = asyncio.create_task(self._publish_forever(), name="publisher")
@@ -108,6 +126,8 @@ class Pipeline:
         for gone in set(self._states) - targets:
             self._loops.pop(gone).cancel()
             del self._states[gone]
+            if self._on_target_removed is not None:
+                self._on_target_removed(gone)
             log.info("target removed", extra={"target": gone.url})
         for target in targets - set(self._states):
             state = self.track(target)
@@ -115,7 +135,7 @@ class Pipeline:
                 state,
                 session,
                 self._parser,
-                interval_seconds=scrape.interval_seconds,
+                interval_seconds=self._interval(target),
                 timeout_seconds=scrape.timeout_seconds,
                 max_bytes=scrape.max_response_bytes,
                 backoff_max_seconds=scrape.backoff_max_seconds,
@@ -140,31 +160,41 @@ class Pipeline:
                 log.exception("publish failed")
             await asyncio.sleep(interval / 4)
 
-    def publish(self, now_mono: float) -> Snapshot:
-        """Build and swap in a new snapshot from the current histories."""
-        groups: dict[Labels, list[ReadingHistory]] = {}
+    def publish(self, now_mono: float, now_wall: float | None = None) -> Snapshot:
+        """Build and swap in a new snapshot from the current histories.
+
+        ``now_mono`` drives the policies' steps; ``now_wall`` (Unix s, default now) decides
+        how long a series that can no longer be computed is carried forward.
+        """
+        now_wall = time.time() if now_wall is None else now_wall
+        groups: dict[Labels, list[Member]] = {}
         for target, state in self._states.items():
-            groups.setdefault(target.group, []).append(state.history)
+            groups.setdefault(target.group, []).append(Member(target.kind, state.history))
 
         window = self._config.signals.rate_window_seconds
         points: PointsByMetric = {}
         fresh: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
-        for group, histories in groups.items():
-            for metric, series in group_series(group, histories, window).items():
+        for group, members in groups.items():
+            for metric, series in group_series(group, members, window).items():
                 for point in series:
                     key = (metric, tuple(sorted(point.labels.items())))
                     fresh[key] = (group, point)
         # Carry forward series whose group still exists but could not be recomputed this
         # pass (e.g. one reading since a restart): the old value keeps its old timestamp
-        # and ages out by max age instead of vanishing or turning into 0.
+        # and the API holds it once it is older than max age. Past max age it is dropped,
+        # so a model that was unloaded stops blocking wider selectors.
+        max_age = self._config.signals.max_age_seconds
         for key, (group, point) in self._last_points.items():
-            if key not in fresh and group in groups:
+            if key not in fresh and group in groups and now_wall - point.timestamp <= max_age:
                 fresh[key] = (group, point)
         self._last_points = fresh
         for key, (_group, point) in fresh.items():
             points.setdefault(key[0], []).append(point)
 
-        replicas = {group: len(histories) for group, histories in groups.items()}
+        replicas = {
+            group: sum(1 for member in members if member.kind == "triton")
+            for group, members in groups.items()
+        }
         for stage in self._stages:
             for metric, extra in stage.step(now_mono, points, replicas).items():
                 points.setdefault(metric, []).extend(extra)
@@ -175,6 +205,4 @@ class Pipeline:
         )
         self._snapshot = snapshot
         self._published_once = True
-        if self._on_publish is not None:
-            self._on_publish(snapshot)
         return snapshot

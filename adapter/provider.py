@@ -57,7 +57,7 @@ class SnapshotProvider:
     """Serves from the pipeline's published snapshot; reads only, never scrapes.
 
     ``current`` returns the snapshot in force; ``clock`` the Unix time (s);
-    ``max_age_seconds`` maps metric name to its max data age.
+    ``max_age_seconds``: data older than this is not served (the HPA holds).
     """
 
     def __init__(
@@ -65,15 +65,13 @@ class SnapshotProvider:
         metrics: Sequence[MetricInfo],
         current: SnapshotSource,
         clock: Clock,
-        max_age_seconds: dict[str, float],
-        default_max_age_seconds: float = 30.0,
+        max_age_seconds: float = 30.0,
     ) -> None:
         self._metrics = tuple(metrics)
         self._names = frozenset(m.name for m in metrics)
         self._current = current
         self._clock = clock
         self._max_age = max_age_seconds
-        self._default_max_age = default_max_age_seconds
 
     def list_all_external_metrics(self) -> Sequence[MetricInfo]:
         return self._metrics
@@ -94,7 +92,7 @@ class SnapshotProvider:
                 f"no series of metric {metric} in namespace {namespace} "
                 f"matches selector {selector.source!r}"
             )
-        max_age = self._max_age.get(metric, self._default_max_age)
+        max_age = self._max_age
         now = self._clock()
         stale = [p for p in matched if now - p.timestamp > max_age]
         if stale:

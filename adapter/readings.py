@@ -16,13 +16,17 @@ ModelKey = tuple[str, str]  # (model, version); version is "" when versions are 
 
 @dataclass(frozen=True, slots=True)
 class ModelCounters:
-    """Triton's per-model values at one scrape. Durations in microseconds."""
+    """Triton's per-model values at one scrape. Durations in microseconds.
 
-    pending: float
+    None means the family was absent (e.g. ``--metrics-config counter_latencies=false``):
+    signals that need it are not served, rather than served as 0.
+    """
+
+    pending: float | None
     success: float
     failure: float
-    queue_us: float
-    compute_infer_us: float
+    queue_us: float | None
+    compute_infer_us: float | None
 
     @property
     def completed(self) -> float:
@@ -39,9 +43,11 @@ class Reading:
     gpu_utilization: tuple[float, ...] = ()
 
 
-def _by_model(samples: list[Sample] | None, sum_versions: bool) -> dict[ModelKey, float]:
+def _by_model(samples: list[Sample] | None, sum_versions: bool) -> dict[ModelKey, float] | None:
+    if samples is None:
+        return None  # family absent: unknown, not zero
     totals: dict[ModelKey, float] = {}
-    for sample in samples or ():
+    for sample in samples:
         model = sample.labels.get("model")
         if model is None:
             continue
@@ -56,17 +62,21 @@ def reading_from_families(
     if kind == "dcgm":
         return Reading(mono, wall, {}, _dcgm_utilization(families))
     pending = _by_model(families.get("nv_inference_pending_request_count"), sum_versions)
-    success = _by_model(families.get("nv_inference_request_success"), sum_versions)
-    failure = _by_model(families.get("nv_inference_request_failure"), sum_versions)
+    success = _by_model(families.get("nv_inference_request_success"), sum_versions) or {}
+    failure = _by_model(families.get("nv_inference_request_failure"), sum_versions) or {}
     queue = _by_model(families.get("nv_inference_queue_duration_us"), sum_versions)
     compute = _by_model(families.get("nv_inference_compute_infer_duration_us"), sum_versions)
+
+    def known(values: dict[ModelKey, float] | None, key: ModelKey) -> float | None:
+        return None if values is None else values.get(key)
+
     models = {
         key: ModelCounters(
-            pending=pending.get(key, 0.0),
+            pending=known(pending, key),
             success=success[key],
-            failure=failure.get(key, 0.0),
-            queue_us=queue.get(key, 0.0),
-            compute_infer_us=compute.get(key, 0.0),
+            failure=failure.get(key, 0.0),  # Triton emits failures only once one happened
+            queue_us=known(queue, key),
+            compute_infer_us=known(compute, key),
         )
         for key in success  # a model Triton reports at all has a success counter
     }

@@ -152,7 +152,14 @@ class ScrapeLoop:
         state = self.state
         try:
             reading = await self.scrape_once()
-        except ScrapeError as err:
+        except asyncio.CancelledError:
+            raise
+        except Exception as raised:  # a bug must not end this target's loop for good
+            if isinstance(raised, ScrapeError):
+                err = raised
+            else:
+                log.exception("scrape raised", extra={"target": state.target.url})
+                err = ScrapeError("internal", f"{type(raised).__name__}: {raised}")
             state.consecutive_failures += 1
             if state.last_error != err.reason or state.consecutive_failures in (1, 10, 100):
                 log.warning(

@@ -3,41 +3,69 @@ Grafana dashboard in manifests/grafana reads them)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from adapter.metrics_catalog import SERVED_METRIC_NAMES
 from adapter.snapshot import Snapshot
 from adapter.targets import Target
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class _SnapshotCollector(Collector):
+    """Reads the published snapshot when /metrics is scraped: no work on the publish path."""
+
+    def __init__(self, current: Callable[[], Snapshot]) -> None:
+        self._current = current
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._current()
+        values = GaugeMetricFamily(
+            "tritonscale_signal_value",
+            "Every value the adapter serves, by metric and series labels.",
+            labels=["metric", "namespace", "model", "deployment"],
+        )
+        ages = GaugeMetricFamily(
+            "tritonscale_series_age_seconds",
+            "Age of the oldest series of a metric in a namespace.",
+            labels=["metric", "namespace"],
+        )
+        now = time.time()
+        for metric, points in snapshot.series.items():
+            oldest: dict[str, float] = {}
+            for point in points:
+                labels = point.labels
+                namespace = labels.get("namespace", "")
+                if math.isfinite(point.value):
+                    values.add_metric(
+                        [metric, namespace, labels.get("model", ""), labels.get("deployment", "")],
+                        point.value,
+                    )
+                age = min(now - point.timestamp, 1e9)
+                oldest[namespace] = max(oldest.get(namespace, 0.0), age)
+            for namespace, age in oldest.items():
+                ages.add_metric([metric, namespace], age)
+        yield values
+        yield ages
+
+
 class SelfMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.signal_value = Gauge(
-            "tritonscale_signal_value",
-            "Every value the adapter serves, by metric and series labels.",
-            ["metric", "namespace", "model", "deployment"],
-            registry=self.registry,
-        )
-        self.series_age = Gauge(
-            "tritonscale_series_age_seconds",
-            "Age of the oldest series of a metric in a namespace at the last publish.",
-            ["metric", "namespace"],
-            registry=self.registry,
-        )
         self.scrape_duration = Histogram(
             "tritonscale_scrape_duration_seconds",
             "Time to fetch and parse one target's /metrics.",
@@ -53,7 +81,7 @@ class SelfMetrics:
         )
         self.api_requests = Counter(
             "tritonscale_api_requests_total",
-            "External metrics API requests by HTTP code and metric.",
+            "External metrics API requests by HTTP code and metric (other: not a served metric).",
             ["code", "metric"],
             registry=self.registry,
         )
@@ -63,29 +91,25 @@ class SelfMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
             registry=self.registry,
         )
+        self._error_reasons: dict[str, set[str]] = {}
+
+    def serve_snapshots(self, current: Callable[[], Snapshot]) -> None:
+        """Export every served value from ``current()`` at each scrape of /metrics."""
+        self.registry.register(_SnapshotCollector(current))
 
     def observe_scrape(self, target: Target, seconds: float, error: str | None) -> None:
         self.scrape_duration.labels(target.url).observe(seconds)
         if error is not None:
             self.scrape_errors.labels(target.url, error).inc()
+            self._error_reasons.setdefault(target.url, set()).add(error)
 
-    def observe_snapshot(self, snapshot: Snapshot) -> None:
-        self.signal_value.clear()
-        self.series_age.clear()
-        now = time.time()
-        for metric, points in snapshot.series.items():
-            oldest: dict[str, float] = {}
-            for point in points:
-                labels = point.labels
-                namespace = labels.get("namespace", "")
-                if not math.isnan(point.value):
-                    self.signal_value.labels(
-                        metric, namespace, labels.get("model", ""), labels.get("deployment", "")
-                    ).set(point.value)
-                age = now - point.timestamp
-                oldest[namespace] = max(oldest.get(namespace, 0.0), age)
-            for namespace, age in oldest.items():
-                self.series_age.labels(metric, namespace).set(min(age, 1e9))
+    def forget_target(self, target: Target) -> None:
+        """Drop a removed target's series so churn does not grow the registry."""
+        with contextlib.suppress(KeyError):
+            self.scrape_duration.remove(target.url)
+        for reason in self._error_reasons.pop(target.url, ()):
+            with contextlib.suppress(KeyError):
+                self.scrape_errors.remove(target.url, reason)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -93,6 +117,8 @@ class SelfMetrics:
         response = await handler(request)
         self.api_duration.observe(time.perf_counter() - started)
         metric = request.match_info.get("metric", "")
+        if metric and metric not in SERVED_METRIC_NAMES:
+            metric = "other"  # bounded: any path segment could otherwise become a label
         self.api_requests.labels(str(response.status), metric).inc()
         return response
 

@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 
 def static_source(config: Config) -> StaticTargets:
-    return StaticTargets(Target.create(t.url, t.kind, t.labels) for t in config.targets)
+    return StaticTargets(
+        Target.create(t.url, t.kind, t.labels, t.scrape_interval_seconds) for t in config.targets
+    )
 
 
 @dataclass
@@ -109,17 +111,16 @@ def build_app(
     *,
     auth: DelegatedAuth | None = None,
 ) -> web.Application:
-    max_age = config.signals.max_age_seconds
     provider = SnapshotProvider(
-        SERVED_METRICS,
-        pipeline.snapshot,
-        time.time,
-        max_age_seconds={},
-        default_max_age_seconds=max_age,
+        SERVED_METRICS, pipeline.snapshot, time.time, config.signals.max_age_seconds
     )
     # metrics observe outside auth, so 401/403 answers are counted too
     app = create_app(
-        provider, readiness=pipeline.readiness, auth=auth, observers=(metrics.middleware,)
+        provider,
+        readiness=pipeline.readiness,
+        liveness=pipeline.liveness,
+        auth=auth,
+        observers=(metrics.middleware,),
     )
     app.router.add_get("/metrics", metrics.handle_metrics)
     return app
@@ -136,8 +137,9 @@ async def running_service(
         source or static_source(config),
         stages=(PredictiveStage(config),),
         scrape_observer=metrics.observe_scrape,
-        on_publish=metrics.observe_snapshot,
+        on_target_removed=metrics.forget_target,
     )
+    metrics.serve_snapshots(pipeline.snapshot)
     auth_setup = await start_auth(config.auth)
     try:
         app = build_app(
@@ -164,8 +166,8 @@ async def running_service(
         yield RunningService(pipeline, app, runner, port)
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task  # a pipeline failure was logged and failed /livez already
         await runner.cleanup()
         if auth_setup is not None:
             await auth_setup.close()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from adapter.readings import ModelCounters, ModelKey, Reading
 from adapter.snapshot import SeriesPoint
+from adapter.targets import TargetKind
 
 QUEUE_DEPTH = "triton_queue_depth"
 REQUEST_RATE = "triton_request_rate"
@@ -75,15 +76,18 @@ class ReadingHistory:
 
 
 def _is_reset(last_seen: Mapping[ModelKey, ModelCounters], after: Reading) -> bool:
+    def dropped(new: float | None, old: float | None) -> bool:
+        return new is not None and old is not None and new < old
+
     for key, new in after.models.items():
         old = last_seen.get(key)
         if old is None:
             continue
         if (
-            new.success < old.success
-            or new.failure < old.failure
-            or new.queue_us < old.queue_us
-            or new.compute_infer_us < old.compute_infer_us
+            dropped(new.success, old.success)
+            or dropped(new.failure, old.failure)
+            or dropped(new.queue_us, old.queue_us)
+            or dropped(new.compute_infer_us, old.compute_infer_us)
         ):
             return True
     return False
@@ -91,132 +95,156 @@ def _is_reset(last_seen: Mapping[ModelKey, ModelCounters], after: Reading) -> bo
 
 @dataclass(frozen=True, slots=True)
 class ModelWindow:
-    """Aggregated deltas of one model over one group's members."""
+    """One model's activity over the rate window, summed over a group's members.
 
-    seconds: float  # mean window length of the members
-    completed: float  # requests finished (success + failure)
-    success: float
-    queue_us: float
-    compute_us: float
-    pending_growth: float  # change in pending requests over the window
-    pending_now: float
+    Rates are summed per member (each over its own window length); the duration and
+    request deltas are summed as they are, since only their ratios are served. None
+    means a member did not report the family.
+    """
+
+    completed_rate: float  # requests finished (success + failure) per second
+    pending_growth_rate: float | None  # change of the backlog per second
+    success: float  # successful requests in the windows
+    queue_us: float | None
+    compute_us: float | None
 
 
 def model_signals(
-    window: ModelWindow | None, pending_now: float, window_seconds: float
+    window: ModelWindow | None, pending_now: float | None, window_seconds: float
 ) -> dict[str, float]:
     """The served signals of one model in one group. NaN means 'cannot be known'."""
-    values = {QUEUE_DEPTH: pending_now}
-    if window is None or window.seconds <= 0:
+    values: dict[str, float] = {}
+    if pending_now is not None:
+        values[QUEUE_DEPTH] = pending_now
+    if window is None:
         return values
-    completed_rate = window.completed / window.seconds
-    values[REQUEST_RATE] = completed_rate
-    # Offered load: what finished plus what piled up. Not capped at capacity.
-    values[ARRIVAL_RATE] = max(0.0, completed_rate + window.pending_growth / window.seconds)
-    if window.success > 0:
-        values[QUEUE_TIME] = window.queue_us / window.success / 1e6
-    elif pending_now > 0:
-        # Requests are waiting and none finished: they have waited at least the window.
-        values[QUEUE_TIME] = window_seconds
-    else:
-        values[QUEUE_TIME] = 0.0  # nothing arrived, nothing waited
-    if window.compute_us > 0:
-        values[QUEUE_COMPUTE_RATIO] = window.queue_us / window.compute_us
-    elif pending_now == 0 and window.queue_us == 0:
-        values[QUEUE_COMPUTE_RATIO] = 0.0
-    else:
-        values[QUEUE_COMPUTE_RATIO] = math.nan  # queue but no compute: unknown, hold
+    values[REQUEST_RATE] = window.completed_rate
+    if window.pending_growth_rate is not None:
+        # Offered load: what finished plus what piled up. Not capped at capacity.
+        values[ARRIVAL_RATE] = max(0.0, window.completed_rate + window.pending_growth_rate)
+    waiting = pending_now is not None and pending_now > 0
+    if window.queue_us is not None:
+        if window.success > 0:
+            values[QUEUE_TIME] = window.queue_us / window.success / 1e6
+        elif waiting:
+            # Requests are waiting and none finished: they have waited at least the window.
+            values[QUEUE_TIME] = window_seconds
+        elif pending_now is not None:
+            values[QUEUE_TIME] = 0.0  # nothing arrived, nothing waited
+    if window.queue_us is not None and window.compute_us is not None:
+        if window.compute_us > 0:
+            values[QUEUE_COMPUTE_RATIO] = window.queue_us / window.compute_us
+        elif pending_now == 0 and window.queue_us == 0:
+            values[QUEUE_COMPUTE_RATIO] = 0.0
+        else:
+            values[QUEUE_COMPUTE_RATIO] = math.nan  # queue but no compute: unknown, hold
     return values
 
 
 @dataclass(frozen=True, slots=True)
-class GroupMember:
+class Member:
+    """One target of a group: its kind decides which signals it feeds."""
+
+    kind: TargetKind
     history: ReadingHistory
 
 
 def group_series(
     group_labels: Labels,
-    members: Sequence[ReadingHistory],
+    members: Sequence[Member],
     window_seconds: float,
 ) -> dict[str, list[SeriesPoint]]:
     """Compute every raw signal of one group of targets.
 
-    Values are summed over members (queue depth, rates) or derived from summed
-    deltas (queue time, ratio); GPU utilisation is the mean over all GPUs seen.
-    A model's timestamp is the oldest newest-reading among members, so one dead
-    member makes the whole group's series age out (held), not shrink.
+    Model signals come from the Triton members: summed over members (queue depth, rates)
+    or derived from summed deltas (queue time, ratio). GPU utilisation is the mean over
+    every GPU any member reports (Triton or dcgm-exporter). A series' timestamp is the
+    oldest newest-reading among the members it is built from, so one dead member makes
+    the series age out (held by the API), never shrink.
     """
     out: dict[str, list[SeriesPoint]] = {}
-    newest = [m.newest for m in members]
-    live = [r for r in newest if r is not None]
-    if not live:
-        return out
     base_labels = dict(group_labels)
-    timestamp = min(r.wall for r in live) if len(live) == len(newest) else -math.inf
     window_int = max(1, round(window_seconds))
+    tritons = [m.history for m in members if m.kind == "triton"]
+    newest = [h.newest for h in tritons]
+    live = [r for r in newest if r is not None]
+    if live:
+        timestamp = min(r.wall for r in live) if len(live) == len(newest) else -math.inf
+        model_keys = sorted({key for reading in live for key in reading.models})
+        for key in model_keys:
+            model, version = key
+            labels = {**base_labels, "model": model}
+            if version:
+                labels["version"] = version
+            pending_now = _sum_known(_counters(r, key).pending for r in live)
+            window = _aggregate_window(tritons, key, window_seconds)
+            for metric, value in model_signals(window, pending_now, window_seconds).items():
+                window_field = None if metric == QUEUE_DEPTH else window_int
+                point = SeriesPoint(labels, value, timestamp, window_field)
+                out.setdefault(metric, []).append(point)
 
-    model_keys: set[ModelKey] = set()
-    for reading in live:
-        model_keys.update(reading.models)
-    for key in sorted(model_keys):
-        model, version = key
-        labels = {**base_labels, "model": model}
-        if version:
-            labels["version"] = version
-        pending_now = sum(_counters(r, key).pending for r in live)
-        window = _aggregate_window(members, key, window_seconds)
-        for metric, value in model_signals(window, pending_now, window_seconds).items():
-            window_field = None if metric == QUEUE_DEPTH else window_int
-            out.setdefault(metric, []).append(SeriesPoint(labels, value, timestamp, window_field))
-
-    gpus = [u for r in live for u in r.gpu_utilization if not math.isnan(u)]
+    all_newest = [m.history.newest for m in members]
+    readings = [r for r in all_newest if r is not None]
+    gpus = [u for r in readings for u in r.gpu_utilization if not math.isnan(u)]
     if gpus:
-        out[GPU_UTILIZATION] = [SeriesPoint(base_labels, sum(gpus) / len(gpus), timestamp)]
+        stamp = min(r.wall for r in readings) if len(readings) == len(all_newest) else -math.inf
+        out[GPU_UTILIZATION] = [SeriesPoint(base_labels, sum(gpus) / len(gpus), stamp)]
     return out
 
 
-_ZERO = ModelCounters(0.0, 0.0, 0.0, 0.0, 0.0)
+_ABSENT = ModelCounters(0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def _counters(reading: Reading, key: ModelKey) -> ModelCounters:
-    return reading.models.get(key, _ZERO)
+    return reading.models.get(key, _ABSENT)
+
+
+def _sum_known(values: Iterable[float | None]) -> float | None:
+    total = 0.0
+    for value in values:
+        if value is None:
+            return None
+        total += value
+    return total
+
+
+def _delta(new: float | None, old: float | None) -> float | None:
+    return None if new is None or old is None else new - old
 
 
 def _aggregate_window(
     members: Iterable[ReadingHistory], key: ModelKey, seconds: float
 ) -> ModelWindow | None:
-    total = {"completed": 0.0, "success": 0.0, "queue": 0.0, "compute": 0.0, "growth": 0.0}
-    lengths: list[float] = []
-    pending_now = 0.0
+    """Sum one model's window over the members that serve it; None to hold."""
+    completed_rate = 0.0
+    growth_rate: float | None = 0.0
+    success = 0.0
+    queue: float | None = 0.0
+    compute: float | None = 0.0
+    contributors = 0
     for history in members:
         pair = history.window(seconds)
         if pair is None:
             return None  # a member without two readings (new or just restarted)
         base, newest = pair
-        if key not in base.models and key in newest.models:
-            return None  # the model just appeared (loaded or restarted): no full window yet
-        old, new = _counters(base, key), _counters(newest, key)
-        total["completed"] += new.completed - old.completed
-        total["success"] += new.success - old.success
-        total["queue"] += new.queue_us - old.queue_us
-        total["compute"] += new.compute_infer_us - old.compute_infer_us
-        total["growth"] += new.pending - old.pending
-        pending_now += new.pending
-        lengths.append(newest.mono - base.mono)
-    if not lengths:
+        in_base, in_newest = key in base.models, key in newest.models
+        if not in_base and not in_newest:
+            continue  # this member does not serve the model
+        if in_base != in_newest:
+            return None  # the model just appeared or vanished on a member: hold
+        old, new = base.models[key], newest.models[key]
+        span = newest.mono - base.mono
+        if span <= 0:
+            return None
+        completed_rate += (new.completed - old.completed) / span
+        growth = _delta(new.pending, old.pending)
+        growth_rate = None if growth_rate is None or growth is None else growth_rate + growth / span
+        success += new.success - old.success
+        queue_delta = _delta(new.queue_us, old.queue_us)
+        queue = None if queue is None or queue_delta is None else queue + queue_delta
+        compute_delta = _delta(new.compute_infer_us, old.compute_infer_us)
+        compute = None if compute is None or compute_delta is None else compute + compute_delta
+        contributors += 1
+    if contributors == 0:
         return None
-    span = sum(lengths) / len(lengths)
-    return ModelWindow(
-        seconds=span,
-        completed=total["completed"],
-        success=total["success"],
-        queue_us=total["queue"],
-        compute_us=total["compute"],
-        pending_growth=total["growth"],
-        pending_now=pending_now,
-    )
-
-
-def merge_points(into: dict[str, list[SeriesPoint]], more: Mapping[str, list[SeriesPoint]]) -> None:
-    for metric, points in more.items():
-        into.setdefault(metric, []).extend(points)
+    return ModelWindow(completed_rate, growth_rate, success, queue, compute)

@@ -16,16 +16,24 @@ TargetKind = Literal["triton", "dcgm"]
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One ``/metrics`` endpoint. ``labels`` always carry ``namespace``."""
+    """One ``/metrics`` endpoint. ``labels`` always carry ``namespace`` (``default`` if
+    not given); ``scrape_interval_seconds`` overrides the configured interval (s)."""
 
     url: str
     kind: TargetKind
     labels: tuple[tuple[str, str], ...]
+    scrape_interval_seconds: float | None = None
 
     @classmethod
-    def create(cls, url: str, kind: TargetKind, labels: Mapping[str, str]) -> Target:
+    def create(
+        cls,
+        url: str,
+        kind: TargetKind,
+        labels: Mapping[str, str],
+        scrape_interval_seconds: float | None = None,
+    ) -> Target:
         merged = {"namespace": "default", **labels}
-        return cls(url=url, kind=kind, labels=tuple(sorted(merged.items())))
+        return cls(url, kind, tuple(sorted(merged.items())), scrape_interval_seconds)
 
     @property
     def namespace(self) -> str:

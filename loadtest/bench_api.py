@@ -139,7 +139,7 @@ async def bench(rate: float, duration: float) -> None:
     snapshot = build_snapshot(now)
     metrics = [MetricInfo(name, name, "") for name in SERVED]
     provider = SnapshotProvider(
-        metrics, lambda: snapshot, time.time, {}, default_max_age_seconds=1e9
+        metrics, lambda: snapshot, time.time, max_age_seconds=1e9
     )
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         cert_pem, key_pem = generate_self_signed([SERVICE_HOST])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
+from adapter.metrics_catalog import SERVED_METRICS
 from adapter.provider import SnapshotProvider
 from adapter.snapshot import MetricInfo, SeriesPoint, Snapshot
 
@@ -12,17 +14,21 @@ NOW = 1_787_227_200.0  # 2026-08-20T12:00:00Z
 NOW_RFC3339 = "2026-08-20T12:00:00Z"
 MAX_AGE_SECONDS = 30.0
 
-METRICS = (
-    MetricInfo("triton_queue_depth", "requests waiting in the Triton queue", "requests"),
-    MetricInfo("triton_request_rate", "completed requests per second", "requests/s"),
-    MetricInfo("triton_arrival_rate", "arriving requests per second", "requests/s"),
-    MetricInfo("triton_queue_time_seconds", "mean time a request waits in queue", "s"),
-    MetricInfo("triton_queue_compute_ratio", "queue time over compute time", "ratio"),
-    MetricInfo("gpu_utilization", "mean GPU utilisation of the deployment", "ratio"),
-    MetricInfo("triton_arrival_rate_forecast", "forecast arrival rate", "requests/s"),
-    MetricInfo("triton_queue_depth_forecast", "forecast queue depth", "requests"),
-    MetricInfo("triton_desired_replicas", "replicas the policy recommends", "replicas"),
-)
+METRICS: tuple[MetricInfo, ...] = SERVED_METRICS
+
+
+def status_body(code: int, reason: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The metav1.Status failure body the kube-apiserver (and the adapter) answer with."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+        **extra,
+    }
 
 
 def labels(namespace: str, model: str, deployment: str) -> dict[str, str]:
@@ -82,6 +88,5 @@ def make_provider(clock: FakeClock, metrics: tuple[MetricInfo, ...] = METRICS) -
         metrics=metrics,
         current=lambda: snapshot,
         clock=clock,
-        max_age_seconds={},
-        default_max_age_seconds=MAX_AGE_SECONDS,
+        max_age_seconds=MAX_AGE_SECONDS,
     )

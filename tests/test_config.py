@@ -10,6 +10,7 @@ import pytest
 
 from adapter.cli import main
 from adapter.config import ConfigError, load_config, parse_target_flag
+from adapter.targets import Target
 
 GOOD = """\
 listen: "127.0.0.1:6443"
@@ -38,8 +39,9 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, GOOD))
     assert config.scrape.interval_seconds == 0.5
     assert config.scrape.timeout_seconds == 0.8  # default
-    assert config.targets[0].namespace == "prod"
-    assert config.targets[1].namespace == "default"  # no namespace label: default
+    targets = [Target.create(t.url, t.kind, t.labels) for t in config.targets]
+    assert targets[0].namespace == "prod"
+    assert targets[1].namespace == "default"  # no namespace label: default
     assert config.targets[1].kind == "dcgm"
     resnet = config.predictive.for_series({"model": "resnet", "namespace": "prod"})
     bert = config.predictive.for_series({"model": "bert"})
@@ -56,6 +58,11 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
         ),
         ("scrape:\n  intervall_seconds: 1\n", ":2: scrape.intervall_seconds: unknown setting"),
         ("targets:\n  - url: ftp://x\n", ":2: targets.0.url: must be an http(s) URL"),
+        ("targets:\n  - url: http://u:p@h/m\n", ":2: targets.0.url: must not carry user:password"),
+        (
+            "targets:\n  - url: http://h/m\n    scrape_interval_seconds: 0\n",
+            ":3: targets.0.scrape_interval_seconds: Input should be greater than 0",
+        ),
         (
             "targets:\n  - url: http://a/m\n    kind: tensorflow\n",
             ":3: targets.0.kind: Input should be 'triton' or 'dcgm'",
@@ -98,11 +105,15 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         ),
         ("http://h:9400/metrics,kind=dcgm", {}, "dcgm"),
         ("http://h:8002/metrics", {}, "triton"),
+        ("http://h:8002/metrics,interval=2.5,deployment=a", {"deployment": "a"}, "triton"),
     ],
 )
 def test_target_flag(flag: str, labels: dict[str, str], kind: str) -> None:
     parsed = parse_target_flag(flag)
     assert parsed["labels"] == labels and parsed["kind"] == kind
+    config = load_config(None, {"targets": [parsed]})
+    expected_interval = 2.5 if "interval=" in flag else None
+    assert config.targets[0].scrape_interval_seconds == expected_interval
 
 
 def test_target_flag_rejects_bare_words() -> None:

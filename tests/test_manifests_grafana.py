@@ -13,6 +13,7 @@ import pytest
 
 from adapter.metrics_catalog import SERVED_METRIC_NAMES
 from adapter.selfmetrics import SelfMetrics
+from adapter.snapshot import Snapshot
 from tests.test_manifests_validate import GRAFANA, MANIFESTS, one_of, render
 
 DASHBOARD = MANIFESTS / "grafana" / "tritonscale-dashboard.json"
@@ -36,7 +37,9 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 @functools.cache
 def self_metric_families() -> dict[str, str]:
     """Family name -> type of every metric the adapter exports about itself."""
-    families = SelfMetrics().registry.collect()
+    metrics = SelfMetrics()
+    metrics.serve_snapshots(Snapshot)  # the served values are exported from the snapshot
+    families = metrics.registry.collect()
     return {family.name: family.type for family in families}
 
 

@@ -15,6 +15,7 @@ from adapter.signals import (
     QUEUE_DEPTH,
     QUEUE_TIME,
     REQUEST_RATE,
+    Member,
     ReadingHistory,
     group_series,
 )
@@ -39,9 +40,13 @@ def reading(
     )
 
 
+def members(*histories: ReadingHistory) -> list[Member]:
+    return [Member("triton", h) for h in histories]
+
+
 def values(histories: list[ReadingHistory], window: float = WINDOW) -> dict[str, float]:
     out = {}
-    for metric, points in group_series(GROUP, histories, window).items():
+    for metric, points in group_series(GROUP, members(*histories), window).items():
         (point,) = points
         out[metric] = point.value
     return out
@@ -123,17 +128,17 @@ def test_counter_reset_clears_history_and_never_goes_negative() -> None:
 def test_group_sums_members_and_ages_with_the_oldest() -> None:
     a = history(reading(0, success=0, pending=1), reading(5, success=50, pending=1))
     b = history(reading(0.5, success=0, pending=2), reading(4.0, success=70, pending=2))
-    series = group_series(GROUP, [a, b], WINDOW)
+    series = group_series(GROUP, members(a, b), WINDOW)
     assert series[QUEUE_DEPTH][0].value == 3
-    # a: 50/5 s; b: 70/3.5 s; the group rate is the total over the mean window
-    assert series[REQUEST_RATE][0].value == pytest.approx(120 / 4.25)
+    # each member's rate over its own window, summed: 50/5 s + 70/3.5 s
+    assert series[REQUEST_RATE][0].value == pytest.approx(10 + 20)
     assert series[QUEUE_DEPTH][0].timestamp == 1_000_000.0 + 4.0
 
 
 def test_member_without_readings_makes_group_stale_not_smaller() -> None:
     a = history(reading(0, success=0, pending=1), reading(5, success=50, pending=1))
     silent = ReadingHistory(60)
-    series = group_series(GROUP, [a, silent], WINDOW)
+    series = group_series(GROUP, members(a, silent), WINDOW)
     assert series[QUEUE_DEPTH][0].timestamp == -math.inf
     assert REQUEST_RATE not in series  # no window for the silent member
 
@@ -141,7 +146,7 @@ def test_member_without_readings_makes_group_stale_not_smaller() -> None:
 def test_new_member_without_window_blocks_rates_only() -> None:
     a = history(reading(0, success=0), reading(5, success=50))
     new = history(reading(5, success=0))
-    series = group_series(GROUP, [a, new], WINDOW)
+    series = group_series(GROUP, members(a, new), WINDOW)
     assert QUEUE_DEPTH in series and REQUEST_RATE not in series
 
 
@@ -188,7 +193,8 @@ def test_versions_summed_or_split() -> None:
     assert summed.models[("m", "")].success == 15 and summed.models[("m", "")].pending == 3
     assert split.models[("m", "2")].success == 5
     labels = {
-        p.labels.get("version") for p in group_series(GROUP, [history(split)], 5)[QUEUE_DEPTH]
+        p.labels.get("version")
+        for p in group_series(GROUP, members(history(split)), 5)[QUEUE_DEPTH]
     }
     assert labels == {"1", "2"}
 
@@ -204,3 +210,61 @@ def test_model_appearing_mid_window_is_not_a_spike() -> None:
     h = history(Reading(mono=0, wall=0, models={}), reading(1, success=40))
     v = values([h])
     assert REQUEST_RATE not in v  # not 40 requests "in one second"
+
+
+def test_model_vanishing_on_one_member_holds_instead_of_going_negative() -> None:
+    steady = history(reading(0, success=0), reading(5, success=50))
+    # The second pod restarted and has not loaded its models yet.
+    reloading = history(reading(0, success=500), Reading(mono=5, wall=1_000_005.0, models={}))
+    series = group_series(GROUP, members(steady, reloading), WINDOW)
+    assert REQUEST_RATE not in series and ARRIVAL_RATE not in series
+
+
+def test_member_without_the_model_does_not_dilute_the_rate() -> None:
+    serves = history(reading(0, success=0), reading(5, success=50))
+    other = history(reading(0, success=0, model="bert"), reading(5, success=5, model="bert"))
+    series = group_series(GROUP, members(serves, other), WINDOW)
+    by_model = {p.labels["model"]: p.value for p in series[REQUEST_RATE]}
+    assert by_model == pytest.approx({"resnet": 10.0, "bert": 1.0})
+
+
+def test_dcgm_member_feeds_gpu_only() -> None:
+    triton = history(reading(0, success=0), reading(5, success=50))
+    dcgm = history(
+        Reading(mono=0, wall=1_000_000.0, gpu_utilization=(0.4,)),
+        Reading(mono=1, wall=1_000_001.0, gpu_utilization=(0.6,)),
+    )
+    series = group_series(GROUP, [Member("triton", triton), Member("dcgm", dcgm)], WINDOW)
+    assert series[REQUEST_RATE][0].value == pytest.approx(10.0)
+    assert series[REQUEST_RATE][0].timestamp == 1_000_005.0  # not aged by the exporter
+    assert series[GPU_UTILIZATION][0].value == pytest.approx(0.6)
+    assert series[GPU_UTILIZATION][0].timestamp == 1_000_001.0
+
+
+@pytest.mark.parametrize(
+    ("absent", "missing"),
+    [
+        ("nv_inference_queue_duration_us", {QUEUE_TIME, QUEUE_COMPUTE_RATIO}),
+        ("nv_inference_compute_infer_duration_us", {QUEUE_COMPUTE_RATIO}),
+        ("nv_inference_pending_request_count", {QUEUE_DEPTH, ARRIVAL_RATE}),
+    ],
+)
+def test_absent_families_are_not_served_as_zero(absent: str, missing: set[str]) -> None:
+    def text(success: int) -> str:
+        lines = {
+            "nv_inference_request_success": success,
+            "nv_inference_pending_request_count": 3,
+            "nv_inference_queue_duration_us": 1000 * success,
+            "nv_inference_compute_infer_duration_us": 2000 * success,
+        }
+        return "".join(
+            f'{k}{{model="m",version="1"}} {v}\n' for k, v in lines.items() if k != absent
+        )
+
+    readings = [
+        reading_from_families(PARSER.parse(text(n)), "triton", float(t), float(t))
+        for t, n in ((0, 10), (5, 60))
+    ]
+    served = set(values([history(*readings)]))
+    assert not served & missing
+    assert REQUEST_RATE in served

@@ -74,6 +74,8 @@ ReadinessCheck = Callable[[], str | None]
 
 PROVIDER_KEY = web.AppKey[ExternalMetricsProvider]("provider")
 READINESS_KEY = web.AppKey[ReadinessCheck | None]("readiness")
+LIVENESS_KEY = web.AppKey[ReadinessCheck | None]("liveness")
+LIVENESS_CHECK_NAME = "pipeline-running"
 _DOCUMENTS_KEY = web.AppKey["_Documents"]("documents")
 
 _JSON = "application/json"
@@ -315,6 +317,9 @@ def _checks(app: web.Application, endpoint: str) -> dict[str, Callable[[], str |
     readiness = app[READINESS_KEY]
     if endpoint == "readyz" and readiness is not None:
         checks[READINESS_CHECK_NAME] = readiness
+    liveness = app[LIVENESS_KEY]
+    if liveness is not None:  # a dead pipeline fails every probe: restart the pod
+        checks[LIVENESS_CHECK_NAME] = liveness
     return checks
 
 
@@ -416,6 +421,7 @@ def create_app(
     provider: ExternalMetricsProvider,
     *,
     readiness: ReadinessCheck | None = None,
+    liveness: ReadinessCheck | None = None,
     auth: DelegatedAuth | None = None,
     observers: Sequence[Middleware] = (),
 ) -> web.Application:
@@ -423,6 +429,7 @@ def create_app(
 
     ``readiness`` returns None when the service may receive traffic, otherwise the reason
     it may not; ``/readyz`` then answers 500 with ``[-]metrics-ready failed: <reason>``.
+    ``liveness`` likewise, for every health endpoint (``pipeline-running``).
     ``auth`` (delegated mode) authenticates and authorises every request before any handler
     runs; None serves everyone (local use). ``observers`` are middlewares placed outside
     ``auth`` so they also see its 401/403/500 answers (e.g. request metrics).
@@ -433,6 +440,7 @@ def create_app(
     app = web.Application(middlewares=middlewares)
     app[PROVIDER_KEY] = provider
     app[READINESS_KEY] = readiness
+    app[LIVENESS_KEY] = liveness
     app[_DOCUMENTS_KEY] = _Documents()
 
     def get(path: str, handler: Handler) -> None:
