@@ -21,6 +21,7 @@ from adapter.api.auth import (
     DEFAULT_USERNAME_HEADERS,
 )
 from adapter.api.tls import parse_listen
+from policies.sizing import predictive_default
 
 _LABEL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./")
 
@@ -93,8 +94,9 @@ class PredictiveDefaults(_Strict):
     step_seconds: float = Field(15.0, gt=0)  # the policy decides once per step on the mean rate
     cold_start_seconds: float = Field(120.0, ge=0)
     hpa_sync_period_seconds: float = Field(15.0, gt=0)
-    forecaster: Forecaster = "holt"
-    quantile: float = Field(0.98, gt=0, lt=1)  # the simulator-evaluated default
+    # The policy's own defaults: the service runs what the simulator evaluated.
+    forecaster: Forecaster = predictive_default("forecaster")
+    quantile: float = Field(predictive_default("quantile"), gt=0, lt=1)
     slo_seconds: float = Field(0.5, gt=0)
     capacity_rps: float | None = Field(None, gt=0)
     min_replicas: int = Field(1, ge=0)

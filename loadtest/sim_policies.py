@@ -47,14 +47,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from loadtest.oracle import OracleController, OraclePlan
 from loadtest.simulate import ClusterView, Controller, SimParams
 from policies.hpa import Behavior, HPAController, HPASpec, MetricTarget, ScalingRules
 from policies.kpa import KnativeLikePolicy
-from policies.sizing import PredictiveConfig, PredictivePolicy, SizingParams
+from policies.sizing import PredictiveConfig, PredictivePolicy, SizingParams, predictive_default
 
 POLICY_NAMES: tuple[str, ...] = (
     "hpa-gpu-util",
@@ -73,22 +72,17 @@ RATE_RANGE_SECONDS = 60.0
 KPA_TICK_SECONDS = 2.0
 
 
-def _service_default(name: str) -> Any:
-    """The library (= service) default of PredictiveConfig field ``name``."""
-    return {f.name: f.default for f in fields(PredictiveConfig)}[name]
-
-
 @dataclass(frozen=True)
 class TritonscaleTuning:
     """PredictiveConfig values the simulator uses: the library defaults unless overridden
     (CLI flags; see module docstring)."""
 
     step_seconds: float | None = None  # None: the HPA sync period
-    forecaster: str = _service_default("forecaster")
-    quantile: float = _service_default("quantile")
-    panic_factor: float = _service_default("panic_factor")
-    panic_hold_seconds: float = _service_default("panic_hold_seconds")
-    scale_down_delay_seconds: float = _service_default("scale_down_delay_seconds")
+    forecaster: str = predictive_default("forecaster")
+    quantile: float = predictive_default("quantile")
+    panic_factor: float = predictive_default("panic_factor")
+    panic_hold_seconds: float = predictive_default("panic_hold_seconds")
+    scale_down_delay_seconds: float = predictive_default("scale_down_delay_seconds")
     scale_up_tolerance: float = 0.0
     hpa_scale_down_stabilization_seconds: int = 0
 

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from policies.burst import BurstGuard
 from policies.forecast import Forecast, Forecaster, make_forecaster
@@ -138,6 +139,15 @@ class PredictiveConfig:
 
     def steps_for(self, seconds: float) -> int:
         return max(0, math.ceil(seconds / self.step_seconds - 1e-9))
+
+
+def predictive_default(name: str) -> Any:
+    """The default of :class:`PredictiveConfig` field ``name``: the one place the service's
+    config and the simulator take their defaults from, so both run the evaluated policy."""
+    for config_field in fields(PredictiveConfig):
+        if config_field.name == name:
+            return config_field.default
+    raise KeyError(f"PredictiveConfig has no field {name!r}")
 
 
 @dataclass(frozen=True, slots=True)
