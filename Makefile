@@ -14,7 +14,7 @@ help:
 	@echo "make demo   - start a local Triton, load it, run tritonscale against it"
 	@echo "make test   - build everything from nothing and run the test suite"
 	@echo "make verify - ruff, mypy, import contracts, tests"
-	@echo "make bench  - benchmarks written to BENCHMARKS.md"
+	@echo "make bench  - run the benchmarks (figures and commands are kept in BENCHMARKS.md)"
 
 system-deps:
 	@need=""; \
@@ -53,7 +53,11 @@ demo: $(STAMP)
 	$(PY) -m loadtest.demo
 
 bench: $(STAMP)
-	$(PY) -m loadtest.bench
+	$(PY) -m loadtest.bench_parser
+	$(PY) -m loadtest.bench_api
+	$(PY) -m loadtest.bench_signal_lag
+	$(PY) -m loadtest.harness_bench --quick
+	$(PY) -m loadtest.sim_evaluate --out out/sim
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
