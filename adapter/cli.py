@@ -47,8 +47,8 @@ def _serve_parser(sub: Any) -> None:
     serve.add_argument(
         "--kubeconfig",
         metavar="FILE",
-        help="Kubernetes API for TokenReview/SubjectAccessReview (default: in-cluster, "
-        "else $KUBECONFIG or ~/.kube/config)",
+        help="Kubernetes API for pod discovery and TokenReview/SubjectAccessReview "
+        "(default: in-cluster, else $KUBECONFIG or ~/.kube/config)",
     )
     serve.add_argument("--scrape-interval", type=float, metavar="SECONDS")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -78,6 +78,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         auth["requestheader_allowed_names"] = [n.strip() for n in names if n.strip()]
     if args.kubeconfig:
         auth["kubeconfig"] = args.kubeconfig
+        overrides["discovery"] = {"kubeconfig": args.kubeconfig}
     if auth:
         overrides["auth"] = auth
     log: dict[str, str] = {}
@@ -126,9 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from adapter.service import serve_forever
 
     configure_logging(config.log.level, config.log.format)
-    if not config.targets:
+    if not config.targets and not config.discovery.kubernetes:
         print(
-            "tritonscale serve: no targets: give --target URL or `targets:` in the config",
+            "tritonscale serve: no targets: give --target URL, `targets:` or "
+            "`discovery: {kubernetes: [...]}` in the config",
             file=sys.stderr,
         )
         return 2

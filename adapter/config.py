@@ -21,6 +21,7 @@ from adapter.api.auth import (
     DEFAULT_USERNAME_HEADERS,
 )
 from adapter.api.tls import parse_listen
+from adapter.discovery import KubernetesDiscoveryConfig
 from policies.sizing import predictive_default
 
 _LABEL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./")
@@ -194,6 +195,13 @@ class LogConfig(_Strict):
     format: Literal["json", "text"] = "json"
 
 
+class DiscoveryConfig(_Strict):
+    """Where targets come from besides ``targets:``: Kubernetes pods, watched."""
+
+    kubernetes: tuple[KubernetesDiscoveryConfig, ...] = ()
+    kubeconfig: str | None = None  # default: auth.kubeconfig, then in-cluster / $KUBECONFIG
+
+
 class Config(_Strict):
     listen: str = "0.0.0.0:6443"
     tls: TLSConfig = TLSConfig()
@@ -203,6 +211,7 @@ class Config(_Strict):
     predictive: PredictiveConfig = PredictiveConfig()
     log: LogConfig = LogConfig()
     auth: AuthConfig = AuthConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
 
     @field_validator("listen")
     @classmethod

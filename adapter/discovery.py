@@ -19,12 +19,11 @@ retried with jittered exponential back-off and a fresh LIST, keeping the last kn
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,7 +31,7 @@ import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from adapter.api.kube_client import KubernetesClientError, connect
+from adapter.api.kube_client import api_client
 from adapter.api.selectors import Selector, SelectorError, label_key_problem
 from adapter.targets import Target, TargetKind, TargetSource
 
@@ -71,8 +70,9 @@ would split a Deployment into several groups."""
 
 _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_POD_TEMPLATE_HASH = re.compile(r"^[bcdfghjklmnpqrstvwxz2456789]{1,10}$")
-"""Deployment's ``rand.SafeEncodeString`` alphabet (no vowels, no 0/1/3)."""
+_POD_TEMPLATE_HASH = re.compile(r"^[bcdf4-9]{6,10}$")
+"""A pod-template-hash: ``rand.SafeEncodeString`` of a uint32's decimal digits, which maps the
+digits '0'-'9' onto 4-9 and b, c, d, f; usually 9-10 characters."""
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -247,8 +247,8 @@ def _is_ready(pod: Mapping[str, Any]) -> bool:
 
 def _container_port(pod: Mapping[str, Any], name: str) -> int | None:
     for container in _list(_dict(pod.get("spec")).get("containers")):
-        for port in _list(_dict(container).get("ports")):
-            port = _dict(port)
+        for entry in _list(_dict(container).get("ports")):
+            port = _dict(entry)
             number = port.get("containerPort")
             if port.get("name") == name and isinstance(number, int):
                 return number
@@ -311,6 +311,9 @@ class _Scope:
     pods: dict[PodKey, Target] = field(default_factory=dict)
     resource_version: str = ""
     synced: bool = False
+    failures: int = 0  # errors since the last watch event (sets the back-off)
+    gone_streak: int = 0  # 410s since the last watch event
+    warned: set[tuple[PodKey, str]] = field(default_factory=set)  # misconfigured pods logged
 
     @property
     def where(self) -> str:
@@ -330,7 +333,10 @@ def _http_error(what: str, code: int, body: bytes) -> Exception:
         return _Gone(f"{what}: HTTP 410: {message}")
     hint = ""
     if code in (401, 403):
-        hint = " (grant the adapter's service account get, list and watch on pods)"
+        hint = (
+            " (grant the adapter's service account list and watch on pods: "
+            "a ClusterRole, or a Role per namespace)"
+        )
     return DiscoveryError(f"{what}: HTTP {code}: {message}{hint}")
 
 
@@ -338,7 +344,9 @@ class PodDiscovery:
     """The targets of the ready pods matching ``settings``, kept current by a WATCH.
 
     ``api_client`` is a configured kubernetes-asyncio client; :meth:`close` closes it when
-    ``owns_client``. ``rng`` jitters the back-off (tests pass a seeded one).
+    ``owns_client``. ``rng`` jitters the back-off and ``sleep`` waits it out (tests pass a
+    seeded one and a recording one). The back-off resets only when a watch delivers an event,
+    so a LIST that works followed by a WATCH that fails (RBAC without ``watch``) still backs off.
     """
 
     def __init__(
@@ -350,8 +358,10 @@ class PodDiscovery:
         rng: random.Random | None = None,
         min_watch_seconds: float = 1.0,
         page_size: int = LIST_PAGE_SIZE,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
+        self._sleep = sleep
         self._api_client = api_client
         self._owns_client = owns_client
         self._core: Any = k8s_client.CoreV1Api(api_client)
@@ -359,7 +369,6 @@ class PodDiscovery:
         self._min_watch_seconds = min_watch_seconds
         self._page_size = page_size
         self._changed = asyncio.Event()
-        self._warned: set[tuple[PodKey, str]] = set()
 
     @property
     def host(self) -> str:
@@ -384,10 +393,8 @@ class PodDiscovery:
         last: frozenset[Target] | None = None
         try:
             while True:
-                await self._changed.wait()
+                await self._changed.wait()  # set only once a scope has listed
                 self._changed.clear()
-                if not any(scope.synced for scope in scopes):
-                    continue
                 targets = frozenset(t for scope in scopes for t in scope.pods.values())
                 if targets != last:
                     last = targets
@@ -400,26 +407,22 @@ class PodDiscovery:
     # -- one scope ----------------------------------------------------------------------
     async def _follow(self, scope: _Scope) -> None:
         """LIST then WATCH forever; errors keep the last targets and retry with back-off."""
-        failures = 0
-        gone_streak = 0
         while True:
             try:
                 await self._list(scope)
-                failures = 0
                 while True:
                     await self._watch(scope)  # returns when the server ends the watch cleanly
-                    gone_streak = 0
             except _Gone as exc:
-                gone_streak += 1
+                scope.gone_streak += 1
                 log.info(
                     "pod watch expired; listing again",
                     extra={"scope": scope.where, "error": str(exc)},
                 )
-                if gone_streak > 1:  # an immediate second 410: do not spin
-                    await asyncio.sleep(self._backoff(gone_streak - 2))
+                if scope.gone_streak > 1:  # 410 again before any event: do not spin
+                    await self._sleep(self._backoff(scope.gone_streak - 2))
             except Exception as exc:
-                delay = self._backoff(failures)
-                failures += 1
+                delay = self._backoff(scope.failures)
+                scope.failures += 1
                 log.warning(
                     "pod discovery failed; keeping the last targets and retrying",
                     extra={
@@ -429,12 +432,13 @@ class PodDiscovery:
                         "retry_in_seconds": round(delay, 3),
                     },
                 )
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
 
     def _backoff(self, failures: int) -> float:
         """Exponential from backoff_initial_seconds, capped, with "equal jitter" (50-100 %)."""
         settings = self.settings
-        ceiling = min(settings.backoff_max_seconds, settings.backoff_initial_seconds * 2**failures)
+        growth = 2.0 ** min(failures, 30)  # capped: a long outage must not overflow
+        ceiling = min(settings.backoff_max_seconds, settings.backoff_initial_seconds * growth)
         return ceiling * (0.5 + 0.5 * self._rng.random())
 
     def _call(self, scope: _Scope, **params: Any) -> Any:
@@ -449,6 +453,7 @@ class PodDiscovery:
         what = f"LIST pods in {scope.where}"
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout_seconds)
         pods: dict[PodKey, Target] = {}
+        listed: set[PodKey] = set()
         continue_token: str | None = None
         while True:
             response: aiohttp.ClientResponse = await self._call(
@@ -464,8 +469,10 @@ class PodDiscovery:
                 pod_list = _dict(json.loads(body))
             except ValueError as exc:
                 raise DiscoveryError(f"{what}: the answer is not JSON: {exc}") from None
-            for pod in _list(pod_list.get("items")):
-                self._upsert(pods, _dict(pod))
+            for item in _list(pod_list.get("items")):
+                pod = _dict(item)
+                listed.add(_pod_key(pod))
+                self._upsert(scope, pods, pod)
             metadata = _dict(pod_list.get("metadata"))
             continue_token = metadata.get("continue") or None
             if continue_token is None:
@@ -473,11 +480,16 @@ class PodDiscovery:
         version = metadata.get("resourceVersion")
         if not isinstance(version, str) or not version:
             raise DiscoveryError(f"{what}: the PodList has no metadata.resourceVersion")
+        if not scope.synced:
+            log.info(
+                "pod discovery listed",
+                extra={"scope": scope.where, "pods": len(listed), "targets": len(pods)},
+            )
         scope.pods = pods
         scope.resource_version = version
         scope.synced = True
+        scope.warned = {w for w in scope.warned if w[0] in listed}
         self._changed.set()
-        log.debug("pods listed", extra={"scope": scope.where, "targets": len(pods)})
 
     async def _watch(self, scope: _Scope) -> None:
         """One WATCH from the scope's resourceVersion until the server ends it cleanly."""
@@ -526,9 +538,7 @@ class PodDiscovery:
                 f"{what}: ERROR event {obj.get('code', '?')}: {_status_message(obj)}"
             )
         version = _dict(obj.get("metadata")).get("resourceVersion")
-        if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK") or not isinstance(
-            version, str
-        ):
+        if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK") or not isinstance(version, str):
             raise DiscoveryError(
                 f"{what}: malformed event (type {kind!r}, resourceVersion {version!r})"
             )
@@ -536,26 +546,26 @@ class PodDiscovery:
             key = _pod_key(obj)
             if scope.pods.pop(key, None) is not None:
                 self._changed.set()
-            self._warned = {w for w in self._warned if w[0] != key}
+            scope.warned = {w for w in scope.warned if w[0] != key}
         elif kind != "BOOKMARK":
             before = scope.pods.get(_pod_key(obj))
-            self._upsert(scope.pods, obj)
+            self._upsert(scope, scope.pods, obj)
             if scope.pods.get(_pod_key(obj)) != before:
                 self._changed.set()
         scope.resource_version = version
+        scope.failures = scope.gone_streak = 0  # the watch works: start the back-off over
 
-    def _upsert(self, pods: dict[PodKey, Target], pod: Mapping[str, Any]) -> None:
+    def _upsert(self, scope: _Scope, pods: dict[PodKey, Target], pod: Mapping[str, Any]) -> None:
+        """Put ``pod``'s target into ``pods``, or drop it; warn once per misconfigured pod."""
         key = _pod_key(pod)
         target = pod_target(pod, self.settings)
         if isinstance(target, Target):
             pods[key] = target
             return
         pods.pop(key, None)
-        if target.misconfigured and (key, target.reason) not in self._warned:
-            self._warned.add((key, target.reason))
-            log.warning(
-                "pod skipped", extra={"pod": f"{key[0]}/{key[1]}", "reason": target.reason}
-            )
+        if target.misconfigured and (key, target.reason) not in scope.warned:
+            scope.warned.add((key, target.reason))
+            log.warning("pod skipped", extra={"pod": f"{key[0]}/{key[1]}", "reason": target.reason})
 
 
 def _pod_key(pod: Mapping[str, Any]) -> PodKey:
@@ -564,18 +574,35 @@ def _pod_key(pod: Mapping[str, Any]) -> PodKey:
 
 
 async def discovery_from_config(
-    settings: KubernetesDiscoveryConfig, kubeconfig: str | None = None
+    settings: KubernetesDiscoveryConfig,
+    kubeconfig: str | None = None,
+    *,
+    rng: random.Random | None = None,
+    min_watch_seconds: float = 1.0,
+    page_size: int = LIST_PAGE_SIZE,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> PodDiscovery:
-    """Connect (in-cluster, else ``kubeconfig``, else the default kubeconfig) and build.
+    """Connect (``kubeconfig`` if given, else in-cluster, else the default kubeconfig) and
+    build a discovery that owns the client.
 
     Async so that an unusable Kubernetes configuration fails at start, naming what to fix.
     """
-    try:
-        review_client = await connect(kubeconfig)
-    except KubernetesClientError as exc:
-        raise KubernetesClientError(f"discovery.kubernetes: {exc}") from None
-    # the ApiClient that kube_client configured; see the report for a public accessor
-    return PodDiscovery(settings, review_client._api_client)
+    client = await api_client(
+        kubeconfig,
+        purpose="discovery.kubernetes",
+        hint=(
+            "pod discovery needs the API server; set discovery.kubeconfig / --kubeconfig "
+            "or run in a pod"
+        ),
+    )
+    return PodDiscovery(
+        settings,
+        client,
+        rng=rng,
+        min_watch_seconds=min_watch_seconds,
+        page_size=page_size,
+        sleep=sleep,
+    )
 
 
 # --- several sources as one -----------------------------------------------------------------
@@ -624,5 +651,4 @@ class CombinedTargets:
         finally:
             for task in tasks:
                 task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -22,6 +22,7 @@ from adapter.api.kube_client import KubernetesReviewClient, connect
 from adapter.api.server import create_app
 from adapter.api.tls import bound_port, make_server_ssl_context, start_server
 from adapter.config import AuthConfig, Config
+from adapter.discovery import CombinedTargets, PodDiscovery, discovery_from_config
 from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage
@@ -30,6 +31,28 @@ from adapter.selfmetrics import SelfMetrics
 from adapter.targets import StaticTargets, Target, TargetSource
 
 log = logging.getLogger(__name__)
+
+
+async def start_sources(config: Config) -> tuple[TargetSource, list[PodDiscovery]]:
+    """Static targets plus every configured pod discovery, as one source.
+
+    Discoveries connect here, so an unusable Kubernetes configuration fails at start.
+    """
+    kubeconfig = config.discovery.kubeconfig or config.auth.kubeconfig
+    discoveries: list[PodDiscovery] = []
+    try:
+        for settings in config.discovery.kubernetes:
+            discoveries.append(await discovery_from_config(settings, kubeconfig))
+    except BaseException:
+        for discovery in discoveries:
+            await discovery.close()
+        raise
+    if not discoveries:
+        return static_source(config), []
+    sources: list[TargetSource] = [*discoveries]
+    if config.targets:
+        sources.insert(0, static_source(config))
+    return (sources[0] if len(sources) == 1 else CombinedTargets(sources)), discoveries
 
 
 def static_source(config: Config) -> StaticTargets:
@@ -132,9 +155,12 @@ async def running_service(
 ) -> AsyncIterator[RunningService]:
     """Start scraping and serving; stop both on exit."""
     metrics = SelfMetrics()
+    discoveries: list[PodDiscovery] = []
+    if source is None:
+        source, discoveries = await start_sources(config)
     pipeline = Pipeline(
         config,
-        source or static_source(config),
+        source,
         stages=(PredictiveStage(config),),
         scrape_observer=metrics.observe_scrape,
         on_target_removed=metrics.forget_target,
@@ -155,6 +181,8 @@ async def running_service(
     except BaseException:
         if auth_setup is not None:
             await auth_setup.close()
+        for discovery in discoveries:
+            await discovery.close()
         raise
     port = bound_port(runner)
     task = asyncio.create_task(pipeline.run(), name="pipeline")
@@ -171,6 +199,8 @@ async def running_service(
         await runner.cleanup()
         if auth_setup is not None:
             await auth_setup.close()
+        for discovery in discoveries:
+            await discovery.close()
 
 
 async def serve_forever(config: Config) -> None:

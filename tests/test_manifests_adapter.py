@@ -312,8 +312,8 @@ def test_configmap_config_loads_with_the_adapter_loader(tmp_path: Path) -> None:
     path = tmp_path / CONFIG_KEY
     path.write_text(text, encoding="utf-8")
     config = load_config(path)
-    assert config.targets, "the example config has no targets"
-    assert {target.kind for target in config.targets} == {"triton", "dcgm"}
+    assert config.discovery.kubernetes, "the example config discovers no pods"
+    assert {d.kind for d in config.discovery.kubernetes} == {"triton"}
 
 
 def test_configmap_is_mounted_from_the_generated_name() -> None:

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from adapter.api.quantity import parse_quantity
+from adapter.api.selectors import Selector
 from adapter.config import Config, PredictiveDefaults, load_config
+from adapter.discovery import pod_target
 from adapter.metrics_catalog import SERVED_METRIC_NAMES
+from adapter.targets import Target
 from tests.test_manifests_adapter import CONFIG_KEY, rendered_config
 from tests.test_manifests_validate import (
     BASE,
@@ -61,6 +65,46 @@ def example_config(tmp_path: Path) -> Config:
     path = tmp_path / CONFIG_KEY
     path.write_text(text, encoding="utf-8")
     return load_config(path)
+
+
+def example_pod(deployment: Obj) -> dict[str, Any]:
+    """A Running, Ready pod of ``deployment`` as the API server would show it."""
+    template = deployment["spec"]["template"]
+    name = deployment["metadata"]["name"]
+    return {
+        "metadata": {
+            "name": f"{name}-7d9f8c6b5-x2x4q",
+            "namespace": deployment["metadata"]["namespace"],
+            "labels": {**template["metadata"]["labels"], "pod-template-hash": "7d9f8c6b5"},
+            "ownerReferences": [
+                {"kind": "ReplicaSet", "name": f"{name}-7d9f8c6b5", "controller": True}
+            ],
+        },
+        "spec": template["spec"],
+        "status": {
+            "phase": "Running",
+            "podIP": "10.0.0.5",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+def series_group_labels(config: Config) -> list[dict[str, str]]:
+    """Labels of the targets the config yields: static ones, and the example Triton
+    Deployment's pods as the configured discovery sees them (selector and port checked)."""
+    labels = [dict(Target.create(t.url, t.kind, t.labels).labels) for t in config.targets]
+    triton = one_of(render(EXAMPLES), "Deployment")
+    pod = example_pod(triton)
+    for settings in config.discovery.kubernetes:
+        pod_namespace = pod["metadata"]["namespace"]
+        if settings.namespaces and pod_namespace not in settings.namespaces:
+            continue
+        if not Selector.parse(settings.label_selector).matches(pod["metadata"]["labels"]):
+            continue
+        target = pod_target(pod, settings)
+        assert isinstance(target, Target), target  # e.g. the named port must exist
+        labels.append(dict(target.labels))
+    return labels
 
 
 def series_settings(config: Config, hpa: Obj) -> PredictiveDefaults:
@@ -115,7 +159,7 @@ def test_hpa_selects_a_series_the_example_config_produces(
     # The adapter labels a series with its target's labels (namespace, deployment) plus model.
     wanted = {"namespace": hpa["metadata"]["namespace"]}
     wanted["deployment"] = external_metric(hpa)["metric"]["selector"]["matchLabels"]["deployment"]
-    labels = [target.labels for target in example_config(tmp_path).targets]
+    labels = series_group_labels(example_config(tmp_path))
     assert any(wanted.items() <= target.items() for target in labels), (wanted, labels)
 
 

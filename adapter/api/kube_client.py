@@ -157,15 +157,18 @@ class KubernetesReviewClient:
         await self._api_client.close()
 
 
-async def connect(
+async def api_client(
     kubeconfig: str | None = None,
     *,
+    purpose: str,
+    hint: str,
     environ: Mapping[str, str] | None = None,
     token_file: str = SERVICE_TOKEN_FILENAME,
     ca_file: str = SERVICE_CERT_FILENAME,
-    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-) -> KubernetesReviewClient:
-    """A client from ``kubeconfig`` if given, else in-cluster, else the default kubeconfig.
+) -> k8s_client.ApiClient:
+    """A kubernetes-asyncio client from ``kubeconfig`` if given, else in-cluster, else the
+    default kubeconfig. Errors start with ``purpose`` (the config section that needs the
+    API server) and end with ``hint`` (what to do about it).
 
     ``environ``, ``token_file`` and ``ca_file`` default to the process environment and the
     mounted service-account files (tests point them elsewhere).
@@ -191,13 +194,33 @@ async def connect(
             else "default kubeconfig ($KUBECONFIG or ~/.kube/config)"
         )
         raise KubernetesClientError(
-            f"auth: cannot configure the Kubernetes client from the {where}: {exc} "
-            "(delegated auth needs the API server; set auth.kubeconfig / --kubeconfig, "
-            "run in a pod, or use auth.mode: none)"
+            f"{purpose}: cannot configure the Kubernetes client from the {where}: {exc} ({hint})"
         ) from None
     except OSError as exc:
         raise KubernetesClientError(
-            f"auth: cannot read kubeconfig {kubeconfig or '(default)'}: {exc}"
+            f"{purpose}: cannot read kubeconfig {kubeconfig or '(default)'}: {exc}"
         ) from None
-    api_client = k8s_client.ApiClient(configuration=configuration)
-    return KubernetesReviewClient(api_client, timeout_seconds=timeout_seconds)
+    return k8s_client.ApiClient(configuration=configuration)
+
+
+async def connect(
+    kubeconfig: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    token_file: str = SERVICE_TOKEN_FILENAME,
+    ca_file: str = SERVICE_CERT_FILENAME,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> KubernetesReviewClient:
+    """The review client of delegated auth (see :func:`api_client` for the lookup order)."""
+    client = await api_client(
+        kubeconfig,
+        purpose="auth",
+        hint=(
+            "delegated auth needs the API server; set auth.kubeconfig / --kubeconfig, "
+            "run in a pod, or use auth.mode: none"
+        ),
+        environ=environ,
+        token_file=token_file,
+        ca_file=ca_file,
+    )
+    return KubernetesReviewClient(client, timeout_seconds=timeout_seconds)
