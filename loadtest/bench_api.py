@@ -138,9 +138,7 @@ async def bench(rate: float, duration: float) -> None:
     now = time.time()
     snapshot = build_snapshot(now)
     metrics = [MetricInfo(name, name, "") for name in SERVED]
-    provider = SnapshotProvider(
-        metrics, lambda: snapshot, time.time, max_age_seconds=1e9
-    )
+    provider = SnapshotProvider(metrics, lambda: snapshot, time.time, max_age_seconds=1e9)
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         cert_pem, key_pem = generate_self_signed([SERVICE_HOST])
         cert_file, key_file = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"

@@ -19,6 +19,8 @@ import statistics
 import time
 from collections.abc import Sequence
 
+import aiohttp
+
 from adapter.config import load_config
 from adapter.service import running_service
 from loadtest.loadgen import RateSegment, run_schedule
@@ -66,7 +68,10 @@ async def run(args: argparse.Namespace) -> None:
         "triton_queue_depth": f'sum(nv_inference_pending_request_count{{model="{model}"}})',
     }
     try:
-        async with running_service(config) as service:
+        async with (
+            running_service(config) as service,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as prom_session,
+        ):
             schedule = [RateSegment(0, args.baseline_rps), RateSegment(args.before, args.step_rps)]
             total = args.before + args.after
             load = asyncio.ensure_future(
@@ -82,7 +87,7 @@ async def run(args: argparse.Namespace) -> None:
                         if point.labels.get("model") == model:
                             series.append((now, point.value))
                 for metric, promql in queries.items():
-                    result = await prometheus.query(promql)
+                    result = await prometheus.query(promql, session=prom_session)
                     if result:
                         theirs[metric].append((now, result[0].value))
                 await asyncio.sleep(0.5)

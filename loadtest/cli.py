@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from loadtest.sim_policies import POLICY_NAMES, TritonscaleTuning
 from loadtest.sim_run import build_workload, choose_model, run_policies, summary_json
-from loadtest.simulate import SimParams
+from loadtest.simulate import SimParams, check_number
 from loadtest.traces import FORMATS, TraceError, detect_format, load_trace, scale_trace
 from policies.forecast import FORECASTER_NAMES
 
@@ -35,53 +34,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_float(flag: str) -> Any:
+def _number(
+    flag: str,
+    kind: type[int] | type[float],
+    minimum: float,
+    *,
+    strict: bool,
+    maximum: float | None = None,
+) -> Callable[[str], float]:
+    """An argparse ``type``: parse ``kind`` and check the bounds; errors name ``flag``."""
+    noun = "an integer" if kind is int else "a number"
+
     def parse(text: str) -> float:
         try:
-            value = float(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"{flag} must be > 0, got {text}")
-        return value
-
-    return parse
-
-
-def _non_negative_float(flag: str) -> Any:
-    def parse(text: str) -> float:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
         try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (math.isfinite(value) and value >= 0):
-            raise argparse.ArgumentTypeError(f"{flag} must be >= 0, got {text}")
+            check_number(flag, value, minimum, strict=strict, maximum=maximum)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
         return value
 
     return parse
-
-
-def _non_negative_int(flag: str) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= 0, got {text}")
-        return value
-
-    return parse
-
-
-def _quantile(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"--quantile must be in (0, 1), got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,63 +81,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--capacity",
         required=True,
-        type=_positive_float("--capacity"),
+        type=_number("--capacity", float, 0, strict=True),
         metavar="RPS",
         help="requests/s one replica serves (work 1)",
     )
     p.add_argument(
         "--slo",
         required=True,
-        type=_positive_float("--slo"),
+        type=_number("--slo", float, 0, strict=True),
         metavar="S",
         help="queue-wait objective per request, seconds",
     )
     p.add_argument(
         "--cold-start",
         default=60.0,
-        type=_non_negative_float("--cold-start"),
+        type=_number("--cold-start", float, 0, strict=False),
         metavar="S",
         help="scale-up to Ready, seconds (60)",
     )
     p.add_argument(
         "--sync-period",
         default=15.0,
-        type=_positive_float("--sync-period"),
+        type=_number("--sync-period", float, 0, strict=True),
         metavar="S",
         help="HPA sync period, seconds (15)",
     )
     p.add_argument(
         "--scrape-interval",
         default=1.0,
-        type=_positive_float("--scrape-interval"),
+        type=_number("--scrape-interval", float, 0, strict=True),
         metavar="S",
         help="adapter scrape interval, seconds (1)",
     )
     p.add_argument(
         "--min-replicas",
         default=1,
-        type=_non_negative_int("--min-replicas"),
+        type=_number("--min-replicas", int, 0, strict=False),
         metavar="N",
         help="(1)",
     )
     p.add_argument(
         "--max-replicas",
         default=100,
-        type=_non_negative_int("--max-replicas"),
+        type=_number("--max-replicas", int, 0, strict=False),
         metavar="N",
         help="(100)",
     )
     p.add_argument(
         "--time-scale",
         default=1.0,
-        type=_positive_float("--time-scale"),
+        type=_number("--time-scale", float, 0, strict=True),
         metavar="X",
         help="replay X times faster (1)",
     )
     p.add_argument(
         "--rate-scale",
         default=1.0,
-        type=_positive_float("--rate-scale"),
+        type=_number("--rate-scale", float, 0, strict=True),
         metavar="X",
         help="multiply the arrival rate by X (1)",
     )
@@ -177,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="OUT.png", help="write a plot of load, replicas and queue")
     p.add_argument(
         "--workers",
-        type=_non_negative_int("--workers"),
+        type=_number("--workers", int, 0, strict=False),
         metavar="N",
         help="processes for the policies (default: CPU count)",
     )
@@ -185,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TritonscaleTuning()
     tuning.add_argument(
         "--quantile",
-        type=_quantile,
+        type=_number("--quantile", float, 0, strict=True, maximum=1),
         default=defaults.quantile,
         help=f"calibrated headroom coverage ({defaults.quantile})",
     )
@@ -197,20 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tuning.add_argument(
         "--predictive-step",
-        type=_positive_float("--predictive-step"),
+        type=_number("--predictive-step", float, 0, strict=True),
         metavar="S",
         help="policy step, seconds (default: --sync-period)",
     )
     tuning.add_argument(
         "--scale-down-delay",
-        type=_non_negative_float("--scale-down-delay"),
+        type=_number("--scale-down-delay", float, 0, strict=False),
         default=defaults.scale_down_delay_seconds,
         metavar="S",
         help=f"PredictiveConfig.scale_down_delay_seconds ({defaults.scale_down_delay_seconds:g})",
     )
     tuning.add_argument(
         "--hpa-scale-down-stabilization",
-        type=_non_negative_int("--hpa-scale-down-stabilization"),
+        type=_number("--hpa-scale-down-stabilization", int, 0, strict=False),
         default=defaults.hpa_scale_down_stabilization_seconds,
         metavar="S",
         help="the tritonscale HPA's behavior.scaleDown.stabilizationWindowSeconds"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
-from adapter.api.quantity import parse_quantity
+from loadtest.api_client import API_PREFIX, ApiResponseError, read_metric
 from loadtest.loadgen import RateSegment, run_schedule
 from loadtest.triton_server import DEMO_MODELS, TritonProcess, free_port
 
@@ -55,19 +55,15 @@ log: {{level: info, format: text}}
 
 
 async def read_all(session: aiohttp.ClientSession, port: int) -> dict[str, dict[str, str]]:
-    base = f"https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/demo"
+    """``{model: {metric: formatted value}}``; metrics the API does not serve yet are left out."""
     table: dict[str, dict[str, str]] = {}
     for metric in METRICS:
         try:
-            async with session.get(f"{base}/{metric}", ssl=False) as response:
-                body = await response.json()
-        except aiohttp.ClientError:
+            served = await read_metric(session, port, "demo", metric)
+        except (aiohttp.ClientError, ApiResponseError):
             continue
-        if response.status != 200:
-            continue
-        for item in body["items"]:
-            value = float(parse_quantity(item["value"]))
-            table.setdefault(item["metricLabels"]["model"], {})[metric] = f"{value:.3g}"
+        for model, value in served.values.items():
+            table.setdefault(model, {})[metric] = f"{value:.3g}"
     return table
 
 
@@ -84,12 +80,12 @@ async def run(args: argparse.Namespace) -> int:
     print(f"starting: tritonscale serve --config {config}  (log: {log_path})")
     with open(log_path, "wb") as log:
         service = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base = f"https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1"
+    base = f"https://127.0.0.1:{port}{API_PREFIX}/demo"
     print("\nread it yourself while the demo runs:")
-    print(f"  curl -sk '{base}/namespaces/demo/triton_queue_depth?labelSelector=model%3Dresnet'")
+    print(f"  curl -sk '{base}/triton_queue_depth?labelSelector=model%3Dresnet'")
     print(
         f"  kubectl --server https://127.0.0.1:{port} --insecure-skip-tls-verify --token=x "
-        f"get --raw /apis/external.metrics.k8s.io/v1beta1/namespaces/demo/triton_arrival_rate\n"
+        f"get --raw {API_PREFIX}/demo/triton_arrival_rate\n"
     )
     third = args.duration / 3
     schedule = {

@@ -25,7 +25,7 @@ import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -208,9 +208,6 @@ class LoadResult:
             **percentiles,
             "errors": dict(Counter(r.error for r in self.records if r.error).most_common(3)),
         }
-
-
-InferFn = Callable[[], Awaitable[None]]
 
 
 class _Client:

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,13 +21,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import aiohttp
 import yaml
 
-LOOPBACK = "127.0.0.1"
+from loadtest.process import ManagedProcess
+from loadtest.triton_server import LOOPBACK, free_port
+
 PROMETHEUS_BINARY = "/usr/bin/prometheus"
 PROMTOOL_BINARY = "/usr/bin/promtool"
 NVIDIA_SCRAPE_INTERVAL_S = 15.0
@@ -138,18 +138,11 @@ class PrometheusQueryError(RuntimeError):
     """The HTTP API answered with an error (bad PromQL, timeout)."""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class PrometheusStartError(RuntimeError):
     """Prometheus did not become ready; the message carries the log tail."""
 
 
-class PrometheusProcess:
+class PrometheusProcess(ManagedProcess):
     """``/usr/bin/prometheus`` scraping Triton with NVIDIA's recording rules, on loopback.
 
     Sync ``start()``/``stop()`` or ``with``; the config, rules, TSDB and log live in a temp
@@ -170,7 +163,7 @@ class PrometheusProcess:
         self.scrape_interval_s = scrape_interval_s
         self.rule_interval_s = rule_interval_s
         self.rate_window = rate_window
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.binary = binary
         self.workdir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -179,12 +172,6 @@ class PrometheusProcess:
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def rules_path(self) -> Path:
-        if self.workdir is None:
-            raise RuntimeError("PrometheusProcess: not started")
-        return self.workdir / "triton-rules.yml"
 
     @property
     def log_path(self) -> Path:
@@ -268,7 +255,11 @@ class PrometheusProcess:
         at_unix_s: float | None = None,
         session: aiohttp.ClientSession | None = None,
     ) -> list[PromSample]:
-        """Instant query; an empty list means no series (never a 0 stand-in)."""
+        """Instant query; an empty list means no series (never a 0 stand-in).
+
+        Without ``session`` each call opens and closes its own; callers that poll pass one
+        session for all their queries.
+        """
         params = {"query": promql}
         if at_unix_s is not None:
             params["time"] = f"{at_unix_s:.3f}"
@@ -296,15 +287,3 @@ class PrometheusProcess:
             PromSample(dict(item["metric"]), float(item["value"][0]), float(item["value"][1]))
             for item in data["result"]
         ]
-
-    def __enter__(self) -> PrometheusProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

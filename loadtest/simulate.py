@@ -48,6 +48,20 @@ QueueModel = Literal["request", "fluid"]
 PROGRESS_EVERY_TICKS = 20_000
 
 
+def check_number(
+    flag: str, value: float, minimum: float, *, strict: bool, maximum: float | None = None
+) -> None:
+    """ValueError naming ``flag`` unless ``value`` is finite and above ``minimum`` (``strict``:
+    ``>``, else ``>=``) and, if given, below ``maximum`` (strictly)."""
+    low_ok = value > minimum if strict else value >= minimum
+    if math.isfinite(value) and low_ok and (maximum is None or value < maximum):
+        return
+    if maximum is not None:
+        low, high = ("(" if strict else "["), ")"
+        raise ValueError(f"{flag} must be in {low}{minimum:g}, {maximum:g}{high}, got {value:g}")
+    raise ValueError(f"{flag} must be {'>' if strict else '>='} {minimum:g}, got {value:g}")
+
+
 @dataclass(frozen=True)
 class SimParams:
     """Simulation settings (seconds, requests/s).
@@ -70,19 +84,17 @@ class SimParams:
     initial_replicas: int | None = None
 
     def __post_init__(self) -> None:
-        checks: list[tuple[str, bool, str]] = [
-            ("--capacity", self.capacity_rps > 0, "must be > 0 requests/s"),
-            ("--slo", self.slo_seconds > 0, "must be > 0 seconds"),
-            ("--cold-start", self.cold_start_seconds >= 0, "must be >= 0 seconds"),
-            ("--sync-period", self.sync_period_seconds > 0, "must be > 0 seconds"),
-            ("--scrape-interval", self.scrape_interval_seconds > 0, "must be > 0 seconds"),
-            ("--min-replicas", self.min_replicas >= 0, "must be >= 0"),
-            ("--max-replicas", self.max_replicas >= 1, "must be >= 1"),
-            ("tick_seconds", self.tick_seconds > 0, "must be > 0"),
-        ]
-        for flag, ok, what in checks:
-            if not ok:
-                raise ValueError(f"{flag} {what}")
+        for flag, value, minimum, strict in (
+            ("--capacity", self.capacity_rps, 0, True),
+            ("--slo", self.slo_seconds, 0, True),
+            ("--cold-start", self.cold_start_seconds, 0, False),
+            ("--sync-period", self.sync_period_seconds, 0, True),
+            ("--scrape-interval", self.scrape_interval_seconds, 0, True),
+            ("--min-replicas", self.min_replicas, 0, False),
+            ("--max-replicas", self.max_replicas, 1, False),
+            ("tick_seconds", self.tick_seconds, 0, True),
+        ):
+            check_number(flag, value, minimum, strict=strict)
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"--min-replicas ({self.min_replicas}) must be <= --max-replicas "
@@ -103,11 +115,6 @@ class SimParams:
                 "simulation tick"
             )
         return round(n)
-
-    @property
-    def service_seconds(self) -> float:
-        """Mean service time of a request (work 1), seconds."""
-        return 1.0 / self.capacity_rps
 
 
 @dataclass

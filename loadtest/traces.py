@@ -25,7 +25,7 @@ import io
 import json
 import math
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -55,10 +55,6 @@ FAMILY_WEIBULL = 2
 
 class TraceError(ValueError):
     """A trace file cannot be used; the message names the file (and line) and what is wrong."""
-
-
-def _where(path: str | Path, line: int | None = None) -> str:
-    return f"{path}:{line}" if line is not None else str(path)
 
 
 def _normalise_work(raw: FloatArray, source: str) -> FloatArray:
@@ -95,15 +91,6 @@ class ArrivalTrace:
     def mean_rate(self) -> float:
         """Mean arrival rate over the trace (requests/s)."""
         return self.n_requests / self.duration if self.duration > 0 else 0.0
-
-    def step_counts(self, step: float, n_steps: int) -> tuple[IntArray, FloatArray]:
-        """Requests and summed work arriving in each step ``[k*step, (k+1)*step)``."""
-        index = np.minimum((self.times // step).astype(np.int64), n_steps - 1)
-        counts: IntArray = np.bincount(index, minlength=n_steps).astype(np.int64)
-        work: FloatArray = np.bincount(index, weights=self.work, minlength=n_steps).astype(
-            np.float64
-        )
-        return counts, work
 
 
 @dataclass(frozen=True)
@@ -348,6 +335,8 @@ def load_trace(
 
 
 def _open_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """The stripped header and the non-blank rows as ``(line, fields)``, each with as many
+    fields as the header (TraceError naming the line otherwise)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
@@ -365,7 +354,12 @@ def _open_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
         for row in reader:
             if not row or all(not c.strip() for c in row):
                 continue
-            yield reader.line_num, row
+            line = reader.line_num
+            if len(row) != len(header):
+                raise TraceError(
+                    f"{path}:{line}: malformed row: {len(row)} fields, header has {len(header)}"
+                )
+            yield line, row
 
     return header, rows()
 
@@ -387,6 +381,29 @@ def _float(text: str, path: Path, line: int, column: str) -> float:
     if not math.isfinite(value):
         raise TraceError(f"{path}:{line}: {column} {text!r} is not finite")
     return value
+
+
+def _dated_rows(
+    rows: Iterator[tuple[int, list[str]]],
+    path: Path,
+    column: int,
+    name: str,
+    normalise: Callable[[str], str] = str,
+) -> Iterator[tuple[int, list[str], float]]:
+    """``(line, fields, seconds since the first row)`` from a datetime column ``name``.
+
+    ``normalise`` rewrites the stripped stamp before ``datetime.fromisoformat``.
+    """
+    epoch: datetime | None = None
+    for line, row in rows:
+        stamp = row[column].strip()
+        try:
+            when = datetime.fromisoformat(normalise(stamp))
+        except ValueError:
+            raise TraceError(f"{path}:{line}: {name} {stamp!r} is not a datetime") from None
+        if epoch is None:
+            epoch = when
+        yield line, row, (when - epoch).total_seconds()
 
 
 def _check_sorted(times: Sequence[float], lines: Sequence[int], path: Path, what: str) -> None:
@@ -430,10 +447,6 @@ def load_requests_csv(path: Path) -> ArrivalTrace:
     lines: list[int] = []
     work: list[float] = []
     for line, row in rows:
-        if len(row) != len(header):
-            raise TraceError(
-                f"{path}:{line}: malformed row: {len(row)} fields, header has {len(header)}"
-            )
         t = _float(row[ts_col], path, line, "timestamp")
         if t < 0:
             raise TraceError(f"{path}:{line}: timestamp {t} is negative")
@@ -462,10 +475,6 @@ def load_rates_csv(path: Path) -> RateTrace:
     starts: list[float] = []
     rates: list[float] = []
     for line, row in rows:
-        if len(row) != len(header):
-            raise TraceError(
-                f"{path}:{line}: malformed row: {len(row)} fields, header has {len(header)}"
-            )
         start = _float(row[start_col], path, line, "start")
         rate = _float(row[rate_col], path, line, "rate")
         if rate < 0:
@@ -515,20 +524,8 @@ def load_azure(path: Path, *, decode_token_weight: float = DECODE_TOKEN_WEIGHT) 
     lines: list[int] = []
     prompt: list[float] = []
     generated: list[float] = []
-    epoch: datetime | None = None
-    for line, row in rows:
-        if len(row) != len(header):
-            raise TraceError(
-                f"{path}:{line}: malformed row: {len(row)} fields, header has {len(header)}"
-            )
-        stamp = row[ts_col].strip()
-        try:
-            when = datetime.fromisoformat(_trim_fraction(stamp))
-        except ValueError:
-            raise TraceError(f"{path}:{line}: TIMESTAMP {stamp!r} is not a datetime") from None
-        if epoch is None:
-            epoch = when
-        times.append((when - epoch).total_seconds())
+    for line, row, seconds in _dated_rows(rows, path, ts_col, "TIMESTAMP", _trim_fraction):
+        times.append(seconds)
         lines.append(line)
         prompt.append(_float(row[ctx_col], path, line, "ContextTokens"))
         generated.append(_float(row[gen_col], path, line, "GeneratedTokens"))
@@ -597,23 +594,11 @@ def load_alibaba(path: Path) -> ArrivalTrace:
     times: list[float] = []
     lines: list[int] = []
     work: list[float] = []
-    epoch: datetime | None = None
-    for line, row in rows:
-        if len(row) != len(header):
-            raise TraceError(
-                f"{path}:{line}: malformed row: {len(row)} fields, header has {len(header)}"
-            )
-        stamp = row[ts_col].strip()
-        try:
-            when = datetime.fromisoformat(stamp)
-        except ValueError:
-            raise TraceError(f"{path}:{line}: gmt_create {stamp!r} is not a datetime") from None
-        if epoch is None:
-            epoch = when
+    for line, row, seconds in _dated_rows(rows, path, ts_col, "gmt_create"):
         exec_time = _float(row[exec_col], path, line, "exec_time_seconds")
         if exec_time < 0:
             raise TraceError(f"{path}:{line}: exec_time_seconds {exec_time} is negative")
-        times.append((when - epoch).total_seconds())
+        times.append(seconds)
         lines.append(line)
         work.append(exec_time)
     if not times:

@@ -35,8 +35,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
+
+from loadtest.process import ManagedProcess
 
 LOGGER = logging.getLogger(__name__)
 
@@ -254,7 +256,7 @@ class TritonStartError(RuntimeError):
     """Triton did not become ready; the message carries the server log tail."""
 
 
-class TritonProcess:
+class TritonProcess(ManagedProcess):
     """``python -m loadtest.triton_server`` as a subprocess on fixed (by default free) ports.
 
     Sync ``start()``/``stop()``, usable as a context manager. ``start()`` after ``stop()``
@@ -456,18 +458,6 @@ class TritonProcess:
         except OSError as error:
             return f"<no log at {self.log_path}: {error}>"
         return text[-max_chars:]
-
-    def __enter__(self) -> TritonProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 if __name__ == "__main__":

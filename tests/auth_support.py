@@ -28,6 +28,7 @@ from adapter.api.auth import (
     UserInfo,
 )
 from adapter.api.tls import bound_port, start_server
+from tests.api_support import status_body
 
 FRONT_PROXY_CN = "front-proxy-client"
 HPA_USER = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
@@ -275,18 +276,7 @@ class FakeKubeAPI:
 
 
 def _status_error(code: int, reason: str, message: str) -> web.Response:
-    return web.json_response(
-        {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason,
-            "code": code,
-        },
-        status=code,
-    )
+    return web.json_response(status_body(code, reason, message), status=code)
 
 
 def config_map_data(pki: PKI, allowed_names: list[str] | None = None) -> dict[str, str]:

@@ -1,11 +1,10 @@
-"""Test helpers: polling with a deadline (not sleeps), free ports, reading Triton /metrics."""
+"""Test helpers: polling with a deadline (not sleeps), reading Triton /metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import re
-import socket
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -82,14 +81,6 @@ async def async_wait_until(
                 f"{_describe(message)} not met within {timeout} s (last value {value!r})"
             )
         await asyncio.sleep(interval)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that the OS reported free."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def scrape(metrics_url: str) -> str:

@@ -42,7 +42,7 @@ from adapter.api.tls import bound_port, make_server_ssl_context, start_server
 from adapter.cli import main as cli_main
 from adapter.config import AuthConfig, Config, ConfigError, load_config
 from adapter.service import running_service, start_auth
-from tests.api_support import FakeClock, make_provider
+from tests.api_support import FakeClock, make_provider, status_body
 from tests.auth_support import (
     ADAPTER_TOKEN,
     CONFIG_MAP_PATH,
@@ -165,19 +165,6 @@ async def served(pki: PKI) -> AsyncIterator[Served]:
         yield Served(pki, f"https://127.0.0.1:{bound_port(runner)}", reviews, cache_clock)
     finally:
         await runner.cleanup()
-
-
-def status_body(code: int, reason: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-        **extra,
-    }
 
 
 UNAUTHORIZED = status_body(401, "Unauthorized", "Unauthorized")

@@ -17,7 +17,7 @@ from adapter.api.selectors import Selector
 from adapter.api.server import create_app
 from adapter.provider import ExternalMetricValue
 from adapter.snapshot import MetricInfo
-from tests.api_support import MAX_AGE_SECONDS, METRICS, FakeClock, make_provider
+from tests.api_support import MAX_AGE_SECONDS, METRICS, FakeClock, make_provider, status_body
 
 GV = "/apis/external.metrics.k8s.io/v1beta1"
 PROD = f"{GV}/namespaces/prod"
@@ -62,18 +62,6 @@ async def get_json(client: Client, path: str | URL, status: int = 200) -> Any:
     assert response.status == status, await response.text()
     assert response.headers["Content-Type"] == "application/json"
     return json.loads(await response.read())
-
-
-def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
 
 
 def deployments(body: dict[str, Any]) -> list[str]:

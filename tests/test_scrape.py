@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
 from adapter.scrape import ScrapeError, ScrapeLoop, TargetState, fetch_text
 from adapter.signals import ReadingHistory
 from adapter.targets import Target
+from tests.helpers import async_wait_until
 
 FIXTURE = (
     Path(__file__).resolve().parents[2]
@@ -24,14 +24,6 @@ FIXTURE = (
 PARSER = ExpositionParser(TRITON_FAMILIES + DCGM_FAMILIES)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-async def poll(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -151,9 +143,13 @@ async def test_slow_target_does_not_delay_others(
         fast_loop = make_loop(fast_url, session)
         tasks = [asyncio.create_task(slow_loop.run()), asyncio.create_task(fast_loop.run())]
         try:
-            await poll(lambda: fast_loop.state.scrapes >= 10)
+            await async_wait_until(
+                lambda: fast_loop.state.scrapes >= 10, 5.0, 0.01, "10 fast scrapes"
+            )
             assert slow_loop.state.scrapes == 0
-            await poll(lambda: slow_loop.state.last_error == "timeout")
+            await async_wait_until(
+                lambda: slow_loop.state.last_error == "timeout", 5.0, 0.01, "slow scrape timeout"
+            )
         finally:
             release.set()
             for task in tasks:

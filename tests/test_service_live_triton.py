@@ -10,60 +10,37 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
 import aiohttp
 import pytest
 
-from adapter.api.quantity import parse_quantity
-from adapter.config import load_config
-from adapter.service import running_service
+from adapter.config import Config, load_config
+from adapter.service import RunningService, running_service
+from loadtest.api_client import Served, read_metric
 from loadtest.loadgen import RateSegment, run_schedule
 from loadtest.triton_server import ModelSpec, TritonProcess
 from tests.conftest import start_triton_or_fail
 from tests.helpers import async_wait_until, model_samples, scrape
 
 pytestmark = pytest.mark.triton
-API = "/apis/external.metrics.k8s.io/v1beta1/namespaces"
+RATE_WINDOW_S = 5.0
+# The API's timestamps are whole seconds (rounded down): one more second makes "served from a
+# scrape at least a window after t" hold for the exact scrape time too.
+TIMESTAMP_RESOLUTION_S = 1.0
 
-
-@dataclass
-class Served:
-    status: int
-    values: dict[str, float]  # model -> value (items of one metric)
-
-
-class ApiReader:
-    def __init__(self, session: aiohttp.ClientSession, port: int) -> None:
-        self._session = session
-        self._base = f"https://127.0.0.1:{port}{API}"
-
-    async def get(self, metric: str, namespace: str = "prod", selector: str = "") -> Served:
-        params = {"labelSelector": selector} if selector else None
-        async with self._session.get(
-            f"{self._base}/{namespace}/{metric}", params=params, ssl=False
-        ) as response:
-            body = await response.json()
-            assert response.headers["Content-Type"].startswith("application/json")
-            if response.status != 200:
-                return Served(response.status, {})
-            return Served(
-                200,
-                {
-                    item["metricLabels"]["model"]: float(parse_quantity(item["value"]))
-                    for item in body["items"]
-                },
-            )
+Reader = Callable[[str], Awaitable[Served]]  # metric -> the API's answer in namespace prod
+ReaderFor = Callable[[RunningService], Reader]
 
 
 @pytest.fixture
-async def reader_for() -> AsyncIterator[object]:
+async def reader_for() -> AsyncIterator[ReaderFor]:
     async with aiohttp.ClientSession() as session:
-        yield lambda service: ApiReader(session, service.port)
+        yield lambda service: partial(read_metric, session, service.port, "prod")
 
 
-def service_config(metrics_url: str) -> object:
+def service_config(metrics_url: str) -> Config:
     return load_config(
         None,
         {
@@ -72,29 +49,56 @@ def service_config(metrics_url: str) -> object:
                 {"url": metrics_url, "labels": {"namespace": "prod", "deployment": "triton"}}
             ],
             "scrape": {"interval_seconds": 0.5, "timeout_seconds": 0.4, "backoff_max_seconds": 2},
-            "signals": {"rate_window_seconds": 5},
+            "signals": {"rate_window_seconds": RATE_WINDOW_S},
         },
     )
 
 
-async def sample(reader: ApiReader, metric: str, model: str, seconds: float) -> list[float]:
+async def sample(reader: Reader, metric: str, model: str, seconds: float) -> list[float]:
     """Served values of ``metric`` for ``model`` every 0.25 s for ``seconds``."""
     values: list[float] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        served = await reader.get(metric)
+        served = await reader(metric)
         if served.status == 200 and model in served.values:
             values.append(served.values[model])
         await asyncio.sleep(0.25)
     return values
 
 
-async def wait_for_values(reader: ApiReader, metric: str, models: set[str]) -> None:
+async def wait_for_values(reader: Reader, metric: str, models: set[str]) -> None:
     async def ready() -> bool:
-        served = await reader.get(metric)
+        served = await reader(metric)
         return served.status == 200 and models <= set(served.values)
 
     await async_wait_until(ready, timeout=20, message=f"{metric} served for {models}")
+
+
+async def wait_for_window_after(
+    reader: Reader, metrics: tuple[str, ...], models: set[str], since_unix_s: float
+) -> None:
+    """Poll until every ``metric`` of every model is served from a scrape at least one rate
+    window after ``since_unix_s`` (wall clock): its window then holds only later readings."""
+    fresh_from = since_unix_s + RATE_WINDOW_S + TIMESTAMP_RESOLUTION_S
+    last: dict[str, Served] = {}
+
+    async def fresh() -> bool:
+        for metric in metrics:
+            served = last[metric] = await reader(metric)
+            stamps = served.timestamps
+            if not all(model in stamps and stamps[model] >= fresh_from for model in models):
+                return False
+        return True
+
+    await async_wait_until(
+        fresh,
+        timeout=30,
+        interval=0.25,
+        message=lambda: (
+            f"{metrics} for {models} served from scrapes after {fresh_from:.0f}, "
+            f"last answers {last}"
+        ),
+    )
 
 
 async def drained(metrics_url: str) -> None:
@@ -105,17 +109,22 @@ async def drained(metrics_url: str) -> None:
     await async_wait_until(lambda: asyncio.to_thread(empty), timeout=60, message="queues drained")
 
 
-async def test_rates_agree_with_the_load_and_with_triton(triton: TritonProcess, reader_for) -> None:  # type: ignore[no-untyped-def]
+async def test_rates_agree_with_the_load_and_with_triton(
+    triton: TritonProcess, reader_for: ReaderFor
+) -> None:
     config = service_config(triton.metrics_url)
-    async with running_service(config) as service:  # type: ignore[arg-type]
-        reader: ApiReader = reader_for(service)
+    async with running_service(config) as service:
+        reader = reader_for(service)
         await wait_for_values(reader, "triton_queue_depth", {"resnet", "bert"})
-        duration = 16.0
+        duration = 18.0
+        load_started = time.time()
         load = asyncio.gather(
             run_schedule(triton.grpc_url, "resnet", [RateSegment(0, 40)], duration, seed=1),
             run_schedule(triton.grpc_url, "bert", [RateSegment(0, 60)], duration, seed=2),
         )
-        await asyncio.sleep(7)  # the 5 s window fills with loaded readings
+        await wait_for_window_after(
+            reader, ("triton_request_rate", "triton_arrival_rate"), {"resnet", "bert"}, load_started
+        )
         before = await asyncio.to_thread(scrape, triton.metrics_url)
         t0 = time.monotonic()
         measured = await asyncio.gather(
@@ -146,27 +155,35 @@ async def test_rates_agree_with_the_load_and_with_triton(triton: TritonProcess, 
         assert arrival_rate == pytest.approx(sent, rel=0.2), model
 
 
-async def test_overload_shows_offered_load_and_queue(triton: TritonProcess, reader_for) -> None:  # type: ignore[no-untyped-def]
+OVERLOAD_SIGNALS = (
+    "triton_arrival_rate",
+    "triton_request_rate",
+    "triton_queue_depth",
+    "triton_queue_time_seconds",
+)
+
+
+async def test_overload_shows_offered_load_and_queue(
+    triton: TritonProcess, reader_for: ReaderFor
+) -> None:
     # resnet serves about 80 req/s (batches of 4 every 50 ms); offer 120.
     config = service_config(triton.metrics_url)
-    async with running_service(config) as service:  # type: ignore[arg-type]
-        reader: ApiReader = reader_for(service)
+    async with running_service(config) as service:
+        reader = reader_for(service)
         await wait_for_values(reader, "triton_queue_depth", {"resnet"})
+        load_started = time.time()
         load = asyncio.ensure_future(
-            run_schedule(triton.grpc_url, "resnet", [RateSegment(0, 120)], 12.0, seed=3)
+            run_schedule(triton.grpc_url, "resnet", [RateSegment(0, 120)], 14.0, seed=3)
         )
-        await asyncio.sleep(6.5)
+        await wait_for_window_after(reader, OVERLOAD_SIGNALS, {"resnet"}, load_started)
         arrival, request_rate, depth, queue_time = await asyncio.gather(
-            sample(reader, "triton_arrival_rate", "resnet", 5),
-            sample(reader, "triton_request_rate", "resnet", 5),
-            sample(reader, "triton_queue_depth", "resnet", 5),
-            sample(reader, "triton_queue_time_seconds", "resnet", 5),
+            *(sample(reader, metric, "resnet", 5) for metric in OVERLOAD_SIGNALS)
         )
         triton_pending = model_samples(
             await asyncio.to_thread(scrape, triton.metrics_url),
             "nv_inference_pending_request_count",
         )["resnet"]
-        served_depth = (await reader.get("triton_queue_depth")).values["resnet"]
+        served_depth = (await reader("triton_queue_depth")).values["resnet"]
         offered = (await load).achieved_rate_rps
     await drained(triton.metrics_url)
 
@@ -178,13 +195,19 @@ async def test_overload_shows_offered_load_and_queue(triton: TritonProcess, read
     assert served_depth == pytest.approx(triton_pending, abs=40)
 
 
-async def test_triton_restart_gives_no_negative_spiking_or_zero_values(reader_for) -> None:  # type: ignore[no-untyped-def]
+RATES = ("triton_arrival_rate", "triton_request_rate")
+
+
+async def test_triton_restart_gives_no_negative_spiking_or_zero_values(
+    reader_for: ReaderFor,
+) -> None:
     process = start_triton_or_fail(TritonProcess((ModelSpec("resnet", 50.0, 4),)))
     try:
         config = service_config(process.metrics_url)
-        async with running_service(config) as service:  # type: ignore[arg-type]
-            reader: ApiReader = reader_for(service)
+        async with running_service(config) as service:
+            reader = reader_for(service)
             rate = 30.0
+            load_started = time.time()
             load = asyncio.ensure_future(
                 run_schedule(
                     process.grpc_url,
@@ -195,15 +218,14 @@ async def test_triton_restart_gives_no_negative_spiking_or_zero_values(reader_fo
                     request_timeout_s=5.0,
                 )
             )
-            await wait_for_values(reader, "triton_arrival_rate", {"resnet"})
-            await asyncio.sleep(6)
+            await wait_for_window_after(reader, RATES, {"resnet"}, load_started)
             seen: list[tuple[str, int, float | None]] = []
             stop_sampling = asyncio.Event()
 
             async def watch() -> None:
                 while not stop_sampling.is_set():
-                    for metric in ("triton_arrival_rate", "triton_request_rate"):
-                        served = await reader.get(metric)
+                    for metric in RATES:
+                        served = await reader(metric)
                         seen.append((metric, served.status, served.values.get("resnet")))
                     await asyncio.sleep(0.2)
 
@@ -214,7 +236,8 @@ async def test_triton_restart_gives_no_negative_spiking_or_zero_values(reader_fo
             await async_wait_until(
                 lambda: state.history.restarts >= 1, timeout=30, message="restart detected"
             )
-            await asyncio.sleep(8)  # a full window after the restart
+            # keep watching until values built only from post-restart readings are served
+            await wait_for_window_after(reader, RATES, {"resnet"}, time.time())
             stop_sampling.set()
             await watcher
             load.cancel()

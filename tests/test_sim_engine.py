@@ -169,6 +169,8 @@ def test_fluid_cold_start_adds_capacity_after_d() -> None:
         ({"capacity_rps": 0.0}, "--capacity must be > 0"),
         ({"slo_seconds": -1.0}, "--slo must be > 0"),
         ({"cold_start_seconds": -5.0}, "--cold-start must be >= 0"),
+        ({"scrape_interval_seconds": float("nan")}, "--scrape-interval must be > 0, got nan"),
+        ({"max_replicas": 0}, "--max-replicas must be >= 1, got 0"),
         ({"min_replicas": 5, "max_replicas": 2}, r"--min-replicas \(5\) must be <= --max-replicas"),
         ({"sync_period_seconds": 2.5}, r"--sync-period \(2.5 s\) must be a positive multiple"),
     ],

@@ -6,6 +6,7 @@ import asyncio
 import math
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 
@@ -87,30 +88,36 @@ async def test_recording_rule_sees_resnet_queue_under_overload(
     prometheus = prometheus_factory(
         [triton.metrics_host_port], scrape_interval_s=1.0, rule_interval_s=1.0, rate_window="10s"
     )
+    # One connection pool for the polling queries; the one-off queries use query()'s own.
+    async with aiohttp.ClientSession() as session:
 
-    async def target_up() -> bool:
-        samples = await prometheus.query('up{job="triton"}')
-        return bool(samples) and samples[0].value == 1.0
+        async def target_up() -> bool:
+            samples = await prometheus.query('up{job="triton"}', session=session)
+            return bool(samples) and samples[0].value == 1.0
 
-    await async_wait_until(target_up, timeout=30, interval=0.5, message="Triton target up")
-    assert await prometheus.query("nv_no_such_metric") == []  # absent, not 0
-    with pytest.raises(PrometheusQueryError, match="parse error"):
-        await prometheus.query("rate(")
+        await async_wait_until(target_up, timeout=30, interval=0.5, message="Triton target up")
+        assert await prometheus.query("nv_no_such_metric") == []  # absent, not 0
+        with pytest.raises(PrometheusQueryError, match="parse error"):
+            await prometheus.query("rate(")
 
-    load = asyncio.create_task(
-        run_schedule(triton.grpc_url, "resnet", [RateSegment(0.0, 160.0)], duration_s=3.0, seed=11)
-    )
-
-    async def resnet_ratio_above_one() -> float | None:
-        samples = await prometheus.query('triton:queue_compute:ratio{model="resnet"}')
-        return samples[0].value if samples and samples[0].value > 1.0 else None
-
-    try:
-        # overload: requests wait seconds in queue vs ~50 ms compute, so the ratio passes 1
-        ratio = await async_wait_until(
-            resnet_ratio_above_one, timeout=30, interval=0.5, message="resnet ratio > 1"
+        load = asyncio.create_task(
+            run_schedule(
+                triton.grpc_url, "resnet", [RateSegment(0.0, 160.0)], duration_s=3.0, seed=11
+            )
         )
-        assert ratio is not None and math.isfinite(ratio)
-    finally:
-        result = await load
+
+        async def resnet_ratio_above_one() -> float | None:
+            samples = await prometheus.query(
+                'triton:queue_compute:ratio{model="resnet"}', session=session
+            )
+            return samples[0].value if samples and samples[0].value > 1.0 else None
+
+        try:
+            # overload: requests wait seconds in queue vs ~50 ms compute, so the ratio passes 1
+            ratio = await async_wait_until(
+                resnet_ratio_above_one, timeout=30, interval=0.5, message="resnet ratio > 1"
+            )
+            assert ratio is not None and math.isfinite(ratio)
+        finally:
+            result = await load
     assert result.failed == 0, result.summary()
