@@ -12,15 +12,19 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first (cached while only the sources change) ...
+# Runtime dependencies first, read from pyproject.toml: this layer stays cached while only
+# the sources change ...
 COPY pyproject.toml README.md ./
-# ... then the packages setuptools finds (adapter*, policies*, loadtest*).
+RUN pip install --upgrade pip setuptools wheel \
+ && python -c "import subprocess, sys, tomllib; \
+deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+subprocess.check_call([sys.executable, '-m', 'pip', 'install', *deps])"
+# ... then the packages setuptools finds (adapter*, policies*, loadtest*), installed regularly
+# (not editable) without extras: no simulator, load generator or Triton in the image.
 COPY adapter ./adapter
 COPY policies ./policies
 COPY loadtest ./loadtest
-# A regular (not editable) install of the project with its runtime dependencies only.
-RUN pip install --upgrade pip setuptools wheel \
- && pip install . \
+RUN pip install --no-deps . \
  && python -m compileall -q /opt/venv/lib
 
 FROM python:3.11-slim AS runtime
@@ -29,12 +33,11 @@ LABEL org.opencontainers.image.title="tritonscale" \
       org.opencontainers.image.version="0.1.0" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /opt/venv /opt/venv
-# HOME and MPLCONFIGDIR point into /tmp: the root filesystem is read-only in Kubernetes.
+# HOME points into /tmp: the root filesystem is read-only in Kubernetes.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOME=/tmp \
-    MPLCONFIGDIR=/tmp/matplotlib
+    HOME=/tmp
 # 65532 is the conventional "nonroot" uid/gid (distroless); no passwd entry is needed.
 USER 65532:65532
 EXPOSE 6443

@@ -29,7 +29,7 @@ system-deps:
 $(STAMP): pyproject.toml | system-deps
 	$(PY_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,triton]'
+	$(PY) -m pip install -q -e '.[dev,sim,triton]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -94,8 +94,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "simulate":
-        from loadtest.cli import main as simulate_main
-
+        try:
+            from loadtest.cli import main as simulate_main
+        except ModuleNotFoundError as err:
+            print(
+                f"tritonscale simulate needs the `sim` extra ({err.name} is missing): "
+                "pip install 'tritonscale[sim]'",
+                file=sys.stderr,
+            )
+            return 2
         return simulate_main(argv[1:])
 
     parser = argparse.ArgumentParser(

@@ -170,13 +170,22 @@ def test_docker_healthcheck_is_off_in_favour_of_kubernetes_probes() -> None:
     assert [i.arguments.upper() for i in final("HEALTHCHECK")] == ["NONE"]
 
 
-def test_install_has_no_dev_or_triton_extras_and_is_not_editable() -> None:
+def test_install_has_no_extras_and_is_not_editable() -> None:
     installs = [i for i in instructions() if i.keyword == "RUN" and "pip install" in i.arguments]
     assert installs, "the project is never pip-installed"
     for install in installs:
-        for forbidden in ("[dev", "[triton", "nvidia-pytriton", " -e ", "--editable"):
+        for forbidden in ("[dev", "[triton", "[sim", "nvidia-pytriton", " -e ", "--editable"):
             assert forbidden not in install.arguments, f"Dockerfile:{install.line}: {forbidden}"
-    assert any(re.search(r"pip install \.(\s|$)", i.arguments) for i in installs)
+    assert any(re.search(r"pip install (--no-deps )?\.(\s|$)", i.arguments) for i in installs)
+
+
+def test_dependency_layer_comes_before_the_sources() -> None:
+    steps = [(i.keyword, i.arguments) for i in instructions()]
+    first_source = next(
+        n for n, (kw, args) in enumerate(steps) if kw == "COPY" and "adapter" in args
+    )
+    deps = next(n for n, (kw, args) in enumerate(steps) if kw == "RUN" and "dependencies" in args)
+    assert deps < first_source  # editing code does not re-download every dependency
 
 
 @pytest.mark.parametrize(
