@@ -259,8 +259,12 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
         except OSError as err:
             raise ConfigError([f"{source}: cannot read: {err.strerror}"]) from None
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            raw = yaml.safe_load(text)
+            loader = yaml.SafeLoader(text)
+            try:
+                node = loader.get_single_node()
+                raw = loader.construct_document(node) if node is not None else None
+            finally:
+                loader.dispose()
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f"{source}:{mark.line + 1}" if mark is not None else source

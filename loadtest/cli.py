@@ -3,7 +3,7 @@
 Example::
 
     tritonscale simulate --trace AzureLLMInferenceTrace_conv_2023.csv --capacity 1 --slo 5 \\
-        --cold-start 60 --policy all --json out.json --plot out.png
+        --cold-start 120 --policy all --json out.json --plot out.png
 
 Exit codes: 0 success, 2 bad input (flag, trace file, output path).
 """
@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from adapter.config import PredictiveDefaults
 from loadtest.sim_policies import POLICY_NAMES, TritonscaleTuning
 from loadtest.sim_run import build_workload, choose_model, run_policies, summary_json
 from loadtest.simulate import SimParams, check_number
@@ -94,10 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--cold-start",
-        default=60.0,
+        default=PredictiveDefaults.model_fields["cold_start_seconds"].default,
         type=_number("--cold-start", float, 0, strict=False),
         metavar="S",
-        help="scale-up to Ready, seconds (60)",
+        help="scale-up to Ready, seconds (default: the service's cold_start_seconds, 120)",
     )
     p.add_argument(
         "--sync-period",
