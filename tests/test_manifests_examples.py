@@ -236,3 +236,26 @@ def test_triton_exposes_metrics_on_8002_through_a_named_port() -> None:
     assert "--metrics-port=8002" in container["args"]
     service_ports = {p["name"]: p for p in one_of(objects, "Service")["spec"]["ports"]}
     assert service_ports["metrics"]["targetPort"] == "metrics"
+
+
+def test_keda_scaledobject_reads_a_served_series(tmp_path: Path) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from adapter.api.server import KEDA_PATH
+
+    documents = list(
+        yaml.safe_load_all(Path("manifests/examples/keda/scaledobject.yaml").read_text())
+    )
+    scaled = next(d for d in documents if d["kind"] == "ScaledObject")
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "metrics-api" and trigger["metadata"]["valueLocation"] == "value"
+    url = urlsplit(trigger["metadata"]["url"])
+    prefix, namespace, metric = url.path.rsplit("/", 2)
+    assert prefix == f"{KEDA_PATH}/namespaces"
+    assert namespace == scaled["metadata"]["namespace"]
+    assert metric in SERVED_METRIC_NAMES
+    selector = Selector.parse(parse_qs(url.query)["labelSelector"][0])
+    labels = series_group_labels(example_config(tmp_path))
+    assert any(selector.matches({**group, "model": "resnet"}) for group in labels)
+    role = next(d for d in documents if d["kind"] == "ClusterRole")
+    assert role["rules"] == [{"nonResourceURLs": [f"{KEDA_PATH}/*"], "verbs": ["get"]}]

@@ -34,7 +34,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from adapter.api import openapi, status
 from adapter.api.auth import DelegatedAuth
-from adapter.api.quantity import QuantityError, format_quantity
+from adapter.api.quantity import format_quantity
 from adapter.api.selectors import Selector, SelectorError
 from adapter.provider import (
     ExternalMetricsProvider,
@@ -104,6 +104,9 @@ def rfc3339_seconds(unix_seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(unix_seconds // 1)))
 
 
+KEDA_PATH = "/keda/v1"
+
+
 def metric_value_list(values: Sequence[ExternalMetricValue]) -> ExternalMetricValueListJSON:
     """The ``ExternalMetricValueList`` body; raises QuantityError for a NaN/±Inf value."""
     items: list[ExternalMetricValueJSON] = []
@@ -142,7 +145,8 @@ def is_valid_path_segment(name: str) -> bool:
 # --- the metric values --------------------------------------------------------------
 
 
-async def get_external_metric(request: web.Request) -> web.Response:
+def _lookup(request: web.Request) -> list[ExternalMetricValue] | web.Response:
+    """The values a metric request asks for, or the Status answer that explains why not."""
     namespace = request.match_info["namespace"]
     metric = request.match_info["metric"]
     if not is_valid_path_segment(namespace) or not is_valid_path_segment(metric):
@@ -180,10 +184,8 @@ async def get_external_metric(request: web.Request) -> web.Response:
             f"no series of metric {metric} in namespace {namespace} "
             f"matches selector {selector_text!r}"
         )
-    try:
-        body = metric_value_list(values)
-    except QuantityError:
-        bad = next(v for v in values if not math.isfinite(v.value))
+    bad = next((v for v in values if not math.isfinite(v.value)), None)
+    if bad is not None:
         log.warning(
             "holding non-finite metric namespace=%s metric=%s labels=%s value=%r",
             namespace,
@@ -195,6 +197,33 @@ async def get_external_metric(request: web.Request) -> web.Response:
             f"metric {metric} in namespace {namespace}: series {dict(bad.labels)} has value "
             f"{bad.value!r}, which is not a finite number; holding rather than reporting a guess"
         )
+    return values
+
+
+async def get_external_metric(request: web.Request) -> web.Response:
+    values = _lookup(request)
+    if isinstance(values, web.Response):
+        return values
+    return _json_response(metric_value_list(values))
+
+
+async def get_keda_metric(request: web.Request) -> web.Response:
+    """The same lookup for KEDA's ``metrics-api`` scaler (``valueLocation: value``).
+
+    Only one server can own ``v1beta1.external.metrics.k8s.io``; where KEDA owns it,
+    ScaledObjects read tritonscale here. ``value`` is the sum of the matched series (what
+    the HPA would sum); errors are the same Status answers, so KEDA holds on stale data.
+    """
+    values = _lookup(request)
+    if isinstance(values, web.Response):
+        return values
+    body = {
+        "metricName": request.match_info["metric"],
+        "namespace": request.match_info["namespace"],
+        "value": math.fsum(v.value for v in values),
+        "timestamp": rfc3339_seconds(min(v.timestamp for v in values)),
+        "items": [{"labels": dict(v.labels), "value": v.value} for v in values],
+    }
     return _json_response(body)
 
 
@@ -450,6 +479,7 @@ def create_app(
     get(f"/apis/{GROUP}", get_api_group)
     get(GROUP_VERSION_PATH, get_api_resource_list)
     get(GROUP_VERSION_PATH + "/namespaces/{namespace}/{metric}", get_external_metric)
+    get(KEDA_PATH + "/namespaces/{namespace}/{metric}", get_keda_metric)
     for endpoint in ("healthz", "livez", "readyz"):
         get(f"/{endpoint}", _health_handler(endpoint))
         get(f"/{endpoint}/{{check}}", _single_check_handler(endpoint))
