@@ -18,6 +18,7 @@ import yaml
 from aiohttp import web
 
 from adapter.api.selectors import Selector
+from adapter.api.status import status_response
 from adapter.api.tls import bound_port, start_server
 
 TOKEN = "discovery-test-token"
@@ -389,15 +390,5 @@ def _expired_event(version: int) -> dict[str, Any]:
 
 
 def status_error(code: int, reason: str, message: str) -> web.Response:
-    return web.json_response(
-        {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason,
-            "code": code,
-        },
-        status=code,
-    )
+    """A metav1.Status failure, as the kube-apiserver answers."""
+    return status_response(code, reason, message)
