@@ -49,10 +49,6 @@ class ExpositionParser:
         # Order longest first so no name shadows a longer one in the prefix test.
         self._prefixes = tuple(sorted(self._names, key=len, reverse=True))
 
-    @property
-    def families(self) -> frozenset[str]:
-        return self._names
-
     def parse(self, text: str) -> Families:
         """Return ``{family: [Sample, ...]}`` for the kept families present in ``text``.
 

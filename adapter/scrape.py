@@ -101,7 +101,7 @@ class ScrapeLoop:
         self._session = session
         self._parser = parser
         self._interval = interval_seconds
-        self._timeout = min(timeout_seconds, interval_seconds * 10)
+        self._timeout = timeout_seconds
         self._max_bytes = max_bytes
         self._backoff_max = backoff_max_seconds
         self._sum_versions = sum_versions

@@ -672,10 +672,6 @@ class DelegatedAuth:
             for prefix in (request_header.extra_headers_prefixes if request_header else ())
         )
 
-    @property
-    def request_header(self) -> RequestHeaderConfig | None:
-        return self._request_header
-
     # -- authentication --
 
     async def authenticate(
