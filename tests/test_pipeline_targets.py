@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from adapter.api.tls import bound_port, start_server
 from adapter.config import load_config
 from adapter.pipeline import Pipeline
 from adapter.targets import Target
@@ -38,11 +39,8 @@ async def counter_server(rate: float) -> tuple[web.AppRunner, str]:
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/metrics"
+    runner = await start_server(app, "127.0.0.1:0", None)
+    return runner, f"http://127.0.0.1:{bound_port(runner)}/metrics"
 
 
 async def test_pods_joining_and_leaving_a_group() -> None:

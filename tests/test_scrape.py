@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from adapter.api.tls import bound_port, start_server
 from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
 from adapter.scrape import ScrapeError, ScrapeLoop, TargetState, fetch_text
 from adapter.signals import ReadingHistory
@@ -33,13 +34,9 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
     async def start(handler: Handler) -> str:
         app = web.Application()
         app.router.add_get("/metrics", handler)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner = await start_server(app, "127.0.0.1:0", None)
         runners.append(runner)
-        port = runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}/metrics"
+        return f"http://127.0.0.1:{bound_port(runner)}/metrics"
 
     yield start
     for runner in runners:
