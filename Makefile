@@ -50,14 +50,14 @@ imports: $(STAMP)
 verify: lint typecheck imports test
 
 demo: $(STAMP)
-	$(PY) -m loadtest.demo
+	$(PY) -m loadtest.harness.demo
 
 bench: $(STAMP)
-	$(PY) -m loadtest.bench_parser
-	$(PY) -m loadtest.bench_api
-	$(PY) -m loadtest.bench_signal_lag
-	$(PY) -m loadtest.harness_bench --quick
-	$(PY) -m loadtest.sim_evaluate --out out/sim
+	$(PY) -m loadtest.bench.parser
+	$(PY) -m loadtest.bench.api
+	$(PY) -m loadtest.bench.signal_lag
+	$(PY) -m loadtest.bench.loadgen --quick
+	$(PY) -m loadtest.simulator.evaluate --out out/sim
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

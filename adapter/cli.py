@@ -1,11 +1,17 @@
-"""``tritonscale`` command line: serve, check-config, simulate."""
+"""``tritonscale`` command line: ``serve`` and ``check-config``, plus plugin commands.
+
+Plugin commands (``tritonscale simulate``, ...) are found through the ``tritonscale.commands``
+entry-point group and loaded only when asked for: the service never imports the simulator or
+the harness, and an install without them (the container image) says what to install.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from adapter.config import ConfigError, load_config, parse_target_flag
@@ -91,19 +97,32 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+PLUGIN_GROUP = "tritonscale.commands"
+"""Entry-point group of the commands other packages add (``simulate`` and ``replay``)."""
+
+
+def plugin_commands() -> dict[str, EntryPoint]:
+    return {entry.name: entry for entry in entry_points(group=PLUGIN_GROUP)}
+
+
+def _run_plugin(entry: EntryPoint, argv: list[str]) -> int:
+    try:
+        command: Callable[[list[str]], int] = entry.load()
+    except ModuleNotFoundError as err:
+        print(
+            f"tritonscale {entry.name} needs the `sim` extra ({err.name} is missing): "
+            "pip install 'tritonscale[sim]'",
+            file=sys.stderr,
+        )
+        return 2
+    return command(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "simulate":
-        try:
-            from loadtest.cli import main as simulate_main
-        except ModuleNotFoundError as err:
-            print(
-                f"tritonscale simulate needs the `sim` extra ({err.name} is missing): "
-                "pip install 'tritonscale[sim]'",
-                file=sys.stderr,
-            )
-            return 2
-        return simulate_main(argv[1:])
+    plugins = plugin_commands()
+    if argv and argv[0] in plugins:
+        return _run_plugin(plugins[argv[0]], argv[1:])
 
     parser = argparse.ArgumentParser(
         prog="tritonscale",
@@ -113,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _serve_parser(sub)
     check = sub.add_parser("check-config", help="validate a config file and print precise errors")
     check.add_argument("file")
-    sub.add_parser("simulate", help="closed-loop autoscaling simulator (see simulate --help)")
+    for name in sorted(plugins):
+        sub.add_parser(name, help=f"see `tritonscale {name} --help`", add_help=False)
     args = parser.parse_args(argv)
 
     if args.command == "check-config":
@@ -141,8 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from adapter.api.auth import RequestHeaderConfigError
-    from adapter.api.kube_client import KubernetesClientError
+    from adapter.kube.client import KubernetesClientError
+    from adapter.kube.reviews import RequestHeaderConfigError
 
     try:
         asyncio.run(serve_forever(config))

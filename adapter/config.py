@@ -1,11 +1,19 @@
 """Typed, strict configuration: YAML file + command-line overrides.
 
+The configuration is a leaf: it imports nothing of the service but Kubernetes vocabulary
+(:mod:`adapter.kube`), the target kinds and the policies' own defaults, and every consumer
+is handed only its own section (``Pipeline`` gets ``scrape`` and ``signals``, the predictive
+stage ``predictive``, discovery its ``discovery`` entries, auth ``auth``). Each default is
+written once: the predictive ones are :class:`policies.predictive.PredictiveSettings`'.
+
 Unknown keys, wrong types and impossible values are errors, reported as
 ``FILE:LINE: field.path: what is wrong`` so the operator knows exactly what to fix.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -14,17 +22,77 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from adapter.api.auth import (
-    DEFAULT_ALWAYS_ALLOW_PATHS,
-    DEFAULT_EXTRA_HEADERS_PREFIXES,
-    DEFAULT_GROUP_HEADERS,
-    DEFAULT_USERNAME_HEADERS,
+from adapter.kube.reviews import (
+    GO_DEFAULT_EXTRA_HEADERS_PREFIXES,
+    GO_DEFAULT_GROUP_HEADERS,
+    GO_DEFAULT_USERNAME_HEADERS,
 )
-from adapter.api.tls import parse_listen
-from adapter.discovery import KubernetesDiscoveryConfig
-from policies.sizing import predictive_default
+from adapter.kube.selectors import Selector, SelectorError, label_key_problem
+from adapter.targets import TargetKind
+from policies.forecast import FORECASTER_NAMES
+from policies.predictive import PredictiveSettings, settings_default
 
 _LABEL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./")
+
+DEFAULT_ALWAYS_ALLOW_PATHS = (
+    "/healthz",
+    "/healthz/*",
+    "/livez",
+    "/livez/*",
+    "/readyz",
+    "/readyz/*",
+)
+"""Go allows the three exact paths; the per-check subpaths (``/readyz/ping``) are added here
+because they reveal nothing more than the endpoint itself."""
+
+DEFAULT_METRICS_PORT = 8002
+"""Triton's ``--metrics-port`` default."""
+
+RESERVED_TARGET_LABELS = frozenset({"namespace", "deployment"})
+
+UNSTABLE_POD_LABELS = frozenset(
+    {
+        "pod-template-hash",
+        "controller-revision-hash",
+        "statefulset.kubernetes.io/pod-name",
+        "apps.kubernetes.io/pod-index",
+        "batch.kubernetes.io/job-completion-index",
+    }
+)
+"""Pod labels that differ between pods of one workload (or across a rollout): copying one
+would split a Deployment into several groups."""
+
+_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class ListenAddressError(ValueError):
+    """``--listen`` is not ``HOST:PORT``."""
+
+
+def parse_listen(listen: str) -> tuple[str | None, int]:
+    """``HOST:PORT`` -> (host, port); ``[::1]:6443`` for IPv6; ``:6443`` = all interfaces."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ListenAddressError(
+            f"listen address {listen!r} must be HOST:PORT (e.g. 0.0.0.0:6443 or [::]:6443)"
+        )
+    port = int(port_text)
+    if port > 65535:
+        raise ListenAddressError(f"listen address {listen!r}: port {port} is above 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise ListenAddressError(
+                f"listen address {listen!r}: {host!r} is not an IPv6 address"
+            ) from exc
+    elif ":" in host:
+        raise ListenAddressError(
+            f"listen address {listen!r}: write IPv6 hosts in brackets, e.g. [::1]:{port}"
+        )
+    return (host or None), port
 
 
 class _Strict(BaseModel):
@@ -64,7 +132,7 @@ class SignalsConfig(_Strict):
 
 class TargetConfig(_Strict):
     url: str
-    kind: Literal["triton", "dcgm"] = "triton"
+    kind: TargetKind = "triton"
     labels: dict[str, str] = Field(default_factory=dict)
     scrape_interval_seconds: float | None = Field(None, gt=0, le=300)  # default: scrape.interval
 
@@ -88,41 +156,77 @@ class TargetConfig(_Strict):
         return labels
 
 
-Forecaster = Literal["last", "ewma", "holt", "holt-winters", "linear", "auto"]
+def _series_default(name: str) -> Any:
+    return settings_default(name)
 
 
-class PredictiveDefaults(_Strict):
-    step_seconds: float = Field(15.0, gt=0)  # the policy decides once per step on the mean rate
-    cold_start_seconds: float = Field(120.0, ge=0)
-    hpa_sync_period_seconds: float = Field(15.0, gt=0)
-    # The policy's own defaults: the service runs what the simulator evaluated.
-    forecaster: Forecaster = predictive_default("forecaster")
-    quantile: float = Field(predictive_default("quantile"), gt=0, lt=1)
-    slo_seconds: float = Field(0.5, gt=0)
-    capacity_rps: float | None = Field(None, gt=0)
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(100, ge=1)
+class PredictiveSeriesConfig(_Strict):
+    """One series' predictive settings; the defaults are :class:`PredictiveSettings`' own.
+
+    The ranges here give precise errors; relations between settings (min <= max replicas) are
+    checked by building the policy's settings, so the config accepts exactly what the policy
+    accepts.
+    """
+
+    step_seconds: float = Field(_series_default("step_seconds"), gt=0, le=3600)
+    cold_start_seconds: float = Field(_series_default("cold_start_seconds"), ge=0, le=86400)
+    hpa_sync_period_seconds: float = Field(
+        _series_default("hpa_sync_period_seconds"), gt=0, le=3600
+    )
+    forecaster: str = _series_default("forecaster")
+    quantile: float = Field(_series_default("quantile"), gt=0, lt=1)
+    slo_seconds: float = Field(_series_default("slo_seconds"), gt=0, le=3600)
+    capacity_rps: float | None = Field(_series_default("capacity_rps"), gt=0, allow_inf_nan=False)
+    min_replicas: int = Field(_series_default("min_replicas"), ge=0)
+    max_replicas: int = Field(_series_default("max_replicas"), ge=1)
+
+    @field_validator("forecaster")
+    @classmethod
+    def _known_forecaster(cls, name: str) -> str:
+        if name not in FORECASTER_NAMES:
+            raise ValueError(f"unknown forecaster {name!r}; one of: {', '.join(FORECASTER_NAMES)}")
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PredictiveSeriesConfig:
+        self.settings()  # raises ValueError naming the setting
+        return self
+
+    def settings(self) -> PredictiveSettings:
+        return PredictiveSettings(**self.model_dump())
 
 
 class PredictiveOverride(_Strict):
+    """Settings for the series whose labels include every ``match`` pair; unset: inherited."""
+
     match: dict[str, str]
-    step_seconds: float | None = Field(None, gt=0)
-    cold_start_seconds: float | None = Field(None, ge=0)
-    hpa_sync_period_seconds: float | None = Field(None, gt=0)
-    forecaster: Forecaster | None = None
+    step_seconds: float | None = Field(None, gt=0, le=3600)
+    cold_start_seconds: float | None = Field(None, ge=0, le=86400)
+    hpa_sync_period_seconds: float | None = Field(None, gt=0, le=3600)
+    forecaster: str | None = None
     quantile: float | None = Field(None, gt=0, lt=1)
-    slo_seconds: float | None = Field(None, gt=0)
-    capacity_rps: float | None = Field(None, gt=0)
+    slo_seconds: float | None = Field(None, gt=0, le=3600)
+    capacity_rps: float | None = Field(None, gt=0, allow_inf_nan=False)
     min_replicas: int | None = Field(None, ge=0)
     max_replicas: int | None = Field(None, ge=1)
 
 
 class PredictiveConfig(_Strict):
-    defaults: PredictiveDefaults = PredictiveDefaults()
+    """The ``predictive:`` section: ``defaults`` for every series, then ``series`` overrides."""
+
+    defaults: PredictiveSeriesConfig = PredictiveSeriesConfig()
     series: tuple[PredictiveOverride, ...] = ()
 
-    def for_series(self, labels: Mapping[str, str]) -> PredictiveDefaults:
-        """Defaults merged with every override whose ``match`` is a subset of ``labels``."""
+    @model_validator(mode="after")
+    def _overrides_valid(self) -> PredictiveConfig:
+        for index, override in enumerate(self.series):
+            try:
+                self._merged(override.match)
+            except ValueError as err:
+                raise ValueError(f"series.{index} (match {override.match}): {err}") from None
+        return self
+
+    def _merged(self, labels: Mapping[str, str]) -> PredictiveSeriesConfig:
         merged = self.defaults.model_dump()
         for override in self.series:
             if all(labels.get(k) == v for k, v in override.match.items()):
@@ -133,7 +237,16 @@ class PredictiveConfig(_Strict):
                         if k != "match" and v is not None
                     }
                 )
-        return PredictiveDefaults(**merged)
+        try:
+            return PredictiveSeriesConfig(**merged)
+        except ValidationError as err:
+            raise ValueError(
+                "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+            ) from None
+
+    def for_series(self, labels: Mapping[str, str]) -> PredictiveSettings:
+        """Defaults merged with every override whose ``match`` is a subset of ``labels``."""
+        return self._merged(labels).settings()
 
 
 class AuthConfig(_Strict):
@@ -148,9 +261,11 @@ class AuthConfig(_Strict):
     mode: Literal["none", "delegated"] = "none"
     requestheader_client_ca_file: str | None = None
     requestheader_allowed_names: tuple[str, ...] = ()  # empty: any CN from the CA
-    requestheader_username_headers: tuple[str, ...] = Field(DEFAULT_USERNAME_HEADERS, min_length=1)
-    requestheader_group_headers: tuple[str, ...] = DEFAULT_GROUP_HEADERS
-    requestheader_extra_headers_prefix: tuple[str, ...] = DEFAULT_EXTRA_HEADERS_PREFIXES
+    requestheader_username_headers: tuple[str, ...] = Field(
+        GO_DEFAULT_USERNAME_HEADERS, min_length=1
+    )
+    requestheader_group_headers: tuple[str, ...] = GO_DEFAULT_GROUP_HEADERS
+    requestheader_extra_headers_prefix: tuple[str, ...] = GO_DEFAULT_EXTRA_HEADERS_PREFIXES
     authorization_cache_seconds: float = Field(10.0, ge=0, le=3600)
     always_allow_paths: tuple[str, ...] = DEFAULT_ALWAYS_ALLOW_PATHS
     kubeconfig: str | None = None  # default: in-cluster, else $KUBECONFIG / ~/.kube/config
@@ -193,6 +308,119 @@ class AuthConfig(_Strict):
 class LogConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
+
+
+class KubernetesDiscoveryConfig(_Strict):
+    """One pod discovery: which pods, which endpoint, which labels.
+
+    ``copy_labels`` maps pod label -> target label; a list copies each label under its own
+    name. Times are seconds.
+    """
+
+    namespaces: tuple[str, ...] = ()  # empty: every namespace (needs a ClusterRole)
+    label_selector: str = ""  # Kubernetes syntax, e.g. "app=triton,tier in (gpu)"
+    port: int | str = DEFAULT_METRICS_PORT  # a number or a container port name
+    path: str = "/metrics"
+    scheme: Literal["http", "https"] = "http"
+    kind: TargetKind = "triton"
+    deployment_label: str | None = None  # pod label naming the workload; default: the owner
+    copy_labels: dict[str, str] = Field(default_factory=dict)
+    watch_timeout_seconds: float = Field(300.0, ge=1, le=3600)
+    request_timeout_seconds: float = Field(30.0, gt=0, le=300)
+    backoff_initial_seconds: float = Field(0.5, gt=0, le=60)
+    backoff_max_seconds: float = Field(30.0, gt=0, le=600)
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespace_names(cls, namespaces: tuple[str, ...]) -> tuple[str, ...]:
+        for namespace in namespaces:
+            if not _DNS1123_LABEL.match(namespace):
+                raise ValueError(
+                    f"{namespace!r} is not a namespace name (lowercase RFC 1123 label: "
+                    "a-z, 0-9 and '-', at most 63 characters)"
+                )
+        if len(set(namespaces)) != len(namespaces):
+            raise ValueError("a namespace is listed twice")
+        return namespaces
+
+    @field_validator("label_selector")
+    @classmethod
+    def _selector(cls, text: str) -> str:
+        try:
+            Selector.parse(text)
+        except SelectorError as exc:
+            raise ValueError(f"not a Kubernetes label selector: {exc}") from None
+        return text
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, port: int | str) -> int | str:
+        if isinstance(port, int):
+            if not 1 <= port <= 65535:
+                raise ValueError(f"port {port} is not in 1..65535")
+            return port
+        if not _IANA_SVC_NAME.match(port) or not re.search("[a-z]", port):
+            raise ValueError(
+                f"{port!r} is neither a port number nor a container port name (at most 15 "
+                "characters a-z, 0-9 and '-', with a letter; write numbers without quotes)"
+            )
+        return port
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, path: str) -> str:
+        if not path.startswith("/") or any(c in path for c in " ?#"):
+            raise ValueError(f"{path!r} must be an absolute URL path (e.g. /metrics)")
+        return path
+
+    @field_validator("deployment_label")
+    @classmethod
+    def _deployment_label(cls, name: str | None) -> str | None:
+        if name is not None:
+            _check_label_key(name)
+            if name in UNSTABLE_POD_LABELS:
+                raise ValueError(f"{name!r} differs between pods of one workload")
+        return name
+
+    @field_validator("copy_labels", mode="before")
+    @classmethod
+    def _list_means_same_names(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            names = [str(name) for name in value]
+            if len(set(names)) != len(names):
+                raise ValueError("a label is listed twice")
+            return {name: name for name in names}
+        return value
+
+    @field_validator("copy_labels")
+    @classmethod
+    def _copy_labels(cls, mapping: dict[str, str]) -> dict[str, str]:
+        for source, target in mapping.items():
+            _check_label_key(source)
+            _check_label_key(target)
+            if source in UNSTABLE_POD_LABELS:
+                raise ValueError(
+                    f"{source!r} differs between pods of one workload; copying it would split "
+                    "a Deployment into several groups"
+                )
+            if target in RESERVED_TARGET_LABELS:
+                hint = " (use deployment_label)" if target == "deployment" else ""
+                raise ValueError(f"{target!r} is set by discovery itself{hint}")
+        if len(set(mapping.values())) != len(mapping):
+            raise ValueError("two pod labels are copied to the same target label")
+        return mapping
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> KubernetesDiscoveryConfig:
+        if self.backoff_initial_seconds > self.backoff_max_seconds:
+            raise ValueError("backoff_initial_seconds must not exceed backoff_max_seconds")
+        return self
+
+
+def _check_label_key(name: str) -> None:
+    problem = label_key_problem(name)
+    if problem is not None:
+        raise ValueError(f"{name!r} is not a Kubernetes label key: {problem}")
 
 
 class DiscoveryConfig(_Strict):
@@ -290,9 +518,35 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
             field = ".".join(loc) or "(top level)"
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
-                message = "unknown setting (check the spelling; see docs for valid keys)"
+                keys = ", ".join(_section_keys(loc[:-1]))
+                message = f"unknown setting (check the spelling); valid here: {keys}"
             problems.append(f"{where}: {field}: {message}")
         raise ConfigError(problems) from None
+
+
+def _section_keys(path: tuple[str, ...]) -> list[str]:
+    """The setting names allowed at ``path`` (list indexes skipped), for error messages."""
+    model: type[BaseModel] = Config
+    for part in path:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part)
+        nested = _model_in(field.annotation) if field is not None else None
+        if nested is None:
+            return []
+        model = nested
+    return sorted(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel class inside ``annotation`` (``X``, ``tuple[X, ...]``, ``X | None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in getattr(annotation, "__args__", ()):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

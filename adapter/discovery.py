@@ -25,20 +25,18 @@ import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from adapter.api.kube_client import api_client
-from adapter.api.selectors import Selector, SelectorError, label_key_problem
-from adapter.targets import Target, TargetKind, TargetSource
+from adapter.config import KubernetesDiscoveryConfig
+from adapter.kube.client import api_client
+from adapter.targets import Target, TargetSource
 
 __all__ = [
     "CombinedTargets",
     "DiscoveryError",
-    "KubernetesDiscoveryConfig",
     "PodDiscovery",
     "Skip",
     "discovery_from_config",
@@ -48,149 +46,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRICS_PORT = 8002
-"""Triton's ``--metrics-port`` default."""
-
 LIST_PAGE_SIZE = 500
 """Pods per LIST page (client-go's reflector uses 500 too)."""
 
-RESERVED_TARGET_LABELS = frozenset({"namespace", "deployment"})
-
-UNSTABLE_POD_LABELS = frozenset(
-    {
-        "pod-template-hash",
-        "controller-revision-hash",
-        "statefulset.kubernetes.io/pod-name",
-        "apps.kubernetes.io/pod-index",
-        "batch.kubernetes.io/job-completion-index",
-    }
-)
-"""Pod labels that differ between pods of one workload (or across a rollout): copying one
-would split a Deployment into several groups."""
-
-_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _POD_TEMPLATE_HASH = re.compile(r"^[bcdf4-9]{6,10}$")
 """A pod-template-hash: ``rand.SafeEncodeString`` of a uint32's decimal digits, which maps the
 digits '0'-'9' onto 4-9 and b, c, d, f; usually 9-10 characters."""
-
-
-# --- configuration ------------------------------------------------------------------------
-
-
-class KubernetesDiscoveryConfig(BaseModel):
-    """One pod discovery: which pods, which endpoint, which labels.
-
-    ``copy_labels`` maps pod label -> target label; a list copies each label under its own
-    name. Times are seconds.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    namespaces: tuple[str, ...] = ()  # empty: every namespace (needs a ClusterRole)
-    label_selector: str = ""  # Kubernetes syntax, e.g. "app=triton,tier in (gpu)"
-    port: int | str = DEFAULT_METRICS_PORT  # a number or a container port name
-    path: str = "/metrics"
-    scheme: Literal["http", "https"] = "http"
-    kind: TargetKind = "triton"
-    deployment_label: str | None = None  # pod label naming the workload; default: the owner
-    copy_labels: dict[str, str] = Field(default_factory=dict)
-    watch_timeout_seconds: float = Field(300.0, ge=1, le=3600)
-    request_timeout_seconds: float = Field(30.0, gt=0, le=300)
-    backoff_initial_seconds: float = Field(0.5, gt=0, le=60)
-    backoff_max_seconds: float = Field(30.0, gt=0, le=600)
-
-    @field_validator("namespaces")
-    @classmethod
-    def _namespace_names(cls, namespaces: tuple[str, ...]) -> tuple[str, ...]:
-        for namespace in namespaces:
-            if not _DNS1123_LABEL.match(namespace):
-                raise ValueError(
-                    f"{namespace!r} is not a namespace name (lowercase RFC 1123 label: "
-                    "a-z, 0-9 and '-', at most 63 characters)"
-                )
-        if len(set(namespaces)) != len(namespaces):
-            raise ValueError("a namespace is listed twice")
-        return namespaces
-
-    @field_validator("label_selector")
-    @classmethod
-    def _selector(cls, text: str) -> str:
-        try:
-            Selector.parse(text)
-        except SelectorError as exc:
-            raise ValueError(f"not a Kubernetes label selector: {exc}") from None
-        return text
-
-    @field_validator("port")
-    @classmethod
-    def _port(cls, port: int | str) -> int | str:
-        if isinstance(port, int):
-            if not 1 <= port <= 65535:
-                raise ValueError(f"port {port} is not in 1..65535")
-            return port
-        if not _IANA_SVC_NAME.match(port) or not re.search("[a-z]", port):
-            raise ValueError(
-                f"{port!r} is neither a port number nor a container port name (at most 15 "
-                "characters a-z, 0-9 and '-', with a letter; write numbers without quotes)"
-            )
-        return port
-
-    @field_validator("path")
-    @classmethod
-    def _absolute_path(cls, path: str) -> str:
-        if not path.startswith("/") or any(c in path for c in " ?#"):
-            raise ValueError(f"{path!r} must be an absolute URL path (e.g. /metrics)")
-        return path
-
-    @field_validator("deployment_label")
-    @classmethod
-    def _deployment_label(cls, name: str | None) -> str | None:
-        if name is not None:
-            _check_label_key(name)
-            if name in UNSTABLE_POD_LABELS:
-                raise ValueError(f"{name!r} differs between pods of one workload")
-        return name
-
-    @field_validator("copy_labels", mode="before")
-    @classmethod
-    def _list_means_same_names(cls, value: object) -> object:
-        if isinstance(value, list | tuple):
-            names = [str(name) for name in value]
-            if len(set(names)) != len(names):
-                raise ValueError("a label is listed twice")
-            return {name: name for name in names}
-        return value
-
-    @field_validator("copy_labels")
-    @classmethod
-    def _copy_labels(cls, mapping: dict[str, str]) -> dict[str, str]:
-        for source, target in mapping.items():
-            _check_label_key(source)
-            _check_label_key(target)
-            if source in UNSTABLE_POD_LABELS:
-                raise ValueError(
-                    f"{source!r} differs between pods of one workload; copying it would split "
-                    "a Deployment into several groups"
-                )
-            if target in RESERVED_TARGET_LABELS:
-                hint = " (use deployment_label)" if target == "deployment" else ""
-                raise ValueError(f"{target!r} is set by discovery itself{hint}")
-        if len(set(mapping.values())) != len(mapping):
-            raise ValueError("two pod labels are copied to the same target label")
-        return mapping
-
-    @model_validator(mode="after")
-    def _backoff_order(self) -> KubernetesDiscoveryConfig:
-        if self.backoff_initial_seconds > self.backoff_max_seconds:
-            raise ValueError("backoff_initial_seconds must not exceed backoff_max_seconds")
-        return self
-
-
-def _check_label_key(name: str) -> None:
-    problem = label_key_problem(name)
-    if problem is not None:
-        raise ValueError(f"{name!r} is not a Kubernetes label key: {problem}")
 
 
 # --- one pod -> one target ------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import aiohttp
 
-from adapter.config import Config
+from adapter.config import ScrapeConfig, SignalsConfig
 from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
 from adapter.scrape import ScrapeLoop, ScrapeObserver, TargetState
 from adapter.signals import Labels, Member, ReadingHistory, group_series
@@ -41,14 +41,16 @@ class SignalStage(Protocol):
 class Pipeline:
     def __init__(
         self,
-        config: Config,
+        scrape: ScrapeConfig,
+        signals: SignalsConfig,
         source: TargetSource,
         *,
         stages: tuple[SignalStage, ...] = (),
         scrape_observer: ScrapeObserver | None = None,
         on_target_removed: Callable[[Target], None] | None = None,
     ) -> None:
-        self._config = config
+        self._scrape = scrape
+        self._signals = signals
         self._source = source
         self._stages = stages
         self._observer = scrape_observer
@@ -86,12 +88,12 @@ class Pipeline:
         return MappingProxyType(self._states)
 
     def _interval(self, target: Target) -> float:
-        return target.scrape_interval_seconds or self._config.scrape.interval_seconds
+        return target.scrape_interval_seconds or self._scrape.interval_seconds
 
     def track(self, target: Target) -> TargetState:
         """Start keeping readings for ``target`` (the scrape loop feeds its history)."""
         interval = self._interval(target)
-        keep = self._config.signals.rate_window_seconds + 3 * interval
+        keep = self._signals.rate_window_seconds + 3 * interval
         state = TargetState(target, ReadingHistory(keep))
         self._states[target] = state
         return state
@@ -122,7 +124,7 @@ class Pipeline:
                 await asyncio.gather(publisher, *self._loops.values(), return_exceptions=True)
 
     def _reconcile(self, targets: frozenset[Target], session: aiohttp.ClientSession) -> None:
-        scrape = self._config.scrape
+        scrape = self._scrape
         for gone in set(self._states) - targets:
             self._loops.pop(gone).cancel()
             del self._states[gone]
@@ -139,7 +141,7 @@ class Pipeline:
                 timeout_seconds=scrape.timeout_seconds,
                 max_bytes=scrape.max_response_bytes,
                 backoff_max_seconds=scrape.backoff_max_seconds,
-                sum_versions=self._config.signals.sum_versions,
+                sum_versions=self._signals.sum_versions,
                 on_reading=self._dirty.set,
                 observer=self._observer,
             )
@@ -149,7 +151,7 @@ class Pipeline:
 
     async def _publish_forever(self) -> None:
         """Publish soon after new readings, at most every 1/4 interval, at least every interval."""
-        interval = self._config.scrape.interval_seconds
+        interval = self._scrape.interval_seconds
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), timeout=interval)
@@ -171,7 +173,7 @@ class Pipeline:
         for target, state in self._states.items():
             groups.setdefault(target.group, []).append(Member(target.kind, state.history))
 
-        window = self._config.signals.rate_window_seconds
+        window = self._signals.rate_window_seconds
         points: PointsByMetric = {}
         fresh: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
         for group, members in groups.items():
@@ -183,7 +185,7 @@ class Pipeline:
         # pass (e.g. one reading since a restart): the old value keeps its old timestamp
         # and the API holds it once it is older than max age. Past max age it is dropped,
         # so a model that was unloaded stops blocking wider selectors.
-        max_age = self._config.signals.max_age_seconds
+        max_age = self._signals.max_age_seconds
         for key, (group, point) in self._last_points.items():
             if key not in fresh and group in groups and now_wall - point.timestamp <= max_age:
                 fresh[key] = (group, point)

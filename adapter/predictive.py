@@ -2,12 +2,13 @@
 
 For every (namespace, group, model) series it feeds the mean arrival rate over the last
 step (default 15 s, as in the simulator) and the current queue depth into a
-:class:`policies.sizing.PredictivePolicy` whose horizon is the configured cold start plus
-the HPA sync period, and serves ``triton_arrival_rate_forecast`` (calibrated upper bound),
-``triton_queue_depth_forecast`` and ``triton_desired_replicas``. The last two need a
-per-replica capacity (``capacity_rps``) for the series; without one only the forecast is
-served. Outputs carry their newest inputs' timestamps, so they age out together: when the
-inputs go stale the outputs do too, and the API holds instead of serving a guess.
+:class:`policies.predictive.PredictivePolicy` built by the same builder the simulator uses
+(horizon = cold start + HPA sync period), and serves ``triton_arrival_rate_forecast``
+(calibrated upper bound), ``triton_queue_depth_forecast`` and ``triton_desired_replicas``.
+The last two need a per-replica capacity (``capacity_rps``) for the series; without one only
+the forecast is served. Outputs carry their newest inputs' timestamps, so they age out
+together: when the inputs go stale the outputs do too, and the API holds instead of serving a
+guess.
 """
 
 from __future__ import annotations
@@ -16,17 +17,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from adapter.config import Config, PredictiveDefaults
+from adapter.config import PredictiveConfig
 from adapter.signals import ARRIVAL_RATE, QUEUE_DEPTH, Labels
 from adapter.snapshot import SeriesPoint
-from policies.sizing import Decision, PredictiveConfig, PredictivePolicy, SizingParams
+from policies.predictive import Decision, PredictivePolicy, build_predictive_policy
 
 ARRIVAL_FORECAST = "triton_arrival_rate_forecast"
 QUEUE_DEPTH_FORECAST = "triton_queue_depth_forecast"
 DESIRED_REPLICAS = "triton_desired_replicas"
-
-# Without a configured capacity the policy still forecasts; sizing outputs are not served.
-_PLACEHOLDER_CAPACITY = 1.0
 
 
 @dataclass(slots=True)
@@ -40,35 +38,17 @@ class _SeriesState:
     decision: Decision | None = None
 
 
-def policy_for(settings: PredictiveDefaults) -> PredictivePolicy:
-    """The same policy the simulator runs, built from one series' settings."""
-    sizing = SizingParams(
-        capacity_rps=settings.capacity_rps or _PLACEHOLDER_CAPACITY,
-        slo_seconds=settings.slo_seconds,
-        min_replicas=settings.min_replicas,
-        max_replicas=settings.max_replicas,
-    )
-    return PredictivePolicy(
-        PredictiveConfig(
-            step_seconds=settings.step_seconds,
-            horizon_seconds=settings.cold_start_seconds + settings.hpa_sync_period_seconds,
-            forecaster=settings.forecaster,
-            quantile=settings.quantile,
-            sizing=sizing,
-        )
-    )
-
-
 class PredictiveStage:
-    def __init__(self, config: Config) -> None:
-        self._config = config
-        self._max_age = config.signals.max_age_seconds
+    """Runs one :class:`PredictivePolicy` per series, built from that series' settings."""
+
+    def __init__(self, settings: PredictiveConfig) -> None:
+        self._settings = settings
         self._series: dict[Labels, _SeriesState] = {}
 
     def _new_state(self, labels: Mapping[str, str]) -> _SeriesState:
-        settings = self._config.predictive.for_series(labels)
+        settings = self._settings.for_series(labels)
         return _SeriesState(
-            policy_for(settings), settings.step_seconds, settings.capacity_rps is not None
+            build_predictive_policy(settings), settings.step_seconds, settings.sizes_replicas
         )
 
     def step(

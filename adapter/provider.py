@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from adapter.api.selectors import Selector
+from adapter.kube.selectors import Selector
 from adapter.snapshot import MetricInfo, SeriesPoint, Snapshot
 
 
@@ -65,7 +65,7 @@ class SnapshotProvider:
         metrics: Sequence[MetricInfo],
         current: SnapshotSource,
         clock: Clock,
-        max_age_seconds: float = 30.0,
+        max_age_seconds: float,
     ) -> None:
         self._metrics = tuple(metrics)
         self._names = frozenset(m.name for m in metrics)

@@ -7,22 +7,23 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from adapter.api.auth import (
-    DelegatedAuth,
-    RequestHeaderConfigError,
-    ReviewError,
-    request_header_config_from_file,
-)
-from adapter.api.kube_client import KubernetesReviewClient, connect
+from adapter.api.auth import DelegatedAuth
 from adapter.api.server import create_app
 from adapter.api.tls import bound_port, make_server_ssl_context, start_server
-from adapter.config import AuthConfig, Config
-from adapter.discovery import CombinedTargets, PodDiscovery, discovery_from_config
+from adapter.config import AuthConfig, Config, DiscoveryConfig, TargetConfig
+from adapter.discovery import CombinedTargets, discovery_from_config
+from adapter.kube.reviews import (
+    KubernetesReviewClient,
+    RequestHeaderConfigError,
+    ReviewError,
+    connect,
+    request_header_config_from_file,
+)
 from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage
@@ -33,31 +34,32 @@ from adapter.targets import StaticTargets, Target, TargetSource
 log = logging.getLogger(__name__)
 
 
-async def start_sources(config: Config) -> tuple[TargetSource, list[PodDiscovery]]:
+async def start_sources(
+    targets: Sequence[TargetConfig],
+    discovery: DiscoveryConfig,
+    fallback_kubeconfig: str | None,
+    stack: contextlib.AsyncExitStack,
+) -> TargetSource:
     """Static targets plus every configured pod discovery, as one source.
 
-    Discoveries connect here, so an unusable Kubernetes configuration fails at start.
+    Discoveries connect here, so an unusable Kubernetes configuration fails at start; each is
+    closed by ``stack``. Discovery uses ``discovery.kubeconfig``, else ``fallback_kubeconfig``
+    (auth's), else in-cluster / the default kubeconfig.
     """
-    kubeconfig = config.discovery.kubeconfig or config.auth.kubeconfig
-    discoveries: list[PodDiscovery] = []
-    try:
-        for settings in config.discovery.kubernetes:
-            discoveries.append(await discovery_from_config(settings, kubeconfig))
-    except BaseException:
-        for discovery in discoveries:
-            await discovery.close()
-        raise
-    if not discoveries:
-        return static_source(config), []
-    sources: list[TargetSource] = [*discoveries]
-    if config.targets:
-        sources.insert(0, static_source(config))
-    return (sources[0] if len(sources) == 1 else CombinedTargets(sources)), discoveries
+    kubeconfig = discovery.kubeconfig or fallback_kubeconfig
+    sources: list[TargetSource] = [static_source(targets)] if targets else []
+    for settings in discovery.kubernetes:
+        pods = await discovery_from_config(settings, kubeconfig)
+        stack.push_async_callback(pods.close)
+        sources.append(pods)
+    if not sources:
+        return static_source(())
+    return sources[0] if len(sources) == 1 else CombinedTargets(sources)
 
 
-def static_source(config: Config) -> StaticTargets:
+def static_source(targets: Iterable[TargetConfig]) -> StaticTargets:
     return StaticTargets(
-        Target.create(t.url, t.kind, t.labels, t.scrape_interval_seconds) for t in config.targets
+        Target.create(t.url, t.kind, t.labels, t.scrape_interval_seconds) for t in targets
     )
 
 
@@ -129,14 +131,12 @@ async def start_auth(settings: AuthConfig) -> AuthSetup | None:
 
 def build_app(
     pipeline: Pipeline,
-    config: Config,
+    max_age_seconds: float,
     metrics: SelfMetrics,
     *,
     auth: DelegatedAuth | None = None,
 ) -> web.Application:
-    provider = SnapshotProvider(
-        SERVED_METRICS, pipeline.snapshot, time.time, config.signals.max_age_seconds
-    )
+    provider = SnapshotProvider(SERVED_METRICS, pipeline.snapshot, time.time, max_age_seconds)
     # metrics observe outside auth, so 401/403 answers are counted too
     app = create_app(
         provider,
@@ -153,23 +153,30 @@ def build_app(
 async def running_service(
     config: Config, source: TargetSource | None = None
 ) -> AsyncIterator[RunningService]:
-    """Start scraping and serving; stop both on exit."""
-    metrics = SelfMetrics()
-    discoveries: list[PodDiscovery] = []
-    if source is None:
-        source, discoveries = await start_sources(config)
-    pipeline = Pipeline(
-        config,
-        source,
-        stages=(PredictiveStage(config),),
-        scrape_observer=metrics.observe_scrape,
-        on_target_removed=metrics.forget_target,
-    )
-    metrics.serve_snapshots(pipeline.snapshot)
-    auth_setup = await start_auth(config.auth)
-    try:
+    """Start scraping and serving; stop both on exit (in reverse order of starting)."""
+    async with contextlib.AsyncExitStack() as stack:
+        metrics = SelfMetrics()
+        if source is None:
+            source = await start_sources(
+                config.targets, config.discovery, config.auth.kubeconfig, stack
+            )
+        pipeline = Pipeline(
+            config.scrape,
+            config.signals,
+            source,
+            stages=(PredictiveStage(config.predictive),),
+            scrape_observer=metrics.observe_scrape,
+            on_target_removed=metrics.forget_target,
+        )
+        metrics.serve_snapshots(pipeline.snapshot)
+        auth_setup = await start_auth(config.auth)
+        if auth_setup is not None:
+            stack.push_async_callback(auth_setup.close)
         app = build_app(
-            pipeline, config, metrics, auth=auth_setup.auth if auth_setup is not None else None
+            pipeline,
+            config.signals.max_age_seconds,
+            metrics,
+            auth=auth_setup.auth if auth_setup is not None else None,
         )
         ssl_context = make_server_ssl_context(
             config.tls.cert_file,
@@ -178,29 +185,21 @@ async def running_service(
             client_ca_data=auth_setup.client_ca_pem if auth_setup is not None else None,
         )
         runner = await start_server(app, config.listen, ssl_context)
-    except BaseException:
-        if auth_setup is not None:
-            await auth_setup.close()
-        for discovery in discoveries:
-            await discovery.close()
-        raise
-    port = bound_port(runner)
-    task = asyncio.create_task(pipeline.run(), name="pipeline")
-    log.info(
-        "serving external.metrics.k8s.io/v1beta1",
-        extra={"listen": config.listen, "port": port, "targets": len(config.targets)},
-    )
-    try:
+        stack.push_async_callback(runner.cleanup)
+        port = bound_port(runner)
+        task = asyncio.create_task(pipeline.run(), name="pipeline")
+        stack.push_async_callback(_stop, task)
+        log.info(
+            "serving external.metrics.k8s.io/v1beta1",
+            extra={"listen": config.listen, "port": port, "targets": len(config.targets)},
+        )
         yield RunningService(pipeline, app, runner, port)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task  # a pipeline failure was logged and failed /livez already
-        await runner.cleanup()
-        if auth_setup is not None:
-            await auth_setup.close()
-        for discovery in discoveries:
-            await discovery.close()
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task  # a pipeline failure was logged and failed /livez already
 
 
 async def serve_forever(config: Config) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from loadtest.prometheus import PrometheusProcess, PrometheusStartError
-from loadtest.triton_server import DEMO_MODELS, TritonProcess, TritonStartError
+from loadtest.harness.prometheus import PrometheusProcess, PrometheusStartError
+from loadtest.harness.triton_server import DEMO_MODELS, TritonProcess, TritonStartError
 
 PrometheusFactory = Callable[..., PrometheusProcess]
 

@@ -24,7 +24,7 @@ and ``DelegatingAuthorizationOptions`` with their defaults). Per request:
    decisions are cached for ``cache_seconds``; a failed review is a 500, never an allow.
 
 The Kubernetes calls sit behind :class:`ReviewClient` (the kubernetes-asyncio implementation
-is :mod:`adapter.api.kube_client`); handlers never see identity headers or tokens.
+is :mod:`adapter.kube.reviews`); handlers never see identity headers or tokens.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -47,95 +47,35 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from multidict import CIMultiDict, MultiMapping
 
 from adapter.api import status
+from adapter.kube.reviews import (
+    ANONYMOUS,
+    AUTHENTICATED_GROUP,
+    MASTERS_GROUP,
+    UNAUTHENTICATED_GROUP,
+    AccessDecision,
+    RequestAttributes,
+    RequestHeaderConfig,
+    ReviewClient,
+    ReviewError,
+    TokenReviewResult,
+    UserInfo,
+    request_attributes,
+)
 
 __all__ = [
-    "ANONYMOUS",
-    "AUTHENTICATED_GROUP",
-    "CONFIG_MAP",
-    "DEFAULT_ALWAYS_ALLOW_PATHS",
-    "DEFAULT_EXTRA_HEADERS_PREFIXES",
-    "DEFAULT_GROUP_HEADERS",
-    "DEFAULT_USERNAME_HEADERS",
-    "MASTERS_GROUP",
     "USER_KEY",
-    "AccessDecision",
     "AuthenticationError",
     "DelegatedAuth",
     "PeerCertificate",
-    "RequestAttributes",
-    "RequestHeaderConfig",
-    "RequestHeaderConfigError",
-    "ReviewClient",
-    "ReviewError",
-    "TokenReviewResult",
-    "UserInfo",
     "bearer_token",
     "forbidden_message",
     "front_proxy_rejection",
-    "request_attributes",
-    "request_header_config_from_config_map",
-    "request_header_config_from_file",
-    "subject_access_review",
-    "token_review",
     "user_from_headers",
 ]
 
 log = logging.getLogger(__name__)
 
-ANONYMOUS_USER = "system:anonymous"
-UNAUTHENTICATED_GROUP = "system:unauthenticated"
-AUTHENTICATED_GROUP = "system:authenticated"
-MASTERS_GROUP = "system:masters"
-
-DEFAULT_USERNAME_HEADERS = ("X-Remote-User",)
-DEFAULT_GROUP_HEADERS = ("X-Remote-Group",)
-DEFAULT_EXTRA_HEADERS_PREFIXES = ("X-Remote-Extra-",)
-DEFAULT_ALWAYS_ALLOW_PATHS = (
-    "/healthz",
-    "/healthz/*",
-    "/livez",
-    "/livez/*",
-    "/readyz",
-    "/readyz/*",
-)
-"""Go allows the three exact paths; the per-check subpaths (``/readyz/ping``) are added here
-because they reveal nothing more than the endpoint itself."""
-
-DEFAULT_CACHE_SECONDS = 10.0
 _CACHE_MAX_ENTRIES = 4096
-
-CONFIG_MAP = "kube-system/extension-apiserver-authentication"
-
-
-# --- identities ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class UserInfo:
-    """Who made a request. Hashable (``extra`` is sorted pairs) so it can key caches."""
-
-    name: str
-    uid: str = ""
-    groups: tuple[str, ...] = ()
-    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
-
-    @classmethod
-    def create(
-        cls,
-        name: str,
-        *,
-        uid: str = "",
-        groups: Iterable[str] = (),
-        extra: Mapping[str, Iterable[str]] | None = None,
-    ) -> UserInfo:
-        pairs = tuple(sorted((key, tuple(values)) for key, values in (extra or {}).items()))
-        return cls(name, uid, tuple(groups), pairs)
-
-    def extra_dict(self) -> dict[str, list[str]]:
-        return {key: list(values) for key, values in self.extra}
-
-
-ANONYMOUS = UserInfo(ANONYMOUS_USER, groups=(UNAUTHENTICATED_GROUP,))
 
 USER_KEY = web.RequestKey[UserInfo]("user")
 """The authenticated user, on the request the handlers receive (delegated mode only)."""
@@ -149,117 +89,6 @@ def _with_authenticated_group(user: UserInfo) -> UserInfo:
 
 
 # --- front-proxy (request-header) authentication -------------------------------------------
-
-
-class RequestHeaderConfigError(ValueError):
-    """The request-header settings (file or ConfigMap) are unusable; the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class RequestHeaderConfig:
-    """What the front proxy (kube-aggregator) authenticates with and which headers it sets.
-
-    ``client_ca_pem`` must be exactly what the serving TLS context trusts for client
-    certificates: a certificate the handshake verified is then one this CA issued.
-    """
-
-    client_ca_pem: str
-    allowed_names: tuple[str, ...] = ()
-    username_headers: tuple[str, ...] = DEFAULT_USERNAME_HEADERS
-    group_headers: tuple[str, ...] = DEFAULT_GROUP_HEADERS
-    extra_headers_prefixes: tuple[str, ...] = DEFAULT_EXTRA_HEADERS_PREFIXES
-    source: str = "configuration"
-
-    def identity_header_names(self) -> tuple[str, ...]:
-        return (*self.username_headers, *self.group_headers)
-
-
-def _check_ca_pem(pem: str, source: str) -> None:
-    try:
-        certificates = x509.load_pem_x509_certificates(pem.encode())
-    except ValueError as exc:
-        raise RequestHeaderConfigError(
-            f"{source}: not a PEM bundle of CA certificates ({exc})"
-        ) from None
-    if not certificates:
-        raise RequestHeaderConfigError(f"{source}: holds no certificate")
-
-
-def request_header_config_from_file(
-    ca_file: str,
-    *,
-    allowed_names: Sequence[str] = (),
-    username_headers: Sequence[str] = DEFAULT_USERNAME_HEADERS,
-    group_headers: Sequence[str] = DEFAULT_GROUP_HEADERS,
-    extra_headers_prefixes: Sequence[str] = DEFAULT_EXTRA_HEADERS_PREFIXES,
-    setting: str = "auth.requestheader_client_ca_file",
-) -> RequestHeaderConfig:
-    """Read the front-proxy CA from ``ca_file``; errors name ``setting`` and the path."""
-    source = f"{setting} {ca_file!r}"
-    try:
-        with open(ca_file, encoding="utf-8") as handle:
-            pem = handle.read()
-    except OSError as exc:
-        raise RequestHeaderConfigError(f"{source}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise RequestHeaderConfigError(f"{source}: not a PEM (text) file") from None
-    _check_ca_pem(pem, source)
-    return RequestHeaderConfig(
-        client_ca_pem=pem,
-        allowed_names=tuple(allowed_names),
-        username_headers=tuple(username_headers),
-        group_headers=tuple(group_headers),
-        extra_headers_prefixes=tuple(extra_headers_prefixes),
-        source=source,
-    )
-
-
-def _json_strings(data: Mapping[str, str], key: str) -> tuple[str, ...]:
-    """Go's ``deserializeStrings``: a JSON array of strings; empty or absent means none."""
-    text = data.get(key, "")
-    if not text:
-        return ()
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RequestHeaderConfigError(
-            f"ConfigMap {CONFIG_MAP}: {key} is not JSON ({exc.msg}): {text!r}"
-        ) from None
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise RequestHeaderConfigError(
-            f"ConfigMap {CONFIG_MAP}: {key} must be a JSON array of strings, got {text!r}"
-        )
-    return tuple(value)
-
-
-def request_header_config_from_config_map(data: Mapping[str, str]) -> RequestHeaderConfig:
-    """Parse the ``data`` of ``kube-system/extension-apiserver-authentication`` (§2.3)."""
-    pem = data.get("requestheader-client-ca-file", "")
-    if not pem.strip():
-        raise RequestHeaderConfigError(
-            f"ConfigMap {CONFIG_MAP} has no requestheader-client-ca-file: the kube-apiserver "
-            "runs without --requestheader-client-ca-file, so the aggregator cannot "
-            "authenticate to this adapter; set auth.requestheader_client_ca_file or run "
-            "with auth.mode: none"
-        )
-    _check_ca_pem(pem, f"ConfigMap {CONFIG_MAP} key requestheader-client-ca-file")
-    username_headers = _json_strings(data, "requestheader-username-headers")
-    if not username_headers:
-        raise RequestHeaderConfigError(
-            f"ConfigMap {CONFIG_MAP} lists no requestheader-username-headers; front-proxy "
-            "users could never be recognised (the kube-apiserver needs "
-            "--requestheader-username-headers=X-Remote-User)"
-        )
-    return RequestHeaderConfig(
-        client_ca_pem=pem,
-        allowed_names=_json_strings(data, "requestheader-allowed-names"),
-        username_headers=username_headers,
-        group_headers=_json_strings(data, "requestheader-group-headers"),
-        extra_headers_prefixes=_json_strings(data, "requestheader-extra-headers-prefix"),
-        source=f"ConfigMap {CONFIG_MAP}",
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,167 +199,8 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     return parts[1]
 
 
-# --- request attributes (Go's RequestInfoFactory) -------------------------------------------
-
-_API_PREFIXES = frozenset({"api", "apis"})
-_GROUPLESS_API_PREFIXES = frozenset({"api"})
-_SPECIAL_VERBS = frozenset({"proxy", "watch"})
-_SPECIAL_VERBS_NO_SUBRESOURCES = frozenset({"proxy"})
-_NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
-_RESOURCE_VERBS = {
-    "POST": "create",
-    "GET": "get",
-    "HEAD": "get",
-    "PUT": "update",
-    "PATCH": "patch",
-    "DELETE": "delete",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class RequestAttributes:
-    """What is authorised: ``authorizer.Attributes`` of the Go apiserver."""
-
-    user: UserInfo
-    verb: str
-    path: str
-    is_resource_request: bool = False
-    api_group: str = ""
-    api_version: str = ""
-    namespace: str = ""
-    resource: str = ""
-    subresource: str = ""
-    name: str = ""
-
-
-def request_attributes(
-    user: UserInfo, method: str, path: str, query: Mapping[str, str]
-) -> RequestAttributes:
-    """``RequestInfoFactory.NewRequestInfo`` for our paths.
-
-    ``GET /apis/external.metrics.k8s.io/v1beta1/namespaces/prod/triton_queue_depth`` is a
-    resource request: group ``external.metrics.k8s.io``, version ``v1beta1``, namespace
-    ``prod``, resource ``triton_queue_depth`` and, having no name, verb ``list``. Shorter
-    paths (``/apis``, ``/apis/<group>/<version>``, ``/openapi/v2``) are non-resource
-    requests whose verb is the lower-cased method.
-    """
-    non_resource = RequestAttributes(user, method.lower(), path)
-    parts = path.strip("/").split("/") if path.strip("/") else []
-    if len(parts) < 3 or parts[0] not in _API_PREFIXES:
-        return non_resource
-    prefix, parts = parts[0], parts[1:]
-    group = ""
-    if prefix not in _GROUPLESS_API_PREFIXES:
-        if len(parts) < 3:
-            return non_resource
-        group, parts = parts[0], parts[1:]
-    version, parts = parts[0], parts[1:]
-    if parts[0] in _SPECIAL_VERBS:
-        if len(parts) < 2:  # Go answers an error; authorise it as the path it is
-            return non_resource
-        verb, parts = parts[0], parts[1:]
-    else:
-        verb = _RESOURCE_VERBS.get(method.upper(), "")
-    namespace = ""
-    if parts[0] == "namespaces" and len(parts) > 1:
-        namespace = parts[1]
-        if len(parts) > 2 and parts[2] not in _NAMESPACE_SUBRESOURCES:
-            parts = parts[2:]
-    resource = parts[0] if parts else ""
-    name = parts[1] if len(parts) >= 2 else ""
-    subresource = parts[2] if len(parts) >= 3 and verb not in _SPECIAL_VERBS_NO_SUBRESOURCES else ""
-    if not name and verb == "get":
-        watch = query.get("watch")
-        verb = "list" if watch is None or watch.lower() in ("false", "0") else "watch"
-    if not name and verb == "delete":
-        verb = "deletecollection"
-    return RequestAttributes(
-        user,
-        verb,
-        path,
-        is_resource_request=True,
-        api_group=group,
-        api_version=version,
-        namespace=namespace,
-        resource=resource,
-        subresource=subresource,
-        name=name,
-    )
-
-
-# --- wire bodies ----------------------------------------------------------------------------
-
-
-def subject_access_review(attributes: RequestAttributes) -> dict[str, Any]:
-    """The SubjectAccessReview the Go webhook authorizer posts (empty fields omitted)."""
-    user = attributes.user
-    spec: dict[str, Any] = {"user": user.name}
-    if user.uid:
-        spec["uid"] = user.uid
-    if user.groups:
-        spec["groups"] = list(user.groups)
-    if user.extra:
-        spec["extra"] = user.extra_dict()
-    if attributes.is_resource_request:
-        resource_fields = {
-            "namespace": attributes.namespace,
-            "verb": attributes.verb,
-            "group": attributes.api_group,
-            "version": attributes.api_version,
-            "resource": attributes.resource,
-            "subresource": attributes.subresource,
-            "name": attributes.name,
-        }
-        spec["resourceAttributes"] = {k: v for k, v in resource_fields.items() if v}
-    else:
-        spec["nonResourceAttributes"] = {"path": attributes.path, "verb": attributes.verb}
-    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
-
-
-def token_review(token: str) -> dict[str, Any]:
-    """The TokenReview body for ``token`` (no audiences: the API server's own)."""
-    return {
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenReview",
-        "spec": {"token": token},
-    }
-
-
-# --- the Kubernetes calls -------------------------------------------------------------------
-
-
-class ReviewError(Exception):
-    """The Kubernetes API did not answer a review; the message says what failed (no secrets)."""
-
-
 class AuthenticationError(Exception):
     """Every authenticator that had an opinion rejected the request (401)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TokenReviewResult:
-    """``status`` of a TokenReview: the user when authenticated, else the error (if any)."""
-
-    user: UserInfo | None
-    error: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class AccessDecision:
-    allowed: bool
-    reason: str = ""
-
-
-class ReviewClient(Protocol):
-    """TokenReview and SubjectAccessReview against the Kubernetes API."""
-
-    async def review_token(self, token: str) -> TokenReviewResult:
-        """Raises ReviewError when the API cannot be asked or does not answer."""
-        ...
-
-    async def review_access(self, attributes: RequestAttributes) -> AccessDecision:
-        """Raises ReviewError when the API cannot be asked or does not answer."""
-        ...
 
 
 # --- caches ---------------------------------------------------------------------------------
@@ -648,8 +318,8 @@ class DelegatedAuth:
         reviews: ReviewClient,
         request_header: RequestHeaderConfig | None,
         *,
-        cache_seconds: float = DEFAULT_CACHE_SECONDS,
-        always_allow_paths: Sequence[str] = DEFAULT_ALWAYS_ALLOW_PATHS,
+        cache_seconds: float,
+        always_allow_paths: Sequence[str],
         always_allow_groups: Sequence[str] = (MASTERS_GROUP,),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

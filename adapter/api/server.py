@@ -34,8 +34,8 @@ from aiohttp.typedefs import Handler, Middleware
 
 from adapter.api import openapi, status
 from adapter.api.auth import DelegatedAuth
-from adapter.api.quantity import format_quantity
-from adapter.api.selectors import Selector, SelectorError
+from adapter.kube.quantity import format_quantity
+from adapter.kube.selectors import Selector, SelectorError
 from adapter.provider import (
     ExternalMetricsProvider,
     ExternalMetricValue,

@@ -26,22 +26,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from adapter.config import parse_listen
+
 __all__ = [
-    "ListenAddressError",
     "bound_port",
     "generate_self_signed",
     "make_server_ssl_context",
-    "parse_listen",
     "start_server",
 ]
 
 _DEFAULT_HOSTNAMES = ("localhost",)
 _DEFAULT_IPS = ("127.0.0.1", "::1")
 _SELF_SIGNED_VALIDITY = datetime.timedelta(days=365)
-
-
-class ListenAddressError(ValueError):
-    """``--listen`` is not ``HOST:PORT``."""
 
 
 def generate_self_signed(hostnames: Sequence[str]) -> tuple[bytes, bytes]:
@@ -168,31 +164,6 @@ def make_server_ssl_context(
             raise ValueError(f"TLS: cannot load client CA from {where}: {exc}") from exc
         context.verify_mode = ssl.CERT_OPTIONAL
     return context
-
-
-def parse_listen(listen: str) -> tuple[str | None, int]:
-    """``HOST:PORT`` -> (host, port); ``[::1]:6443`` for IPv6; ``:6443`` = all interfaces."""
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not port_text.isdigit():
-        raise ListenAddressError(
-            f"listen address {listen!r} must be HOST:PORT (e.g. 0.0.0.0:6443 or [::]:6443)"
-        )
-    port = int(port_text)
-    if port > 65535:
-        raise ListenAddressError(f"listen address {listen!r}: port {port} is above 65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError as exc:
-            raise ListenAddressError(
-                f"listen address {listen!r}: {host!r} is not an IPv6 address"
-            ) from exc
-    elif ":" in host:
-        raise ListenAddressError(
-            f"listen address {listen!r}: write IPv6 hosts in brackets, e.g. [::1]:{port}"
-        )
-    return (host or None), port
 
 
 async def start_server(

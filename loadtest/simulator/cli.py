@@ -1,0 +1,329 @@
+"""``tritonscale simulate``: replay a trace against the autoscaling policies in closed loop.
+
+Example::
+
+    tritonscale simulate --trace AzureLLMInferenceTrace_conv_2023.csv --capacity 1 --slo 5 \\
+        --cold-start 120 --policy all --json out.json --plot out.png
+
+Exit codes: 0 success, 2 bad input (flag, trace file, output path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from loadtest.simulator.controllers import POLICY_NAMES, TritonscaleTuning
+from loadtest.simulator.engine import SimParams, check_number
+from loadtest.simulator.run import build_workload, choose_model, run_policies, summary_json
+from loadtest.simulator.traces import FORMATS, TraceError, detect_format, load_trace, scale_trace
+from policies.forecast import FORECASTER_NAMES
+from policies.predictive import settings_default
+
+PROG = "tritonscale simulate"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(
+    flag: str,
+    kind: type[int] | type[float],
+    minimum: float,
+    *,
+    strict: bool,
+    maximum: float | None = None,
+) -> Callable[[str], float]:
+    """An argparse ``type``: parse ``kind`` and check the bounds; errors name ``flag``."""
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        try:
+            check_number(flag, value, minimum, strict=strict, maximum=maximum)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description=(
+            "Closed-loop simulation of autoscaling policies on a request trace: replicas with a "
+            "per-replica capacity, a FIFO queue, cold start, the adapter's scrape, the HPA's "
+            "exact algorithm and sync period. Prints a table; writes JSON and a plot on request."
+        ),
+    )
+    p.add_argument("--trace", required=True, metavar="FILE", help="trace file (or directory)")
+    p.add_argument(
+        "--format", default="auto", choices=("auto", *FORMATS), help="trace format (auto)"
+    )
+    p.add_argument(
+        "--policy",
+        default="all",
+        metavar="NAME[,NAME...]|all",
+        help=f"policies to compare: {', '.join(POLICY_NAMES)} (default all)",
+    )
+    p.add_argument(
+        "--capacity",
+        required=True,
+        type=_number("--capacity", float, 0, strict=True),
+        metavar="RPS",
+        help="requests/s one replica serves (work 1)",
+    )
+    p.add_argument(
+        "--slo",
+        required=True,
+        type=_number("--slo", float, 0, strict=True),
+        metavar="S",
+        help="queue-wait objective per request, seconds",
+    )
+    p.add_argument(
+        "--cold-start",
+        default=settings_default("cold_start_seconds"),
+        type=_number("--cold-start", float, 0, strict=False),
+        metavar="S",
+        help="scale-up to Ready, seconds (default: the service's cold_start_seconds, 120)",
+    )
+    p.add_argument(
+        "--sync-period",
+        default=15.0,
+        type=_number("--sync-period", float, 0, strict=True),
+        metavar="S",
+        help="HPA sync period, seconds (15)",
+    )
+    p.add_argument(
+        "--scrape-interval",
+        default=1.0,
+        type=_number("--scrape-interval", float, 0, strict=True),
+        metavar="S",
+        help="adapter scrape interval, seconds (1)",
+    )
+    p.add_argument(
+        "--min-replicas",
+        default=1,
+        type=_number("--min-replicas", int, 0, strict=False),
+        metavar="N",
+        help="(1)",
+    )
+    p.add_argument(
+        "--max-replicas",
+        default=100,
+        type=_number("--max-replicas", int, 0, strict=False),
+        metavar="N",
+        help="(100)",
+    )
+    p.add_argument(
+        "--time-scale",
+        default=1.0,
+        type=_number("--time-scale", float, 0, strict=True),
+        metavar="X",
+        help="replay X times faster (1)",
+    )
+    p.add_argument(
+        "--rate-scale",
+        default=1.0,
+        type=_number("--rate-scale", float, 0, strict=True),
+        metavar="X",
+        help="multiply the arrival rate by X (1)",
+    )
+    p.add_argument("--seed", default=0, type=int, metavar="N", help="seed of every random draw (0)")
+    p.add_argument(
+        "--model",
+        default="auto",
+        choices=("auto", "request", "fluid"),
+        help="queue model: per-request, fluid, or auto by trace size (auto)",
+    )
+    p.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="write a plot of load, replicas and queue")
+    p.add_argument(
+        "--workers",
+        type=_number("--workers", int, 0, strict=False),
+        metavar="N",
+        help="processes for the policies (default: CPU count)",
+    )
+    tuning = p.add_argument_group("tritonscale tuning (policies.predictive.PredictiveSettings)")
+    defaults = TritonscaleTuning()
+    tuning.add_argument(
+        "--quantile",
+        type=_number("--quantile", float, 0, strict=True, maximum=1),
+        default=defaults.quantile,
+        help=f"calibrated headroom coverage ({defaults.quantile})",
+    )
+    tuning.add_argument(
+        "--forecaster",
+        default=defaults.forecaster,
+        choices=FORECASTER_NAMES,
+        help=f"({defaults.forecaster})",
+    )
+    tuning.add_argument(
+        "--predictive-step",
+        type=_number("--predictive-step", float, 0, strict=True),
+        metavar="S",
+        help="policy step, seconds (default: --sync-period)",
+    )
+    tuning.add_argument(
+        "--scale-down-delay",
+        type=_number("--scale-down-delay", float, 0, strict=False),
+        default=defaults.scale_down_delay_seconds,
+        metavar="S",
+        help=f"scale_down_delay_seconds ({defaults.scale_down_delay_seconds:g})",
+    )
+    tuning.add_argument(
+        "--hpa-scale-down-stabilization",
+        type=_number("--hpa-scale-down-stabilization", int, 0, strict=False),
+        default=defaults.hpa_scale_down_stabilization_seconds,
+        metavar="S",
+        help="the tritonscale HPA's behavior.scaleDown.stabilizationWindowSeconds"
+        f" ({defaults.hpa_scale_down_stabilization_seconds})",
+    )
+    return p
+
+
+def _policies(text: str) -> list[str]:
+    if text.strip() == "all":
+        return list(POLICY_NAMES)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError("--policy needs at least one name")
+    unknown = [n for n in names if n not in POLICY_NAMES]
+    if unknown:
+        raise ValueError(
+            f"--policy: unknown {', '.join(map(repr, unknown))}; choose from "
+            f"{', '.join(POLICY_NAMES)} or all"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _check_output(flag: str, path: str | None) -> None:
+    if path is None:
+        return
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {path}: directory {parent} does not exist")
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    rows = [("policy", "SLO met", "violating", "p99 wait s", "replica-h", "x oracle", "events")]
+    for name, r in summary["policies"].items():
+        att = r["slo_attainment"]
+        p99 = r["p99_queue_seconds"]
+        ratio = r["cost_vs_oracle"]
+        rows.append(
+            (
+                name,
+                "n/a" if att is None else f"{100 * att:.3f}%",
+                f"{r['violating_requests']:.0f}",
+                "inf" if p99 is None else f"{p99:.2f}",
+                f"{r['replica_seconds'] / 3600:.1f}",
+                "n/a" if ratio is None else f"{ratio:.3f}",
+                str(r["scale_events"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for i, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        names = _policies(args.policy)
+        params = SimParams(
+            capacity_rps=args.capacity,
+            slo_seconds=args.slo,
+            cold_start_seconds=args.cold_start,
+            sync_period_seconds=args.sync_period,
+            scrape_interval_seconds=args.scrape_interval,
+            min_replicas=args.min_replicas,
+            max_replicas=args.max_replicas,
+        )
+        tuning = TritonscaleTuning(
+            step_seconds=args.predictive_step,
+            forecaster=args.forecaster,
+            quantile=args.quantile,
+            scale_down_delay_seconds=args.scale_down_delay,
+            hpa_scale_down_stabilization_seconds=args.hpa_scale_down_stabilization,
+        )
+        if args.predictive_step is not None:
+            params.ticks(args.predictive_step, "--predictive-step")
+        _check_output("--json", args.json)
+        _check_output("--plot", args.plot)
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        fmt = detect_format(args.trace) if args.format == "auto" else args.format
+        trace = load_trace(args.trace, fmt)
+    except TraceError as err:
+        parser.error(str(err))
+    rng = np.random.default_rng(args.seed)
+    trace = scale_trace(trace, time_scale=args.time_scale, rate_scale=args.rate_scale, rng=rng)
+    model = choose_model(trace, args.model)
+    workload = build_workload(trace, model, rng, params.tick_seconds)
+    if workload.n_requests == 0:
+        parser.error(f"{args.trace}: empty trace after scaling (no requests)")
+    output = run_policies(workload, params, names, model, tuning=tuning, workers=args.workers)
+    summary = summary_json(
+        output,
+        trace={"path": str(args.trace), "format": fmt, "name": trace.name},
+        params=params,
+        extra_params={
+            "policies": names,
+            "seed": args.seed,
+            "time_scale": args.time_scale,
+            "rate_scale": args.rate_scale,
+            "tritonscale": {
+                "step_seconds": args.predictive_step or args.sync_period,
+                "forecaster": args.forecaster,
+                "quantile": args.quantile,
+                "scale_down_delay_seconds": args.scale_down_delay,
+                "hpa_scale_down_stabilization_seconds": args.hpa_scale_down_stabilization,
+                "hpa_scale_up_tolerance": tuning.scale_up_tolerance,
+            },
+        },
+    )
+    print(
+        f"{trace.name}: {workload.n_requests} requests over {workload.duration / 3600:.2f} h "
+        f"({model} model, {output.wall_seconds:.1f} s)"
+    )
+    print(format_table(summary))
+    try:
+        if args.json:
+            Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        if args.plot:
+            from loadtest.simulator.plot import plot_run
+
+            plot_run(
+                output, args.plot, f"{trace.name}: D={args.cold_start:g} s, SLO={args.slo:g} s"
+            )
+    except OSError as err:
+        print(f"{PROG}: error: cannot write output: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The predictive policy as an operator configures it: one set of defaults, one builder.
+
+The service (``adapter/predictive.py``) and the simulator (``loadtest/simulator/controllers.py``)
+both build their policy with :func:`build_predictive_policy` from a :class:`PredictiveSettings`,
+so the two run the same code with the same defaults and cannot drift. The horizon is derived
+here, once: a replica asked for now serves only after its cold start, and the HPA acts on a
+value up to one sync period after it is published, so the policy plans
+``cold_start_seconds + hpa_sync_period_seconds`` ahead.
+
+``PredictivePolicy.step`` (one call per ``step_seconds``):
+
+1. update the arrival-rate forecaster and the calibrated headroom with the new rate;
+2. forecast the rate ``horizon_seconds`` ahead: point, and upper = point + calibrated margin
+   (the model's own bound until the headroom has enough samples; the point alone when
+   ``use_headroom`` is False);
+3. load = max(upper, current rate) (never plan below what arrives now);
+4. raw = ceil(replicas_for_load(load, queue depth, sizing)) (:mod:`policies.sizing`);
+5. burst guard (panic when the current rate > ``panic_factor`` x current capacity): while in
+   panic the desired count may not fall below the previous decision;
+6. scale-down damping: desired = max of raw over the last ``scale_down_delay_seconds``
+   (monotonic deque, O(1) amortised), so decreases are delayed and increases are immediate.
+   Warm start: on the first step the window is seeded with the replicas running now (like
+   Knative starting in panic), so a restarted policy holds the deployment for the delay
+   instead of cutting it on one step of data;
+7. clamp to [min_replicas, max_replicas].
+
+``queue_depth_forecast = max(0, depth + (forecast rate - capacity of the current replicas) *
+horizon_seconds)``: the backlog expected at the horizon if nothing changes. It is reported, not
+used for sizing (the current depth is).
+
+Without a per-replica capacity (``capacity_rps`` None) the policy still forecasts, but its
+replica counts and queue forecast mean nothing: :attr:`PredictiveSettings.sizes_replicas` is
+False and callers publish the forecast only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from policies.burst import BurstGuard
+from policies.forecast import FORECASTER_NAMES, Forecast, Forecaster, make_forecaster
+from policies.headroom import QuantileHeadroom
+from policies.sizing import SizingParams, replicas_for_load
+from policies.window import WindowMax
+
+_PLACEHOLDER_CAPACITY_RPS = 1.0
+"""Sizes nothing: stands in for an unknown capacity so the forecast can still run."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PredictiveSettings:
+    """Settings of one predictive policy (seconds, requests/s; keyword-only).
+
+    These defaults are the only ones: the service's config and the simulator take theirs
+    from here. The policy defaults (holt, quantile 0.98, scale-down delay 60 s) are the best
+    single setting of the closed-loop evaluation over every trace in BENCHMARKS.md.
+
+    step_seconds: the policy decides once per step, on the mean arrival rate over the step.
+    cold_start_seconds: a new replica's time to Ready; hpa_sync_period_seconds: the HPA's
+    ``--horizontal-pod-autoscaler-sync-period``; together they make the horizon.
+    quantile: coverage of the calibrated upper bound on the forecast rate.
+    slo_seconds: target queue wait; capacity_rps: requests/s one replica serves within it
+    (None: forecast only). scale_down_delay_seconds: desired may only fall to the max of the
+    raw recommendations over this window (the HPA's own scaleDown stabilisation should then
+    be 0, or the two holds add up). forecaster_params: extra parameters for
+    :func:`policies.forecast.make_forecaster`. headroom_window: forecast errors kept.
+    """
+
+    step_seconds: float = 15.0
+    cold_start_seconds: float = 120.0
+    hpa_sync_period_seconds: float = 15.0
+    forecaster: str = "holt"
+    forecaster_params: Mapping[str, float] = field(default_factory=dict)
+    quantile: float = 0.98
+    use_headroom: bool = True
+    headroom_window: int = 512
+    slo_seconds: float = 0.5
+    capacity_rps: float | None = None
+    min_replicas: int = 1
+    max_replicas: int = 100
+    panic_factor: float = 2.0
+    panic_hold_seconds: float = 60.0
+    scale_down_delay_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("step_seconds", "hpa_sync_period_seconds", "slo_seconds"):
+            _require(name, getattr(self, name), "a finite number > 0", lambda v: v > 0)
+        for name in ("cold_start_seconds", "panic_hold_seconds", "scale_down_delay_seconds"):
+            _require(name, getattr(self, name), "a finite number >= 0", lambda v: v >= 0)
+        _require("quantile", self.quantile, "in (0, 1)", lambda v: 0 < v < 1)
+        _require("panic_factor", self.panic_factor, "a finite number > 1", lambda v: v > 1)
+        if self.capacity_rps is not None:
+            _require("capacity_rps", self.capacity_rps, "a finite number > 0", lambda v: v > 0)
+        if self.forecaster not in FORECASTER_NAMES:
+            raise ValueError(
+                f"forecaster must be one of {', '.join(FORECASTER_NAMES)}, got {self.forecaster!r}"
+            )
+        if self.headroom_window < 1:
+            raise ValueError(f"headroom_window must be >= 1, got {self.headroom_window}")
+        if self.min_replicas < 0:
+            raise ValueError(f"min_replicas must be >= 0, got {self.min_replicas}")
+        if self.max_replicas < max(1, self.min_replicas):
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) must be >= 1 and >= min_replicas "
+                f"({self.min_replicas})"
+            )
+
+    @property
+    def horizon_seconds(self) -> float:
+        """How far ahead the policy plans: cold start + HPA sync period."""
+        return self.cold_start_seconds + self.hpa_sync_period_seconds
+
+    @property
+    def sizes_replicas(self) -> bool:
+        """True when the capacity is known, so replica counts and queue forecasts mean
+        something; False: publish the rate forecast only."""
+        return self.capacity_rps is not None
+
+    def sizing_params(self) -> SizingParams:
+        return SizingParams(
+            capacity_rps=self.capacity_rps or _PLACEHOLDER_CAPACITY_RPS,
+            slo_seconds=self.slo_seconds,
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+        )
+
+    def steps_for(self, seconds: float, *, at_least: int = 0) -> int:
+        """``seconds`` in whole steps, rounded up (a 1e-9 tolerance absorbs float noise)."""
+        return max(at_least, math.ceil(seconds / self.step_seconds - 1e-9))
+
+
+def _require(name: str, value: float, what: str, ok: Any) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and ok(value)):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def settings_default(name: str) -> Any:
+    """The default of :class:`PredictiveSettings` field ``name``, for the config and CLIs
+    that present these settings (so they show the one default, not a copy of it)."""
+    for settings_field in fields(PredictiveSettings):
+        if settings_field.name == name:
+            return settings_field.default
+    raise KeyError(f"PredictiveSettings has no field {name!r}")
+
+
+def build_predictive_policy(settings: PredictiveSettings) -> PredictivePolicy:
+    """The one way the service and the simulator make a policy."""
+    return PredictivePolicy(settings)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One step's output.
+
+    desired_replicas: what to publish; arrival_forecast: the forecaster's point and own bound
+    (req/s, at the horizon); arrival_upper: the rate actually planned for (after headroom);
+    queue_depth_forecast: requests expected queued at the horizon if capacity stays (NaN when
+    the depth is unknown); panic: burst guard state.
+    """
+
+    desired_replicas: int
+    arrival_forecast: Forecast
+    arrival_upper: float
+    queue_depth_forecast: float
+    panic: bool
+
+
+class PredictivePolicy:
+    """Forecast-driven replica recommendation with calibrated headroom (see module docstring)."""
+
+    def __init__(self, settings: PredictiveSettings) -> None:
+        self.settings = settings
+        self.sizing = settings.sizing_params()
+        self.horizon_steps = settings.steps_for(settings.horizon_seconds, at_least=1)
+        self.forecaster: Forecaster = make_forecaster(
+            settings.forecaster, settings.step_seconds, **dict(settings.forecaster_params)
+        )
+        self.headroom = QuantileHeadroom(
+            settings.quantile, self.horizon_steps, window=settings.headroom_window
+        )
+        self.burst = BurstGuard(
+            settings.panic_factor, settings.steps_for(settings.panic_hold_seconds)
+        )
+        # Window of the scale-down damping in steps, counting the current one.
+        self._damping = WindowMax(settings.steps_for(settings.scale_down_delay_seconds) + 1)
+        self._warm = False  # the damping window has been seeded with the running replicas
+        self._previous: Decision | None = None
+
+    @property
+    def previous(self) -> Decision | None:
+        return self._previous
+
+    def step(
+        self, arrival_rate: float, queue_depth: float, current_capacity_replicas: float
+    ) -> Decision:
+        """One step: rate (req/s), queue depth (requests), replicas now serving (may be frac.)."""
+        settings = self.settings
+        sizing = self.sizing
+        if math.isnan(arrival_rate):
+            # A missing step still advances the clocks (forecaster phase, headroom matching):
+            # a seasonal model would otherwise shift its season by one step per gap.
+            self.forecaster.update(math.nan)
+            self.headroom.step(math.nan, math.nan)
+            if self._previous is not None:
+                return self._previous
+            hold = current_capacity_replicas if math.isfinite(current_capacity_replicas) else 0
+            desired = min(sizing.max_replicas, max(sizing.min_replicas, math.ceil(hold)))
+            nan = math.nan
+            return Decision(desired, Forecast(nan, nan), nan, nan, False)
+        rate = max(0.0, arrival_rate)
+        self.forecaster.update(rate)
+        self.headroom.observe_actual(rate)
+        if self.forecaster.ready:
+            forecast = self.forecaster.forecast(self.horizon_steps)
+        else:
+            forecast = Forecast(rate, rate)
+        self.headroom.record_forecast(forecast.point)
+        if not settings.use_headroom:
+            upper = forecast.point
+        elif self.headroom.ready:
+            upper = self.headroom.upper(forecast.point)
+        else:
+            upper = forecast.upper
+        load = max(upper, rate)
+
+        capacity_now = max(0.0, current_capacity_replicas) * sizing.capacity_rps
+        drain = max(sizing.slo_seconds, settings.step_seconds)
+        raw = math.ceil(replicas_for_load(load, queue_depth, sizing, drain) - 1e-9)
+        if not self._warm:
+            self._warm = True
+            if math.isfinite(current_capacity_replicas):
+                # Warm start: what runs now counts as a recommendation made just before this
+                # step, so a fresh policy (adapter restart) cannot cut a running deployment
+                # before it has seen scale_down_delay_seconds of data.
+                self._damping.push(math.ceil(max(0.0, current_capacity_replicas) - 1e-9))
+        damped = self._damping.push(raw)
+        panic = self.burst.update(rate, capacity_now)
+        if panic and self._previous is not None:  # after damping: a hold does not compound
+            damped = max(damped, self._previous.desired_replicas)
+        desired = min(sizing.max_replicas, max(sizing.min_replicas, damped))
+
+        if math.isnan(queue_depth):
+            depth_forecast = math.nan
+        else:
+            depth_forecast = max(
+                0.0,
+                max(0.0, queue_depth) + (forecast.point - capacity_now) * settings.horizon_seconds,
+            )
+        decision = Decision(
+            desired_replicas=desired,
+            arrival_forecast=forecast,
+            arrival_upper=upper,
+            queue_depth_forecast=depth_forecast,
+            panic=panic,
+        )
+        self._previous = decision
+        return decision

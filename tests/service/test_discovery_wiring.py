@@ -1,0 +1,72 @@
+"""The whole service with Kubernetes pod discovery: pods come and go, series follow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+
+from adapter.config import load_config
+from adapter.service import running_service
+from tests.pipeline.test_targets import counter_server
+from tests.support.discovery_support import FakePodAPI, make_pod
+from tests.support.helpers import async_wait_until
+
+API = "/apis/external.metrics.k8s.io/v1beta1/namespaces/prod/triton_request_rate"
+
+
+async def test_discovered_pods_are_scraped_and_served(tmp_path: Path) -> None:
+    fake = FakePodAPI()
+    await fake.start()
+    runner, url = await counter_server(40)
+    metrics_port = int(url.split(":")[2].split("/")[0])
+    config = load_config(
+        None,
+        {
+            "listen": "127.0.0.1:0",
+            "scrape": {"interval_seconds": 0.2},
+            "signals": {"rate_window_seconds": 1},
+            "discovery": {
+                "kubeconfig": str(fake.write_kubeconfig(tmp_path / "kubeconfig")),
+                "kubernetes": [
+                    {"namespaces": ["prod"], "label_selector": "app=triton", "port": metrics_port}
+                ],
+            },
+        },
+    )
+    fake.put(make_pod("triton-7d9f8b6c5d-a", ip="127.0.0.1"))
+    fake.put(make_pod("other-1", ip="127.0.0.1", labels={"app": "other"}))  # not selected
+    try:
+        async with running_service(config) as service, aiohttp.ClientSession() as session:
+            base = f"https://127.0.0.1:{service.port}{API}"
+
+            async def served() -> tuple[int, list[dict[str, object]]]:
+                async with session.get(base, ssl=False) as response:
+                    body = await response.json()
+                    return response.status, body.get("items", [])
+
+            async def rate_served() -> bool:
+                status, items = await served()
+                return status == 200 and bool(items)
+
+            await async_wait_until(rate_served, timeout=15, message="rate of discovered pod")
+            _status, items = await served()
+            (item,) = items
+            assert item["metricLabels"] == {
+                "namespace": "prod",
+                "deployment": "triton",
+                "model": "m",
+            }
+            assert len(service.pipeline.targets) == 1  # the unselected pod is not a target
+
+            fake.delete("prod", "triton-7d9f8b6c5d-a")
+
+            async def gone() -> bool:
+                status, _items = await served()
+                return status == 404
+
+            await async_wait_until(gone, timeout=15, message="series gone with its pod")
+            assert not service.pipeline.targets
+    finally:
+        await runner.cleanup()
+        await fake.stop()
