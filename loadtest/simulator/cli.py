@@ -102,10 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sync-period",
-        default=15.0,
+        default=settings_default("hpa_sync_period_seconds"),
         type=_number("--sync-period", float, 0, strict=True),
         metavar="S",
-        help="HPA sync period, seconds (15)",
+        help="HPA sync period, seconds (%(default)g)",
     )
     p.add_argument(
         "--scrape-interval",
@@ -116,17 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--min-replicas",
-        default=1,
+        default=settings_default("min_replicas"),
         type=_number("--min-replicas", int, 0, strict=False),
         metavar="N",
-        help="(1)",
+        help="(%(default)d)",
     )
     p.add_argument(
         "--max-replicas",
-        default=100,
+        default=settings_default("max_replicas"),
         type=_number("--max-replicas", int, 0, strict=False),
         metavar="N",
-        help="(100)",
+        help="(%(default)d)",
     )
     p.add_argument(
         "--time-scale",

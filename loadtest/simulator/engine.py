@@ -42,6 +42,8 @@ from typing import Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from policies.predictive import settings_default
+
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 QueueModel = Literal["request", "fluid"]
@@ -77,10 +79,10 @@ class SimParams:
     capacity_rps: float
     slo_seconds: float
     cold_start_seconds: float
-    sync_period_seconds: float = 15.0
+    sync_period_seconds: float = settings_default("hpa_sync_period_seconds")
     scrape_interval_seconds: float = 1.0
-    min_replicas: int = 1
-    max_replicas: int = 100
+    min_replicas: int = settings_default("min_replicas")
+    max_replicas: int = settings_default("max_replicas")
     tick_seconds: float = 1.0
     initial_replicas: int | None = None
 
