@@ -86,7 +86,8 @@ def port_matches(rule_port: Obj, port: int, protocol: str, named: dict[str, int]
         return True
     if isinstance(wanted, str):  # a named port of the destination pod
         return named.get(wanted) == port
-    return int(wanted) <= port <= int(rule_port.get("endPort", wanted))
+    end = rule_port.get("endPort") or wanted
+    return int(wanted) <= port <= int(end)
 
 
 def admits(
