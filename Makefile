@@ -8,13 +8,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv test verify lint typecheck imports demo bench clean
+.PHONY: help system-deps venv lock test verify lint typecheck imports demo bench clean
 
 help:
 	@echo "make demo   - start a local Triton, load it, run tritonscale against it"
 	@echo "make test   - build everything from nothing and run the test suite"
 	@echo "make verify - ruff, mypy, import contracts, tests"
 	@echo "make bench  - run the benchmarks (figures and commands are kept in BENCHMARKS.md)"
+	@echo "make lock   - re-resolve requirements/runtime.lock (the image's hashed dependencies)"
 
 system-deps:
 	@need=""; \
@@ -33,6 +34,17 @@ $(STAMP): pyproject.toml | system-deps
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The container image installs exactly this file, with --require-hashes. It holds the
+# service's runtime dependencies only (pyproject `dependencies`, no extras), resolved for
+# every platform (--universal: the amd64 and arm64 wheels are all hashed) on Python 3.11.
+# Run it after editing `dependencies`; LOCK_ARGS=--upgrade moves every pin to the newest
+# allowed release. Keep the command as it is: the lock's header records it, and Renovate
+# re-runs that header to refresh the lock.
+LOCK_ARGS ?=
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	  --generate-hashes --quiet --output-file requirements/runtime.lock $(LOCK_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

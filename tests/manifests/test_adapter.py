@@ -176,12 +176,13 @@ def test_base_config_asks_for_the_service_name_in_the_self_signed_certificate() 
     assert f"{service['name']}.{service['namespace']}.svc" in hostnames
 
 
-# --- the pod: one replica, locked down, writable /tmp only -------------------------------
+# --- the pod: two replicas, locked down, writable /tmp only ------------------------------
+# (spread, disruption budget and priority: tests/manifests/test_availability.py)
 
 
-def test_one_replica_that_surges_before_it_stops() -> None:
+def test_two_replicas_that_surge_before_they_stop() -> None:
     spec = one_of(render(BASE), "Deployment")["spec"]
-    assert spec["replicas"] == 1
+    assert spec["replicas"] == 2
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
@@ -285,16 +286,22 @@ def test_hpa_controller_may_read_external_metrics() -> None:
     assert hpa_controller in binding_subjects(objects, "ClusterRole", role)
 
 
-@pytest.mark.parametrize(
-    ("group", "resource"), [("", "pods"), ("discovery.k8s.io", "endpointslices")]
-)
-def test_discovery_may_list_and_watch(group: str, resource: str) -> None:
-    assert {"list", "watch"} <= grants(render(BASE), "tritonscale-discovery", group, resource)
+def test_discovery_may_list_and_watch_pods() -> None:
+    assert {"list", "watch"} <= grants(render(BASE), "tritonscale-discovery", "", "pods")
 
 
-def test_discovery_role_is_read_only() -> None:
+def test_discovery_role_grants_only_what_discovery_reads() -> None:
+    # adapter/discovery.py LISTs and WATCHes pods and reads nothing else (no EndpointSlices,
+    # no single-pod GET); a grant beyond that is a permission nothing uses.
     rules = one_of(render(BASE), "ClusterRole", "tritonscale-discovery")["rules"]
-    assert {verb for rule in rules for verb in rule["verbs"]} <= {"get", "list", "watch"}
+    granted = {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert granted == {("", "pods", "list"), ("", "pods", "watch")}
 
 
 # --- the ConfigMap is a config the adapter accepts --------------------------------------

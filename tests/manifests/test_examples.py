@@ -1,6 +1,7 @@
 """The example HPAs ask for metrics the adapter serves, with selectors that match the
-example config's series, targets that make sense for the signal's kind, and capacities
-that agree with the config (external-metrics-api-and-hpa.md §3)."""
+example config's series (manifests/examples/adapter), targets that make sense for the
+signal's kind, and capacities that agree with that config (external-metrics-api-and-hpa.md
+§3)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from adapter.targets import Target
 from policies.predictive import PredictiveSettings
 from tests.manifests.test_adapter import CONFIG_KEY, rendered_config
 from tests.manifests.test_validate import (
-    BASE,
+    EXAMPLE_ADAPTER,
     EXAMPLE_HPA_FILES,
     EXAMPLES,
     Obj,
@@ -62,7 +63,7 @@ def target_quantity(hpa: Obj) -> tuple[str, Decimal]:
 
 
 def example_config(tmp_path: Path) -> Config:
-    _, text = rendered_config(render(BASE))
+    _, text = rendered_config(render(EXAMPLE_ADAPTER))
     path = tmp_path / CONFIG_KEY
     path.write_text(text, encoding="utf-8")
     return load_config(path)

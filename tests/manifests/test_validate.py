@@ -1,4 +1,4 @@
-"""Every manifest renders with kustomize and is a valid Kubernetes 1.32 object.
+"""Every manifest renders with kustomize and is a valid object for Kubernetes 1.30 to 1.33.
 
 Rendering uses ``kubectl kustomize`` (kustomize v5 inside kubectl); no cluster is needed
 and none is contacted. Schema validation uses the ``kubernetes-validate`` package in
@@ -26,17 +26,26 @@ import yaml
 from tests.support.paths import REPO_ROOT
 
 MANIFESTS = REPO_ROOT / "manifests"
-KUBERNETES_VERSION = "1.32"
+# The releases the manifests support: the oldest still maintained upstream to the newest
+# whose schemas have been checked. Every object must be valid for each.
+KUBERNETES_VERSIONS = ("1.30", "1.31", "1.32", "1.33")
+KUBERNETES_VERSION = "1.32"  # for single-version checks (the validator's own behaviour)
 
 BASE = "manifests/base"
 CERT_MANAGER = "manifests/overlays/cert-manager"
 EXAMPLES = "manifests/examples"
+EXAMPLE_ADAPTER = "manifests/examples/adapter"
 GRAFANA = "manifests/grafana"
-KUSTOMIZATIONS = (BASE, CERT_MANAGER, EXAMPLES, GRAFANA)
+KUSTOMIZATIONS = (BASE, CERT_MANAGER, EXAMPLES, EXAMPLE_ADAPTER, GRAFANA)
 
 # One HPA per served signal lives in examples/hpa/ (only one is in the examples
 # kustomization: several HPAs on one Deployment would fight).
 EXAMPLE_HPA_FILES = tuple(sorted((MANIFESTS / "examples" / "hpa").glob("*.yaml")))
+# Every YAML file under manifests/ belongs to some kustomization or is an example HPA file:
+# nothing ships unvalidated.
+OUTSIDE_KUSTOMIZATIONS = frozenset(EXAMPLE_HPA_FILES) | {
+    MANIFESTS / "examples" / "keda" / "scaledobject.yaml"  # a KEDA CRD, applied on its own
+}
 
 Obj = dict[str, Any]
 
@@ -126,29 +135,30 @@ STRUCTURAL_CHECKS: Mapping[tuple[str, str], Callable[[Obj], list[str]]] = {
 }
 
 
-def validation_problems(obj: Obj) -> list[str]:
-    """Schema (strict, Kubernetes 1.32) or, for allowlisted CRDs, structural problems."""
+def validation_problems(obj: Obj, version: str = KUBERNETES_VERSION) -> list[str]:
+    """Schema (strict, Kubernetes ``version``) or, for allowlisted CRDs, structural problems."""
     check = STRUCTURAL_CHECKS.get((obj.get("apiVersion", ""), obj.get("kind", "")))
     if check is not None:
         return check(obj)
     try:
-        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        kubernetes_validate.validate(obj, version, strict=True)
     except kubernetes_validate.ValidationError as err:
         path = ".".join(str(part) for part in err.absolute_path)
         return [f"{path or '(root)'}: {err.message}"]
     except kubernetes_validate.SchemaNotFoundError:
-        return ["no Kubernetes 1.32 schema and not on the CRD allowlist (STRUCTURAL_CHECKS)"]
+        return [f"no Kubernetes {version} schema and not on the CRD allowlist (STRUCTURAL_CHECKS)"]
     return []
 
 
 # --- tests ------------------------------------------------------------------------------
 
 
-def test_the_validator_uses_the_1_32_schemas_it_ships() -> None:
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_validator_ships_the_schemas_of(version: str) -> None:
     # validate() silently falls back to the newest older version it has; make sure the
-    # answer really is 1.32 and not, say, 1.31.
+    # answer really is that version and not, say, the one before.
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}
-    assert kubernetes_validate.validate(namespace, KUBERNETES_VERSION, strict=True) == "1.32"
+    assert kubernetes_validate.validate(namespace, version, strict=True) == version
 
 
 def test_strict_validation_rejects_a_misspelled_field() -> None:
@@ -168,19 +178,45 @@ def test_kustomization_renders_named_objects(kustomization: str) -> None:
         assert obj.get("metadata", {}).get("name"), f"{describe(obj)} has no name"
 
 
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
-def test_every_rendered_object_is_valid_for_kubernetes_1_32(kustomization: str) -> None:
+def test_every_rendered_object_is_valid_for(kustomization: str, version: str) -> None:
     problems = {
-        describe(obj): found for obj in render(kustomization) if (found := validation_problems(obj))
+        describe(obj): found
+        for obj in render(kustomization)
+        if (found := validation_problems(obj, version))
     }
-    assert not problems, f"{kustomization}: {problems}"
+    assert not problems, f"{kustomization} on Kubernetes {version}: {problems}"
 
 
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("path", EXAMPLE_HPA_FILES, ids=lambda path: path.name)
-def test_every_example_hpa_file_is_valid_for_kubernetes_1_32(path: Path) -> None:
+def test_every_example_hpa_file_is_valid_for(path: Path, version: str) -> None:
     objects = load_yaml_file(path)
     assert [obj["kind"] for obj in objects] == ["HorizontalPodAutoscaler"]
-    assert validation_problems(objects[0]) == []
+    assert validation_problems(objects[0], version) == []
+
+
+def kustomization_files(directory: Path) -> set[Path]:
+    """The files a kustomization.yaml in ``directory`` takes, following local directories."""
+    spec = yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
+    files = {directory / "kustomization.yaml"}
+    for entry in spec.get("resources", []):
+        path = (directory / entry).resolve()
+        files |= kustomization_files(path) if path.is_dir() else {path}
+    for patch in spec.get("patches", []):
+        files.add((directory / patch["path"]).resolve())
+    for generator in spec.get("configMapGenerator", []):
+        files |= {(directory / name).resolve() for name in generator.get("files", [])}
+    return files
+
+
+def test_every_manifest_file_is_in_a_validated_kustomization() -> None:
+    covered = set(OUTSIDE_KUSTOMIZATIONS)
+    for kustomization in KUSTOMIZATIONS:
+        covered |= kustomization_files(REPO_ROOT / kustomization)
+    shipped = set(MANIFESTS.rglob("*.yaml")) | set(MANIFESTS.rglob("*.json"))
+    assert sorted(str(p.relative_to(REPO_ROOT)) for p in shipped - covered) == []
 
 
 def test_the_crd_allowlist_covers_only_objects_that_lack_a_schema() -> None:
