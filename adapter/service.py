@@ -154,18 +154,20 @@ async def running_service(
     config: Config, source: TargetSource | None = None
 ) -> AsyncIterator[RunningService]:
     """Start scraping and serving; stop both on exit."""
-    metrics = SelfMetrics()
+    metrics = SelfMetrics(max_age_seconds=config.signals.max_age_seconds)
     discoveries: list[PodDiscovery] = []
     if source is None:
         source, discoveries = await start_sources(config)
+    predictive = PredictiveStage(config)
     pipeline = Pipeline(
         config,
         source,
-        stages=(PredictiveStage(config),),
+        stages=(predictive,),
         scrape_observer=metrics.observe_scrape,
         on_target_removed=metrics.forget_target,
     )
     metrics.serve_snapshots(pipeline.snapshot)
+    metrics.serve_forecast_checks(predictive.forecast_checks)
     auth_setup = await start_auth(config.auth)
     try:
         app = build_app(
@@ -177,6 +179,7 @@ async def running_service(
             hostnames=config.tls.hostnames,
             client_ca_data=auth_setup.client_ca_pem if auth_setup is not None else None,
         )
+        metrics.observe_serving_certificate(ssl_context)
         runner = await start_server(app, config.listen, ssl_context)
     except BaseException:
         if auth_setup is not None:

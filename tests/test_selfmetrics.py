@@ -12,6 +12,8 @@ from adapter.selfmetrics import SelfMetrics
 from adapter.snapshot import SeriesPoint, Snapshot
 from adapter.targets import Target
 
+METRIC_PATH = "/apis/external.metrics.k8s.io/v1beta1/namespaces/prod"
+
 
 def samples(metrics: SelfMetrics) -> dict[str, list[tuple[dict[str, str], float]]]:
     from prometheus_client import generate_latest
@@ -59,9 +61,9 @@ async def test_unknown_metric_paths_share_one_label_value() -> None:
         return web.Response(status=404)
 
     app = web.Application(middlewares=[metrics.middleware])
-    app.router.add_get("/x/{metric}", handler)
+    app.router.add_get(f"{METRIC_PATH}/{{metric}}", handler)
     async with TestClient(TestServer(app)) as client:
         for name in ("a", "b", "c", "triton_queue_depth"):
-            await client.get(f"/x/{name}")
+            await client.get(f"{METRIC_PATH}/{name}")
     labels = {s[0]["metric"] for s in samples(metrics)["tritonscale_api_requests_total"]}
     assert labels == {"other", "triton_queue_depth"}
