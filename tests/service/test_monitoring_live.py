@@ -424,13 +424,13 @@ async def poll_until_every_query_has_data(
                 await read_metric(reader, service.port, NAMESPACE, metric)
             missing = []
             for name, selector, label in variables:
-                values = await series_label_values(
+                found = await series_label_values(
                     client, prometheus, expand(selector, bindings["every namespace"]), label
                 )
                 expected = {"job": job, "triton_job": triton_job, "namespace": NAMESPACE}
                 want = expected.get(name)
-                if not values or (want is not None and want not in values):
-                    missing.append(f"variable {name}: {sorted(values)}")
+                if not found or (want is not None and want not in found):
+                    missing.append(f"variable {name}: {sorted(found)}")
             for binding, values in bindings.items():
                 for query in queries:
                     samples = await prometheus.query(expand(query.expr, values), session=client)
