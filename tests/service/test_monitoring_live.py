@@ -39,7 +39,7 @@ from tests.helpers import async_wait_until
 from tests.service.prometheus_operator import DiscoveredEndpoint, DiscoveredPod, scrape_config
 from tests.test_manifests_validate import BASE, EXAMPLES, one_of, render
 
-pytestmark = [pytest.mark.triton, pytest.mark.prometheus, pytest.mark.slow]
+pytestmark = [pytest.mark.triton, pytest.mark.prometheus]
 
 MONITORING = "manifests/monitoring"
 DASHBOARD = Path(__file__).resolve().parents[2] / "manifests/grafana/tritonscale-dashboard.json"
