@@ -9,11 +9,19 @@ The last two need a per-replica capacity (``capacity_rps``) for the series; with
 the forecast is served. Outputs carry their newest inputs' timestamps, so they age out
 together: when the inputs go stale the outputs do too, and the API holds instead of serving a
 guess.
+
+Each series also keeps score of its own forecasts (:class:`ForecastCheck`): the upper bound
+published one horizon ago is compared with the mean arrival rate of the step it was made
+for. The adapter's /metrics exports the score, so an alert can tell when the realised
+coverage falls below the configured quantile, and a dashboard can draw each forecast at the
+time it forecasts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -27,15 +35,65 @@ QUEUE_DEPTH_FORECAST = "triton_queue_depth_forecast"
 DESIRED_REPLICAS = "triton_desired_replicas"
 
 
+@dataclass(frozen=True, slots=True)
+class ForecastCheck:
+    """How one series' arrival-rate forecasts have fared, as of its last step.
+
+    ``quantile``: the coverage the upper bound is calibrated for; ``horizon_seconds``: how
+    far ahead each forecast looks (whole steps). ``due_point``/``due_upper`` (req/s): the
+    forecast made one horizon ago for the step that just ended (NaN when none was made);
+    ``actual`` (req/s): that step's mean arrival rate (NaN when unknown). ``checks``:
+    forecasts compared with a known actual so far; ``misses``: of those, how many the actual
+    exceeded (the upper bound was too low).
+    """
+
+    labels: Mapping[str, str]
+    quantile: float
+    horizon_seconds: float
+    checks: int = 0
+    misses: int = 0
+    due_point: float = math.nan
+    due_upper: float = math.nan
+    actual: float = math.nan
+
+
 @dataclass(slots=True)
 class _SeriesState:
     policy: PredictivePolicy
     step_seconds: float
     has_capacity: bool
+    check: ForecastCheck
     next_step: float = -math.inf
     rates: list[float] = field(default_factory=list)  # fresh arrival rates since the last step
     last_rate_time: float = -math.inf
     decision: Decision | None = None
+    # (point, upper) made at each of the last horizon_steps steps, oldest first
+    pending: deque[tuple[float, float]] = field(default_factory=deque)
+
+    def score(self, actual: float, decision: Decision) -> None:
+        """Compare the forecast due now with ``actual``; queue this step's forecast."""
+        horizon_steps = self.policy.horizon_steps
+        check = self.check
+        if len(self.pending) == horizon_steps:
+            point, upper = self.pending.popleft()
+            known = math.isfinite(actual) and math.isfinite(upper)
+            check = dataclasses.replace(
+                check,
+                checks=check.checks + int(known),
+                misses=check.misses + int(known and actual > upper),
+                due_point=point,
+                due_upper=upper,
+                actual=actual,
+            )
+        else:
+            check = dataclasses.replace(check, actual=actual)
+        self.check = check
+        # a step without a fresh rate repeats the previous decision: it forecasts nothing
+        fresh = math.isfinite(actual) and math.isfinite(decision.arrival_upper)
+        nan = math.nan
+        self.pending.append(
+            (decision.arrival_forecast.point, decision.arrival_upper) if fresh else (nan, nan)
+        )
 
 
 class PredictiveStage:
@@ -47,9 +105,14 @@ class PredictiveStage:
 
     def _new_state(self, labels: Mapping[str, str]) -> _SeriesState:
         settings = self._settings.for_series(labels)
-        return _SeriesState(
-            build_predictive_policy(settings), settings.step_seconds, settings.sizes_replicas
-        )
+        policy = build_predictive_policy(settings)
+        horizon = policy.horizon_steps * settings.step_seconds
+        check = ForecastCheck(dict(labels), settings.quantile, horizon)
+        return _SeriesState(policy, settings.step_seconds, settings.sizes_replicas, check)
+
+    def forecast_checks(self) -> tuple[ForecastCheck, ...]:
+        """Every live series' forecast score (immutable; read by /metrics at scrape time)."""
+        return tuple(state.check for state in self._series.values())
 
     def step(
         self,
@@ -82,6 +145,7 @@ class PredictiveStage:
                 state.rates.clear()
                 replica_count = replicas.get(_group(depth.labels), 1)
                 state.decision = state.policy.step(mean_rate, depth.value, float(replica_count))
+                state.score(mean_rate, state.decision)
             if arrival is not None:
                 self._emit(state, arrival, depth, out)
         return out

@@ -1,29 +1,80 @@
 """The adapter's own Prometheus metrics, served at ``/metrics`` (names fixed: the
-Grafana dashboard in manifests/grafana reads them)."""
+Grafana dashboard and the alerts in manifests/ read them; manifests/grafana/README.md
+lists them).
+
+Values that live elsewhere (served signals, forecast scores, the serving certificate) are
+read by collectors when /metrics is scraped, so nothing is done on the publish path. A
+value that is not known is left out, never exported as 0.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
+import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from importlib import metadata
 
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
+    Info,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from adapter.api.tls import serving_certificate_not_after
 from adapter.metrics_catalog import SERVED_METRIC_NAMES
+from adapter.predictive import ForecastCheck
 from adapter.snapshot import Snapshot
 from adapter.targets import Target
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SERIES_LABELS = ("namespace", "deployment", "model")
+"""Labels of per-series self-metrics (the served series' own labels, bounded by the targets)."""
+
+# The ``handler`` label of API request metrics: path prefix -> kind of request. Bounded:
+# every path maps to one of these values or ``other``. (Not ``endpoint``: the Prometheus
+# Operator sets that target label to the scraped port's name.)
+_HANDLER_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("/apis/external.metrics.k8s.io/v1beta1/namespaces/", "metric"),  # what the HPA reads
+    ("/keda/", "keda"),  # KEDA's metrics-api scaler
+    ("/apis", "discovery"),
+    ("/openapi", "openapi"),
+    ("/healthz", "probe"),
+    ("/livez", "probe"),
+    ("/readyz", "probe"),
+    ("/metrics", "metrics"),  # Prometheus scraping this endpoint
+)
+HANDLERS = ("metric", "keda", "discovery", "openapi", "probe", "metrics", "other")
+
+
+def handler_of(path: str) -> str:
+    """The bounded ``handler`` label value of a request path."""
+    for prefix, handler in _HANDLER_PREFIXES:
+        if path.startswith(prefix) and (
+            prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] == "/"
+        ):
+            return handler
+    return "other"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("tritonscale")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class _SnapshotCollector(Collector):
@@ -41,7 +92,8 @@ class _SnapshotCollector(Collector):
         )
         ages = GaugeMetricFamily(
             "tritonscale_series_age_seconds",
-            "Age of the oldest series of a metric in a namespace.",
+            "Age of the oldest series of a metric in a namespace (s); the API holds (503) "
+            "a series older than tritonscale_signal_max_age_seconds.",
             labels=["metric", "namespace"],
         )
         now = time.time()
@@ -63,12 +115,103 @@ class _SnapshotCollector(Collector):
         yield ages
 
 
+class _ForecastCollector(Collector):
+    """Each series' forecast score (``adapter.predictive.ForecastCheck``), read at scrape time."""
+
+    def __init__(self, current: Callable[[], Iterable[ForecastCheck]]) -> None:
+        self._current = current
+
+    def collect(self) -> Iterator[Metric]:
+        labels = list(SERIES_LABELS)
+        checks = CounterMetricFamily(
+            "tritonscale_forecast_checks",
+            "Arrival-rate forecasts compared with the rate that then arrived (one per step "
+            "once the horizon has passed and the step's rate is known).",
+            labels=labels,
+        )
+        misses = CounterMetricFamily(
+            "tritonscale_forecast_misses",
+            "Compared forecasts whose calibrated upper bound the arriving rate exceeded; "
+            "misses / checks should stay near 1 - tritonscale_forecast_quantile.",
+            labels=labels,
+        )
+        quantile = GaugeMetricFamily(
+            "tritonscale_forecast_quantile",
+            "Coverage the forecast's upper bound is calibrated for (predictive quantile).",
+            labels=labels,
+        )
+        horizon = GaugeMetricFamily(
+            "tritonscale_forecast_horizon_seconds",
+            "How far ahead the forecast looks (s): cold start + HPA sync, in whole steps.",
+            labels=labels,
+        )
+        due = GaugeMetricFamily(
+            "tritonscale_forecast_due_arrival_rate",
+            "The arrival-rate forecast (req/s) made one horizon ago for the step that just "
+            "ended: the forecast drawn at the time it forecasts. bound=point|upper.",
+            labels=[*labels, "bound"],
+        )
+        actual = GaugeMetricFamily(
+            "tritonscale_forecast_actual_arrival_rate",
+            "Mean arrival rate (req/s) over the step that just ended, the value the due "
+            "forecast is compared with.",
+            labels=labels,
+        )
+        for check in self._current():
+            values = [check.labels.get(name, "") for name in SERIES_LABELS]
+            checks.add_metric(values, check.checks)
+            misses.add_metric(values, check.misses)
+            quantile.add_metric(values, check.quantile)
+            horizon.add_metric(values, check.horizon_seconds)
+            for bound, value in (("point", check.due_point), ("upper", check.due_upper)):
+                if math.isfinite(value):
+                    due.add_metric([*values, bound], value)
+            if math.isfinite(check.actual):
+                actual.add_metric(values, check.actual)
+        yield from (checks, misses, quantile, horizon, due, actual)
+
+
+class _CertificateCollector(Collector):
+    """notAfter of the certificate the API serves, read at scrape time (it may be reloaded)."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+
+    def collect(self) -> Iterator[Metric]:
+        expiry = GaugeMetricFamily(
+            "tritonscale_serving_certificate_expiry_timestamp_seconds",
+            "When the API's serving certificate expires (Unix s, its notAfter).",
+        )
+        not_after = serving_certificate_not_after(self._context)
+        if not_after is not None:
+            expiry.add_metric([], not_after)
+        yield expiry
+
+
 class SelfMetrics:
-    def __init__(self) -> None:
+    """The registry behind /metrics, and the hooks that feed it.
+
+    ``max_age_seconds`` is ``signals.max_age_seconds`` (exported so alerts compare series
+    ages with the limit the API enforces); None leaves it out.
+    """
+
+    def __init__(self, max_age_seconds: float | None = None) -> None:
         self.registry = CollectorRegistry()
+        for standard in (ProcessCollector, PlatformCollector, GCCollector):
+            standard(registry=self.registry)  # process_*, python_info, python_gc_*
+        Info("tritonscale_build", "The running tritonscale version.", registry=self.registry).info(
+            {"version": _version()}
+        )
+        if max_age_seconds is not None:
+            Gauge(
+                "tritonscale_signal_max_age_seconds",
+                "Data older than this is not served (signals.max_age_seconds): the API answers "
+                "503 and the HPA holds.",
+                registry=self.registry,
+            ).set(max_age_seconds)
         self.scrape_duration = Histogram(
             "tritonscale_scrape_duration_seconds",
-            "Time to fetch and parse one target's /metrics.",
+            "Time to fetch and parse one target's /metrics (every attempt, failed ones too).",
             ["target"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
@@ -81,13 +224,15 @@ class SelfMetrics:
         )
         self.api_requests = Counter(
             "tritonscale_api_requests_total",
-            "External metrics API requests by HTTP code and metric (other: not a served metric).",
-            ["code", "metric"],
+            "HTTP requests by code, handler (metric, keda, discovery, openapi, probe, "
+            "metrics, other) and metric (metric and keda reads; other: not a served metric).",
+            ["code", "handler", "metric"],
             registry=self.registry,
         )
         self.api_duration = Histogram(
             "tritonscale_api_request_duration_seconds",
-            "Time to answer one API request.",
+            "Time to answer one HTTP request, by handler (as in tritonscale_api_requests_total).",
+            ["handler"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
             registry=self.registry,
         )
@@ -96,6 +241,14 @@ class SelfMetrics:
     def serve_snapshots(self, current: Callable[[], Snapshot]) -> None:
         """Export every served value from ``current()`` at each scrape of /metrics."""
         self.registry.register(_SnapshotCollector(current))
+
+    def serve_forecast_checks(self, current: Callable[[], Iterable[ForecastCheck]]) -> None:
+        """Export the predictive stage's forecast scores (``PredictiveStage.forecast_checks``)."""
+        self.registry.register(_ForecastCollector(current))
+
+    def observe_serving_certificate(self, context: ssl.SSLContext) -> None:
+        """Export the expiry of the certificate ``context`` serves."""
+        self.registry.register(_CertificateCollector(context))
 
     def observe_scrape(self, target: Target, seconds: float, error: str | None) -> None:
         self.scrape_duration.labels(target.url).observe(seconds)
@@ -111,15 +264,31 @@ class SelfMetrics:
             with contextlib.suppress(KeyError):
                 self.scrape_errors.remove(target.url, reason)
 
+    def _count(self, request: web.Request, status: int, started: float) -> None:
+        handler = handler_of(request.path)
+        self.api_duration.labels(handler).observe(time.perf_counter() - started)
+        metric = ""
+        if handler in ("metric", "keda"):
+            metric = request.match_info.get("metric", "")
+            if metric not in SERVED_METRIC_NAMES:
+                metric = "other"  # bounded: any path segment could otherwise become a label
+        self.api_requests.labels(str(status), handler, metric).inc()
+
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Count and time every request, also those answered by raising (404, 405, 500)."""
         started = time.perf_counter()
-        response = await handler(request)
-        self.api_duration.observe(time.perf_counter() - started)
-        metric = request.match_info.get("metric", "")
-        if metric and metric not in SERVED_METRIC_NAMES:
-            metric = "other"  # bounded: any path segment could otherwise become a label
-        self.api_requests.labels(str(response.status), metric).inc()
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            self._count(request, exc.status, started)
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._count(request, 500, started)
+            raise
+        self._count(request, response.status, started)
         return response
 
     async def handle_metrics(self, _request: web.Request) -> web.Response:

@@ -155,20 +155,22 @@ async def running_service(
 ) -> AsyncIterator[RunningService]:
     """Start scraping and serving; stop both on exit (in reverse order of starting)."""
     async with contextlib.AsyncExitStack() as stack:
-        metrics = SelfMetrics()
+        metrics = SelfMetrics(max_age_seconds=config.signals.max_age_seconds)
         if source is None:
             source = await start_sources(
                 config.targets, config.discovery, config.auth.kubeconfig, stack
             )
+        predictive = PredictiveStage(config.predictive)
         pipeline = Pipeline(
             config.scrape,
             config.signals,
             source,
-            stages=(PredictiveStage(config.predictive),),
+            stages=(predictive,),
             scrape_observer=metrics.observe_scrape,
             on_target_removed=metrics.forget_target,
         )
         metrics.serve_snapshots(pipeline.snapshot)
+        metrics.serve_forecast_checks(predictive.forecast_checks)
         auth_setup = await start_auth(config.auth)
         if auth_setup is not None:
             stack.push_async_callback(auth_setup.close)
@@ -184,6 +186,7 @@ async def running_service(
             hostnames=config.tls.hostnames,
             client_ca_data=auth_setup.client_ca_pem if auth_setup is not None else None,
         )
+        metrics.observe_serving_certificate(ssl_context)
         runner = await start_server(app, config.listen, ssl_context)
         stack.push_async_callback(runner.cleanup)
         port = bound_port(runner)

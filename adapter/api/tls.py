@@ -17,6 +17,7 @@ import os
 import shutil
 import ssl
 import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,12 +33,15 @@ __all__ = [
     "bound_port",
     "generate_self_signed",
     "make_server_ssl_context",
+    "serving_certificate_not_after",
     "start_server",
 ]
 
 _DEFAULT_HOSTNAMES = ("localhost",)
 _DEFAULT_IPS = ("127.0.0.1", "::1")
 _SELF_SIGNED_VALIDITY = datetime.timedelta(days=365)
+# notAfter (Unix s) of the certificate each server context serves, for the expiry self-metric.
+_NOT_AFTER: weakref.WeakKeyDictionary[ssl.SSLContext, float] = weakref.WeakKeyDictionary()
 
 
 def generate_self_signed(hostnames: Sequence[str]) -> tuple[bytes, bytes]:
@@ -143,6 +147,7 @@ def make_server_ssl_context(
             raise ValueError(
                 f"TLS: cannot load certificate {cert_file!r} with key {key_file!r}: {exc}"
             ) from exc
+        _NOT_AFTER[context] = _not_after(Path(cert_file).read_bytes())
     else:
         cert_pem, key_pem = generate_self_signed(hostnames)
         directory = Path(tempfile.mkdtemp(prefix="tritonscale-tls-"))
@@ -153,6 +158,7 @@ def make_server_ssl_context(
             context.load_cert_chain(cert_path, key_path)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
+        _NOT_AFTER[context] = _not_after(cert_pem)
     if client_ca_file is not None or client_ca_data is not None:
         try:
             if client_ca_file is not None:
@@ -164,6 +170,17 @@ def make_server_ssl_context(
             raise ValueError(f"TLS: cannot load client CA from {where}: {exc}") from exc
         context.verify_mode = ssl.CERT_OPTIONAL
     return context
+
+
+def _not_after(cert_pem: bytes) -> float:
+    """notAfter of the first (leaf) certificate in a PEM chain, Unix seconds."""
+    return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc.timestamp()
+
+
+def serving_certificate_not_after(context: ssl.SSLContext) -> float | None:
+    """Unix time (s) at which the certificate ``context`` serves expires; None if that
+    context was not made by :func:`make_server_ssl_context`."""
+    return _NOT_AFTER.get(context)
 
 
 async def start_server(

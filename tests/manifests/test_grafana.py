@@ -1,6 +1,8 @@
 """The Grafana dashboard parses, every panel queries the templated Prometheus datasource,
 and queries use only metrics that exist: the adapter's own (``adapter.selfmetrics``), the
-served signals (``adapter.metrics_catalog``) and a few kube-state-metrics series."""
+served signals (``adapter.metrics_catalog``), Triton's own (scraped by the PodMonitor) and a
+few kube-state-metrics series. tests/service/test_monitoring_live.py runs every query against
+a real Prometheus."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from adapter.api.tls import make_server_ssl_context
+from adapter.exposition import TRITON_FAMILIES
 from adapter.metrics_catalog import SERVED_METRIC_NAMES
 from adapter.selfmetrics import SelfMetrics
 from adapter.snapshot import Snapshot
@@ -24,30 +28,40 @@ KUBE_STATE_METRICS = frozenset(
         "kube_horizontalpodautoscaler_status_desired_replicas",
         "kube_horizontalpodautoscaler_status_current_replicas",
         "kube_horizontalpodautoscaler_spec_max_replicas",
-        "kube_deployment_status_replicas_available",
+        "kube_deployment_status_replicas_ready",
     }
 )
+TRITON_METRICS = frozenset(TRITON_FAMILIES)  # Triton's own names (PodMonitor)
+PROMETHEUS_SERIES = frozenset({"up"})  # written by Prometheus for every target
 # kubectl apply (client side) stores the object in an annotation limited to 256 KiB.
 MAX_CONFIGMAP_BYTES = 262_144
 
 
-SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "gauge": ("",),
+    "info": ("_info",),
+}
 
 
 @functools.cache
 def self_metric_families() -> dict[str, str]:
     """Family name -> type of every metric the adapter exports about itself."""
-    metrics = SelfMetrics()
+    metrics = SelfMetrics(max_age_seconds=30.0)  # every hook the service wires
     metrics.serve_snapshots(Snapshot)  # the served values are exported from the snapshot
+    metrics.serve_forecast_checks(lambda: ())
+    metrics.observe_serving_certificate(make_server_ssl_context(None, None, hostnames=[]))
     families = metrics.registry.collect()
     return {family.name: family.type for family in families}
 
 
 def self_metric_names() -> set[str]:
-    """Names as written in the README (counters with their ``_total``)."""
+    """tritonscale's own names as written in the README (counters with their ``_total``)."""
     return {
-        name + "_total" if kind == "counter" else name
+        name + {"counter": "_total", "info": "_info"}.get(kind, "")
         for name, kind in self_metric_families().items()
+        if name.startswith("tritonscale_")
     }
 
 
@@ -142,7 +156,7 @@ def test_panel_queries_the_templated_prometheus_datasource(panel: dict[str, Any]
 
 @pytest.mark.parametrize("panel", query_panels(), ids=PANEL_IDS)
 def test_panel_uses_only_known_metric_names(panel: dict[str, Any]) -> None:
-    allowed = queryable_series() | KUBE_STATE_METRICS
+    allowed = queryable_series() | KUBE_STATE_METRICS | TRITON_METRICS | PROMETHEUS_SERIES
     for target in panel["targets"]:
         names = promql_metric_names(target["expr"])
         assert names, f"no metric found in {target['expr']!r}"
@@ -164,9 +178,46 @@ def test_every_adapter_self_metric_is_on_the_dashboard() -> None:
     unused = {
         family
         for family, kind in self_metric_families().items()
-        if not {family + suffix for suffix in SUFFIXES[kind]} & used
+        if family.startswith("tritonscale_")
+        and not {family + suffix for suffix in SUFFIXES[kind]} & used
     }
     assert not unused
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes"} <= used
+
+
+def test_every_served_metric_is_on_the_dashboard() -> None:
+    asked = {
+        name
+        for expr in all_exprs()
+        for name in re.findall(r'tritonscale_signal_value\{metric="([^"]+)"', expr)
+    }
+    assert asked == set(SERVED_METRIC_NAMES)
+
+
+def test_one_panel_draws_the_forecast_at_the_time_it_forecasts_against_what_arrived() -> None:
+    wanted = {"tritonscale_forecast_due_arrival_rate", "tritonscale_forecast_actual_arrival_rate"}
+    panels = [
+        panel["title"]
+        for panel in query_panels()
+        if wanted <= set().union(*(promql_metric_names(t["expr"]) for t in panel["targets"]))
+    ]
+    assert panels
+    bounds = {
+        bound
+        for panel in query_panels()
+        if panel["title"] in panels
+        for target in panel["targets"]
+        for bound in re.findall(r'bound="(\w+)"', target["expr"])
+    }
+    assert bounds == {"point", "upper"}  # the error band
+
+
+def test_triton_panels_filter_like_the_signal_panels() -> None:
+    """Triton's series (PodMonitor) carry namespace and deployment as the adapter's do."""
+    for expr in all_exprs():
+        if promql_metric_names(expr) & TRITON_METRICS:
+            for label in ("job", "namespace", "deployment", "model"):
+                assert f'{label}=~"$' in expr, (label, expr)
 
 
 def test_query_variables_use_the_templated_datasource() -> None:
@@ -177,7 +228,8 @@ def test_query_variables_use_the_templated_datasource() -> None:
         names = promql_metric_names(
             re.sub(r"^label_values\((.*),\s*\w+\)$", r"\1", var["definition"])
         )
-        assert names <= queryable_series() | KUBE_STATE_METRICS, var["name"]
+        allowed = queryable_series() | KUBE_STATE_METRICS | TRITON_METRICS
+        assert names <= allowed, var["name"]
 
 
 def test_template_variables_used_in_queries_are_defined() -> None:
@@ -204,6 +256,9 @@ def test_readme_lists_exactly_the_adapter_self_metrics() -> None:
     text = README.read_text(encoding="utf-8")
     table_names = set(re.findall(r"^\| `(tritonscale_\w+)` \|", text, flags=re.MULTILINE))
     assert table_names == self_metric_names()
+    others = {name.split("_")[0] for name in self_metric_families()} - {"tritonscale"}
+    assert others == {"process", "python"}
+    assert "`process_*`" in text and "`python_*`" in text
 
 
 def test_readme_lists_the_kube_state_metrics_used() -> None:
