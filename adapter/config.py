@@ -64,6 +64,9 @@ would split a Deployment into several groups."""
 
 _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 
 
 class ListenAddressError(ValueError):
@@ -135,6 +138,32 @@ class TargetConfig(_Strict):
     kind: TargetKind = "triton"
     labels: dict[str, str] = Field(default_factory=dict)
     scrape_interval_seconds: float | None = Field(None, gt=0, le=300)  # default: scrape.interval
+    # The pod this target scrapes (custom metrics: per-pod values, labelSelector over pods).
+    pod: str | None = None
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("pod")
+    @classmethod
+    def _pod_name(cls, name: str | None) -> str | None:
+        if name is not None and not _DNS1123_SUBDOMAIN.match(name):
+            raise ValueError(
+                f"{name!r} is not a pod name (lowercase RFC 1123 subdomain: a-z, 0-9, '-' "
+                "and '.', at most 253 characters)"
+            )
+        return name
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _pod_label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
+            _check_label_key(key)
+        return labels
+
+    @model_validator(mode="after")
+    def _pod_labels_need_pod(self) -> TargetConfig:
+        if self.pod_labels and self.pod is None:
+            raise ValueError("pod_labels: only used with pod (the pod these labels belong to)")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -459,7 +488,8 @@ class ConfigError(ValueError):
 def parse_target_flag(text: str) -> dict[str, Any]:
     """``URL[,label=value...]`` from ``--target`` -> a target mapping.
 
-    Two keys are settings, not labels: ``kind=dcgm`` and ``interval=SECONDS``.
+    Three keys are settings, not labels: ``kind=dcgm``, ``interval=SECONDS`` and
+    ``pod=NAME`` (the pod it scrapes, for the custom metrics API).
     """
     url, *pairs = text.split(",")
     target: dict[str, Any] = {"url": url.strip(), "kind": "triton", "labels": {}}
@@ -471,6 +501,8 @@ def parse_target_flag(text: str) -> dict[str, Any]:
             target["kind"] = value
         elif key == "interval":
             target["scrape_interval_seconds"] = value
+        elif key == "pod":
+            target["pod"] = value
         else:
             target["labels"][key] = value
     return target

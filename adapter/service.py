@@ -59,7 +59,10 @@ async def start_sources(
 
 def static_source(targets: Iterable[TargetConfig]) -> StaticTargets:
     return StaticTargets(
-        Target.create(t.url, t.kind, t.labels, t.scrape_interval_seconds) for t in targets
+        Target.create(
+            t.url, t.kind, t.labels, t.scrape_interval_seconds, pod=t.pod, pod_labels=t.pod_labels
+        )
+        for t in targets
     )
 
 
