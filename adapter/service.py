@@ -27,7 +27,7 @@ from adapter.kube.reviews import (
 from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage
-from adapter.provider import SnapshotProvider
+from adapter.provider import SnapshotCustomMetricsProvider, SnapshotProvider
 from adapter.selfmetrics import SelfMetrics
 from adapter.targets import StaticTargets, Target, TargetSource
 
@@ -140,6 +140,7 @@ def build_app(
     auth: DelegatedAuth | None = None,
 ) -> web.Application:
     provider = SnapshotProvider(SERVED_METRICS, pipeline.snapshot, time.time, max_age_seconds)
+    custom = SnapshotCustomMetricsProvider(pipeline.snapshot, time.time, max_age_seconds)
     # metrics observe outside auth, so 401/403 answers are counted too
     app = create_app(
         provider,
@@ -147,6 +148,7 @@ def build_app(
         liveness=pipeline.liveness,
         auth=auth,
         observers=(metrics.middleware,),
+        custom=custom,
     )
     app.router.add_get("/metrics", metrics.handle_metrics)
     return app
@@ -193,7 +195,7 @@ async def running_service(
         task = asyncio.create_task(pipeline.run(), name="pipeline")
         stack.push_async_callback(_stop, task)
         log.info(
-            "serving external.metrics.k8s.io/v1beta1",
+            "serving external.metrics.k8s.io/v1beta1 and custom.metrics.k8s.io/v1beta2,v1beta1",
             extra={"listen": config.listen, "port": port, "targets": len(config.targets)},
         )
         yield RunningService(pipeline, app, runner, port)
