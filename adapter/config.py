@@ -459,6 +459,38 @@ class DiscoveryConfig(_Strict):
     kubeconfig: str | None = None  # default: auth.kubeconfig, then in-cluster / $KUBECONFIG
 
 
+class KedaScalerConfig(_Strict):
+    """KEDA's external scaler (``externalscaler.ExternalScaler`` over gRPC with TLS).
+
+    Off unless ``listen`` is set. It serves with the HTTPS API's certificate; with
+    ``client_ca_file`` clients must present a certificate it issued (mutual TLS), and with
+    ``client_allowed_names`` one whose subject CN is listed. ``stream_check_seconds`` is how
+    often an open ``StreamIsActive`` re-reads the snapshot (s).
+    """
+
+    listen: str | None = None  # HOST:PORT, e.g. 0.0.0.0:9443
+    client_ca_file: str | None = None
+    client_allowed_names: tuple[str, ...] = ()  # empty: any certificate client_ca_file issued
+    stream_check_seconds: float = Field(1.0, gt=0, le=60)
+    retry_seconds: float = Field(5.0, gt=0, le=300)  # after a failed start (port in use)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str | None) -> str | None:
+        if listen is not None:
+            parse_listen(listen)
+        return listen
+
+    @model_validator(mode="after")
+    def _names_need_a_ca(self) -> KedaScalerConfig:
+        if self.client_allowed_names and self.client_ca_file is None:
+            raise ValueError(
+                "client_allowed_names: only used with client_ca_file (the CA whose "
+                "certificates carry these names)"
+            )
+        return self
+
+
 class Config(_Strict):
     listen: str = "0.0.0.0:6443"
     tls: TLSConfig = TLSConfig()
@@ -469,12 +501,28 @@ class Config(_Strict):
     log: LogConfig = LogConfig()
     auth: AuthConfig = AuthConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
+    keda_scaler: KedaScalerConfig = KedaScalerConfig()
 
     @field_validator("listen")
     @classmethod
     def _host_port(cls, listen: str) -> str:
         parse_listen(listen)  # raises ListenAddressError (a ValueError) naming the problem
         return listen
+
+    @model_validator(mode="after")
+    def _scaler_authenticates_when_the_api_does(self) -> Config:
+        scaler = self.keda_scaler
+        if (
+            scaler.listen is not None
+            and self.auth.mode == "delegated"
+            and not scaler.client_ca_file
+        ):
+            raise ValueError(
+                "keda_scaler.client_ca_file is required when keda_scaler.listen is set and "
+                "auth.mode is delegated: without client certificates anyone who reaches the "
+                "port reads the metrics the HTTPS API guards"
+            )
+        return self
 
 
 class ConfigError(ValueError):
