@@ -30,13 +30,17 @@ KUBERNETES_VERSION = "1.32"
 
 BASE = "manifests/base"
 CERT_MANAGER = "manifests/overlays/cert-manager"
+CUSTOM_METRICS = "manifests/overlays/custom-metrics"
+KEDA_SCALER = "manifests/overlays/keda-scaler"
 EXAMPLES = "manifests/examples"
 GRAFANA = "manifests/grafana"
-KUSTOMIZATIONS = (BASE, CERT_MANAGER, EXAMPLES, GRAFANA)
+KUSTOMIZATIONS = (BASE, CERT_MANAGER, CUSTOM_METRICS, KEDA_SCALER, EXAMPLES, GRAFANA)
 
 # One HPA per served signal lives in examples/hpa/ (only one is in the examples
 # kustomization: several HPAs on one Deployment would fight).
 EXAMPLE_HPA_FILES = tuple(sorted((MANIFESTS / "examples" / "hpa").glob("*.yaml")))
+# HPAs on the custom metrics API (Pods and Object metrics), NVIDIA's recipe among them.
+CUSTOM_HPA_FILES = tuple(sorted((MANIFESTS / "examples" / "custom-metrics").glob("*.yaml")))
 
 Obj = dict[str, Any]
 
@@ -108,8 +112,12 @@ def _check_certificate(obj: Obj) -> list[str]:
     issuer = spec.get("issuerRef") or {}
     if not issuer.get("name") or issuer.get("kind") not in {"Issuer", "ClusterIssuer"}:
         problems.append("spec.issuerRef needs name and kind Issuer/ClusterIssuer")
-    if not spec.get("isCA") and not spec.get("dnsNames"):
+    usages = set(spec.get("usages") or ())
+    client_only = "client auth" in usages and "server auth" not in usages
+    if not spec.get("isCA") and not client_only and not spec.get("dnsNames"):
         problems.append("a serving certificate needs spec.dnsNames")
+    if client_only and not spec.get("commonName"):
+        problems.append("a client certificate needs spec.commonName (the name it is allowed by)")
     known = {
         "secretName", "issuerRef", "isCA", "dnsNames", "commonName", "duration",
         "renewBefore", "usages", "privateKey", "ipAddresses", "subject", "secretTemplate",
@@ -122,6 +130,7 @@ def _check_certificate(obj: Obj) -> list[str]:
 
 STRUCTURAL_CHECKS: Mapping[tuple[str, str], Callable[[Obj], list[str]]] = {
     ("cert-manager.io/v1", "Issuer"): _check_issuer,
+    ("cert-manager.io/v1", "ClusterIssuer"): _check_issuer,
     ("cert-manager.io/v1", "Certificate"): _check_certificate,
 }
 
@@ -176,7 +185,9 @@ def test_every_rendered_object_is_valid_for_kubernetes_1_32(kustomization: str) 
     assert not problems, f"{kustomization}: {problems}"
 
 
-@pytest.mark.parametrize("path", EXAMPLE_HPA_FILES, ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "path", EXAMPLE_HPA_FILES + CUSTOM_HPA_FILES, ids=lambda path: f"{path.parent.name}/{path.name}"
+)
 def test_every_example_hpa_file_is_valid_for_kubernetes_1_32(path: Path) -> None:
     objects = load_yaml_file(path)
     assert [obj["kind"] for obj in objects] == ["HorizontalPodAutoscaler"]
