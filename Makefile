@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv lock test verify lint typecheck imports demo bench clean
+.PHONY: help system-deps venv lock test verify lint typecheck imports demo bench clean proto
 
 help:
 	@echo "make demo   - start a local Triton, load it, run tritonscale against it"
@@ -60,6 +60,12 @@ imports: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 
 verify: lint typecheck imports test
+
+# KEDA's external scaler: regenerate the committed gRPC code from adapter/keda/proto's proto
+# (tests/keda/test_generated_code.py fails when it is out of date).
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
+	  adapter/keda/proto/externalscaler.proto
 
 demo: $(STAMP)
 	$(PY) -m loadtest.harness.demo

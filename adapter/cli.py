@@ -56,6 +56,12 @@ def _serve_parser(sub: Any) -> None:
         help="Kubernetes API for pod discovery and TokenReview/SubjectAccessReview "
         "(default: in-cluster, else $KUBECONFIG or ~/.kube/config)",
     )
+    serve.add_argument(
+        "--keda-scaler-listen",
+        metavar="HOST:PORT",
+        help="also serve KEDA's external scaler (gRPC over TLS) here; the rest of its settings "
+        "are the config's keda_scaler section",
+    )
     serve.add_argument("--scrape-interval", type=float, metavar="SECONDS")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-format", choices=["json", "text"])
@@ -72,6 +78,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             "cert_file": args.tls_cert_file,
             "private_key_file": args.tls_private_key_file,
         }
+    if args.keda_scaler_listen:
+        overrides["keda_scaler"] = {"listen": args.keda_scaler_listen}
     if args.scrape_interval is not None:
         overrides["scrape"] = {"interval_seconds": args.scrape_interval}
     auth: dict[str, Any] = {}

@@ -64,6 +64,9 @@ would split a Deployment into several groups."""
 
 _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 
 
 class ListenAddressError(ValueError):
@@ -135,6 +138,32 @@ class TargetConfig(_Strict):
     kind: TargetKind = "triton"
     labels: dict[str, str] = Field(default_factory=dict)
     scrape_interval_seconds: float | None = Field(None, gt=0, le=300)  # default: scrape.interval
+    # The pod this target scrapes (custom metrics: per-pod values, labelSelector over pods).
+    pod: str | None = None
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("pod")
+    @classmethod
+    def _pod_name(cls, name: str | None) -> str | None:
+        if name is not None and not _DNS1123_SUBDOMAIN.match(name):
+            raise ValueError(
+                f"{name!r} is not a pod name (lowercase RFC 1123 subdomain: a-z, 0-9, '-' "
+                "and '.', at most 253 characters)"
+            )
+        return name
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _pod_label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
+            _check_label_key(key)
+        return labels
+
+    @model_validator(mode="after")
+    def _pod_labels_need_pod(self) -> TargetConfig:
+        if self.pod_labels and self.pod is None:
+            raise ValueError("pod_labels: only used with pod (the pod these labels belong to)")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -430,6 +459,38 @@ class DiscoveryConfig(_Strict):
     kubeconfig: str | None = None  # default: auth.kubeconfig, then in-cluster / $KUBECONFIG
 
 
+class KedaScalerConfig(_Strict):
+    """KEDA's external scaler (``externalscaler.ExternalScaler`` over gRPC with TLS).
+
+    Off unless ``listen`` is set. It serves with the HTTPS API's certificate; with
+    ``client_ca_file`` clients must present a certificate it issued (mutual TLS), and with
+    ``client_allowed_names`` one whose subject CN is listed. ``stream_check_seconds`` is how
+    often an open ``StreamIsActive`` re-reads the snapshot (s).
+    """
+
+    listen: str | None = None  # HOST:PORT, e.g. 0.0.0.0:9443
+    client_ca_file: str | None = None
+    client_allowed_names: tuple[str, ...] = ()  # empty: any certificate client_ca_file issued
+    stream_check_seconds: float = Field(1.0, gt=0, le=60)
+    retry_seconds: float = Field(5.0, gt=0, le=300)  # after a failed start (port in use)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str | None) -> str | None:
+        if listen is not None:
+            parse_listen(listen)
+        return listen
+
+    @model_validator(mode="after")
+    def _names_need_a_ca(self) -> KedaScalerConfig:
+        if self.client_allowed_names and self.client_ca_file is None:
+            raise ValueError(
+                "client_allowed_names: only used with client_ca_file (the CA whose "
+                "certificates carry these names)"
+            )
+        return self
+
+
 class Config(_Strict):
     listen: str = "0.0.0.0:6443"
     tls: TLSConfig = TLSConfig()
@@ -440,12 +501,28 @@ class Config(_Strict):
     log: LogConfig = LogConfig()
     auth: AuthConfig = AuthConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
+    keda_scaler: KedaScalerConfig = KedaScalerConfig()
 
     @field_validator("listen")
     @classmethod
     def _host_port(cls, listen: str) -> str:
         parse_listen(listen)  # raises ListenAddressError (a ValueError) naming the problem
         return listen
+
+    @model_validator(mode="after")
+    def _scaler_authenticates_when_the_api_does(self) -> Config:
+        scaler = self.keda_scaler
+        if (
+            scaler.listen is not None
+            and self.auth.mode == "delegated"
+            and not scaler.client_ca_file
+        ):
+            raise ValueError(
+                "keda_scaler.client_ca_file is required when keda_scaler.listen is set and "
+                "auth.mode is delegated: without client certificates anyone who reaches the "
+                "port reads the metrics the HTTPS API guards"
+            )
+        return self
 
 
 class ConfigError(ValueError):
@@ -459,7 +536,8 @@ class ConfigError(ValueError):
 def parse_target_flag(text: str) -> dict[str, Any]:
     """``URL[,label=value...]`` from ``--target`` -> a target mapping.
 
-    Two keys are settings, not labels: ``kind=dcgm`` and ``interval=SECONDS``.
+    Three keys are settings, not labels: ``kind=dcgm``, ``interval=SECONDS`` and
+    ``pod=NAME`` (the pod it scrapes, for the custom metrics API).
     """
     url, *pairs = text.split(",")
     target: dict[str, Any] = {"url": url.strip(), "kind": "triton", "labels": {}}
@@ -471,6 +549,8 @@ def parse_target_flag(text: str) -> dict[str, Any]:
             target["kind"] = value
         elif key == "interval":
             target["scrape_interval_seconds"] = value
+        elif key == "pod":
+            target["pod"] = value
         else:
             target["labels"][key] = value
     return target

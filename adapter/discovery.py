@@ -9,7 +9,9 @@ pod IP, and no ``deletionTimestamp``.
 Every target carries ``namespace`` and ``deployment`` (the owner ReplicaSet's name without its
 pod-template-hash suffix, the controller's name otherwise, or a configured pod label) plus the
 copied pod labels, and never the pod name: the pods of one Deployment have identical labels and
-so form one group whose values the pipeline aggregates.
+so form one group whose values the pipeline aggregates. The pod's name and its own labels ride
+along as :class:`~adapter.targets.PodRef`, outside the labels, for the custom metrics API
+(per-pod values and ``labelSelector`` over pods).
 
 Failures never shrink the set: a 410 Gone (an ERROR watch event or the HTTP status) re-LISTs at
 once; any other error (connection refused or dropped, 5xx, 403, malformed JSON) is logged and
@@ -147,7 +149,13 @@ def pod_target(pod: Mapping[str, Any], settings: KubernetesDiscoveryConfig) -> T
     labels["deployment"] = workload_name(pod, settings.deployment_label)
     host = f"[{ip}]" if ":" in ip else ip
     url = f"{settings.scheme}://{host}:{port}{settings.path}"
-    return Target.create(url=url, kind=settings.kind, labels=labels)
+    return Target.create(
+        url=url,
+        kind=settings.kind,
+        labels=labels,
+        pod=str(metadata.get("name", "")) or None,
+        pod_labels={str(k): str(v) for k, v in pod_labels.items()},
+    )
 
 
 # --- the watch ------------------------------------------------------------------------------

@@ -58,3 +58,35 @@ SERVED_METRICS: tuple[MetricInfo, ...] = (
 )
 
 SERVED_METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in SERVED_METRICS)
+
+# --- the custom metrics API (custom.metrics.k8s.io): which metric on which object ----------
+
+POD_METRIC_NAMES: tuple[str, ...] = (
+    "triton_queue_depth",
+    "triton_request_rate",
+    "triton_arrival_rate",
+    "triton_queue_time_seconds",
+    "triton_queue_compute_ratio",
+    "gpu_utilization",
+)
+"""Served per Triton pod (``pods/<metric>``): the raw signals of each pod alone."""
+
+DEPLOYMENT_METRIC_NAMES: tuple[str, ...] = SERVED_METRIC_NAMES
+"""Served on the Deployment (``deployments.apps/<metric>``): the group's series, which include
+the predictive signals (forecast, desired replicas)."""
+
+POD_METRIC_ALIASES: dict[str, str] = {"triton:queue_compute:ratio": "triton_queue_compute_ratio"}
+"""Other names a pod metric answers to: NVIDIA's recording-rule name, so the HPA of their Triton
+autoscaling tutorial works unchanged (reading this adapter's signal, not Prometheus)."""
+
+ADDITIVE_METRICS: frozenset[str] = frozenset(
+    {
+        "triton_queue_depth",
+        "triton_request_rate",
+        "triton_arrival_rate",
+        "triton_arrival_rate_forecast",
+        "triton_queue_depth_forecast",
+    }
+)
+"""Counts and rates: several series of one object (one per model) add up to the object's
+value. Means, ratios and replica counts do not: their series must be selected one at a time."""

@@ -20,8 +20,8 @@ import aiohttp
 from adapter.config import ScrapeConfig, SignalsConfig
 from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
 from adapter.scrape import ScrapeLoop, ScrapeObserver, TargetState
-from adapter.signals import Labels, Member, ReadingHistory, group_series
-from adapter.snapshot import SeriesPoint, Snapshot
+from adapter.signals import Labels, Member, ReadingHistory, group_series, pod_group
+from adapter.snapshot import PodKey, SeriesPoint, Snapshot
 from adapter.targets import Target, TargetSource
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class Pipeline:
         self._published_once = False
         self._failure: str | None = None
         self._last_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
+        self._last_pod_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
 
     # -- what the API reads -------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -125,6 +126,7 @@ class Pipeline:
 
     def _reconcile(self, targets: frozenset[Target], session: aiohttp.ClientSession) -> None:
         scrape = self._scrape
+        self._relabel(targets)
         for gone in set(self._states) - targets:
             self._loops.pop(gone).cancel()
             del self._states[gone]
@@ -149,6 +151,24 @@ class Pipeline:
             log.info("target added", extra={"target": target.url, "labels": dict(target.labels)})
         self._dirty.set()
 
+    def _relabel(self, targets: frozenset[Target]) -> None:
+        """Hand a target's scrape loop and history to its successor when only its pod's
+        labels changed (the scrape is the same: same URL, group and pod), so a relabelled
+        pod keeps its rate window."""
+        gone = set(self._states) - targets
+        if not gone:
+            return
+        successors = {_scrape_identity(t): t for t in targets - set(self._states)}
+        for old in gone:
+            new = successors.get(_scrape_identity(old))
+            if new is None:
+                continue
+            state = self._states.pop(old)
+            state.target = new
+            self._states[new] = state
+            self._loops[new] = self._loops.pop(old)
+            log.info("target relabelled", extra={"target": new.url})
+
     async def _publish_forever(self) -> None:
         """Publish soon after new readings, at most every 1/4 interval, at least every interval."""
         interval = self._scrape.interval_seconds
@@ -170,28 +190,19 @@ class Pipeline:
         """
         now_wall = time.time() if now_wall is None else now_wall
         groups: dict[Labels, list[Member]] = {}
+        pods: dict[Labels, list[Member]] = {}  # keyed by the group's labels plus the pod's
+        pod_labels: dict[PodKey, Mapping[str, str]] = {}
         for target, state in self._states.items():
-            groups.setdefault(target.group, []).append(Member(target.kind, state.history))
+            member = Member(target.kind, state.history)
+            groups.setdefault(target.group, []).append(member)
+            if target.pod is not None and target.kind == "triton":
+                pods.setdefault(pod_group(target.group, target.pod.name), []).append(member)
+                pod_labels[(target.namespace, target.pod.name)] = MappingProxyType(
+                    dict(target.pod.labels)
+                )
 
-        window = self._signals.rate_window_seconds
-        points: PointsByMetric = {}
-        fresh: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
-        for group, members in groups.items():
-            for metric, series in group_series(group, members, window).items():
-                for point in series:
-                    key = (metric, tuple(sorted(point.labels.items())))
-                    fresh[key] = (group, point)
-        # Carry forward series whose group still exists but could not be recomputed this
-        # pass (e.g. one reading since a restart): the old value keeps its old timestamp
-        # and the API holds it once it is older than max age. Past max age it is dropped,
-        # so a model that was unloaded stops blocking wider selectors.
-        max_age = self._signals.max_age_seconds
-        for key, (group, point) in self._last_points.items():
-            if key not in fresh and group in groups and now_wall - point.timestamp <= max_age:
-                fresh[key] = (group, point)
-        self._last_points = fresh
-        for key, (_group, point) in fresh.items():
-            points.setdefault(key[0], []).append(point)
+        self._last_points, points = self._with_carried(self._last_points, groups, now_wall)
+        self._last_pod_points, per_pod = self._with_carried(self._last_pod_points, pods, now_wall)
 
         replicas = {
             group: sum(1 for member in members if member.kind == "triton")
@@ -204,7 +215,43 @@ class Pipeline:
         snapshot = Snapshot(
             built_at=time.time(),
             series=MappingProxyType({m: tuple(p) for m, p in points.items()}),
+            pod_series=MappingProxyType({m: tuple(p) for m, p in per_pod.items()}),
+            pods=MappingProxyType(pod_labels),
         )
         self._snapshot = snapshot
         self._published_once = True
         return snapshot
+
+    def _with_carried(
+        self,
+        last: Mapping[SeriesKey, tuple[Labels, SeriesPoint]],
+        owners: Mapping[Labels, list[Member]],
+        now_wall: float,
+    ) -> tuple[dict[SeriesKey, tuple[Labels, SeriesPoint]], PointsByMetric]:
+        """This pass's series of each owner (a group, or one pod), plus the carried ones.
+
+        Series whose owner still exists but could not be recomputed this pass (e.g. one
+        reading since a restart) are carried forward: the old value keeps its old timestamp
+        and the API holds it once it is older than max age. Past max age it is dropped, so a
+        model that was unloaded stops blocking wider selectors.
+        """
+        window = self._signals.rate_window_seconds
+        fresh: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
+        for owner, members in owners.items():
+            for metric, series in group_series(owner, members, window).items():
+                for point in series:
+                    fresh[(metric, tuple(sorted(point.labels.items())))] = (owner, point)
+        max_age = self._signals.max_age_seconds
+        for key, (owner, point) in last.items():
+            if key not in fresh and owner in owners and now_wall - point.timestamp <= max_age:
+                fresh[key] = (owner, point)
+        points: PointsByMetric = {}
+        for (metric, _labels), (_owner, point) in fresh.items():
+            points.setdefault(metric, []).append(point)
+        return fresh, points
+
+
+def _scrape_identity(target: Target) -> tuple[object, ...]:
+    """What makes two targets the same scrape: all but the pod's labels."""
+    pod_name = target.pod.name if target.pod is not None else None
+    return (target.url, target.kind, target.labels, target.scrape_interval_seconds, pod_name)

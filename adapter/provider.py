@@ -1,17 +1,27 @@
-"""The one protocol between the HTTP layer and the data.
+"""The protocols between the serving layers (HTTP, gRPC) and the data.
 
-Modelled on custom-metrics-apiserver's ``ExternalMetricsProvider``: the API layer asks
-for the metrics it may list and for the values of one metric in one namespace under a
-label selector; it never sees scrapes, targets or windows.
+Modelled on custom-metrics-apiserver's ``ExternalMetricsProvider`` and
+``CustomMetricsProvider``: the API layer asks for the metrics it may list and for the values
+of one metric, in one namespace, under label selectors; it never sees scrapes, targets or
+windows. Both implementations here read the pipeline's published snapshot and nothing else,
+and share its staleness rule: a value older than its max age, or not computable yet, is an
+error (the autoscaler holds), never a 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from adapter.kube.selectors import Selector
+from adapter.metrics_catalog import (
+    ADDITIVE_METRICS,
+    DEPLOYMENT_METRIC_NAMES,
+    POD_METRIC_ALIASES,
+    POD_METRIC_NAMES,
+)
 from adapter.snapshot import MetricInfo, SeriesPoint, Snapshot
 
 
@@ -129,14 +139,318 @@ class Clock(Protocol):
     def __call__(self) -> float: ...
 
 
+# --- custom metrics (custom.metrics.k8s.io): metrics that describe an object -----------------
+
+PODS = "pods"
+DEPLOYMENTS = "deployments.apps"
+
+_RESOURCE_NAMES = {
+    "pods": PODS,
+    "pod": PODS,
+    "deployments.apps": DEPLOYMENTS,
+    "deployment.apps": DEPLOYMENTS,
+    "deployments": DEPLOYMENTS,
+    "deployment": DEPLOYMENTS,
+}
+
+
+def normalize_resource(resource: str) -> str:
+    """The group-resource a path segment names: plural, group-qualified (``pod`` -> ``pods``,
+    ``deployments`` -> ``deployments.apps``), as prometheus-adapter's REST mapper resolves it;
+    a resource that is not served is returned as given."""
+    return _RESOURCE_NAMES.get(resource.lower(), resource)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomMetricInfo:
+    """A metric of one kind of object (custom-metrics-apiserver's ``CustomMetricInfo``):
+    ``group_resource`` is e.g. ``pods`` or ``deployments.apps``."""
+
+    group_resource: str
+    metric: str
+    namespaced: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectReference:
+    """The object a value describes (``describedObject``)."""
+
+    kind: str
+    api_version: str
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustomMetricValue:
+    described_object: ObjectReference
+    metric: str
+    value: float
+    timestamp: float
+    window_seconds: int | None
+
+
+class ObjectMetricNotFoundError(LookupError):
+    """The named object has no series of the metric (HTTP 404, as
+    ``NewMetricNotFoundForError``)."""
+
+
+class NoMatchingObjectsError(LookupError):
+    """``labelSelector`` matches no object the adapter knows in the namespace (HTTP 404)."""
+
+
+class AmbiguousSeriesError(ValueError):
+    """One object has several series of a metric that does not add up (a mean or a ratio,
+    one per model): the request must select one with ``metricLabelSelector`` (HTTP 400)."""
+
+
+class UnsupportedSelectorError(ValueError):
+    """A ``labelSelector`` over objects whose labels the adapter does not know (HTTP 400)."""
+
+
+class CustomMetricsProvider(Protocol):
+    def list_all_metrics(self) -> Sequence[CustomMetricInfo]: ...
+
+    def get_metric_by_name(
+        self, namespace: str, name: str, info: CustomMetricInfo, metric_selector: Selector
+    ) -> CustomMetricValue:
+        """The value of ``info.metric`` for one object.
+
+        Raises MetricNotFoundError, ObjectMetricNotFoundError, AmbiguousSeriesError or
+        StaleMetricError.
+        """
+        ...
+
+    def get_metric_by_selector(
+        self,
+        namespace: str,
+        selector: Selector,
+        info: CustomMetricInfo,
+        metric_selector: Selector,
+    ) -> list[CustomMetricValue]:
+        """One value per object matching ``selector`` that has a fresh value, never empty.
+
+        Objects without a fresh value are left out (a partial answer: the HPA treats them as
+        missing pods); when none has one, raises StaleMetricError or NoMatchingSeriesError.
+        Also raises MetricNotFoundError, NoMatchingObjectsError, AmbiguousSeriesError and
+        UnsupportedSelectorError.
+        """
+        ...
+
+
+_OBJECT_KINDS = {PODS: ("Pod", "v1"), DEPLOYMENTS: ("Deployment", "apps/v1")}
+_OBJECT_LABEL = {PODS: "pod", DEPLOYMENTS: "deployment"}
+
+
+class SnapshotCustomMetricsProvider:
+    """Pods and Deployment metrics from the pipeline's published snapshot.
+
+    A pod's values are the snapshot's per-pod series (labelled ``pod``) and ``labelSelector``
+    selects among the pods the snapshot knows, by their own labels; a Deployment's values are
+    the group series labelled with its name. When one object has several series matching
+    ``metricLabelSelector`` (one per model), counts and rates are summed, as the HPA sums
+    external series; means and ratios cannot be, and the request must pick one series.
+    """
+
+    def __init__(
+        self,
+        current: SnapshotSource,
+        clock: Clock,
+        max_age_seconds: float,
+        *,
+        pod_metrics: Iterable[str] = POD_METRIC_NAMES,
+        pod_aliases: Mapping[str, str] = POD_METRIC_ALIASES,
+        deployment_metrics: Iterable[str] = DEPLOYMENT_METRIC_NAMES,
+        additive: Iterable[str] = ADDITIVE_METRICS,
+    ) -> None:
+        self._current = current
+        self._clock = clock
+        self._max_age = max_age_seconds
+        pods = {name: name for name in pod_metrics}
+        pods.update(pod_aliases)
+        self._sources = {PODS: pods, DEPLOYMENTS: {name: name for name in deployment_metrics}}
+        self._additive = frozenset(additive)
+        self._infos = tuple(
+            CustomMetricInfo(resource, metric)
+            for resource, metrics in self._sources.items()
+            for metric in metrics
+        )
+
+    def list_all_metrics(self) -> Sequence[CustomMetricInfo]:
+        return self._infos
+
+    def _source(self, info: CustomMetricInfo) -> str:
+        """The snapshot metric ``info`` reads; MetricNotFoundError if it is not served."""
+        source = self._sources.get(info.group_resource, {}).get(info.metric)
+        if source is None or not info.namespaced:
+            raise MetricNotFoundError(
+                f"the server could not find the metric {info.metric} for {info.group_resource}"
+            )
+        return source
+
+    def _points(self, snapshot: Snapshot, resource: str, source: str) -> tuple[SeriesPoint, ...]:
+        return snapshot.pod_points(source) if resource == PODS else snapshot.points(source)
+
+    def get_metric_by_name(
+        self, namespace: str, name: str, info: CustomMetricInfo, metric_selector: Selector
+    ) -> CustomMetricValue:
+        source = self._source(info)
+        key = _OBJECT_LABEL[info.group_resource]
+        points = [
+            p
+            for p in self._points(self._current(), info.group_resource, source)
+            if p.labels.get("namespace") == namespace
+            and p.labels.get(key) == name
+            and metric_selector.matches(p.labels)
+        ]
+        where = f"{info.group_resource} {name}"
+        if not points:
+            raise ObjectMetricNotFoundError(
+                f"the server could not find the metric {info.metric} for {where}"
+                + _with_metric_selector(metric_selector)
+                + f" in namespace {namespace}"
+            )
+        value = self._combine(info, namespace, name, points, metric_selector)
+        problem = self._problem(value)
+        if problem is not None:
+            raise StaleMetricError(
+                f"metric {info.metric} for {where} in namespace {namespace}: {problem}; "
+                "holding rather than reporting a guess"
+            )
+        return value
+
+    def get_metric_by_selector(
+        self,
+        namespace: str,
+        selector: Selector,
+        info: CustomMetricInfo,
+        metric_selector: Selector,
+    ) -> list[CustomMetricValue]:
+        source = self._source(info)
+        snapshot = self._current()
+        resource = info.group_resource
+        key = _OBJECT_LABEL[resource]
+        by_object: dict[str, list[SeriesPoint]] = {}
+        for p in self._points(snapshot, resource, source):
+            name = p.labels.get(key)
+            if (
+                name
+                and p.labels.get("namespace") == namespace
+                and metric_selector.matches(p.labels)
+            ):
+                by_object.setdefault(name, []).append(p)
+        if resource == PODS:
+            known = [name for (ns, name) in snapshot.pods if ns == namespace]
+            objects = sorted(n for n in known if selector.matches(snapshot.pods[(namespace, n)]))
+            if not objects:
+                raise NoMatchingObjectsError(
+                    f"no pod in namespace {namespace} matches labelSelector "
+                    f"{selector.source!r} (tritonscale knows the {len(known)} Triton pods "
+                    "it scrapes there)"
+                )
+        else:
+            if not selector.is_everything():
+                raise UnsupportedSelectorError(
+                    f"labelSelector over {resource} is not supported (tritonscale does not "
+                    "know Deployments' labels): name the Deployment, as an HPA Object "
+                    "metric does"
+                )
+            objects = sorted(by_object)
+        values: list[CustomMetricValue] = []
+        problems: list[str] = []
+        for name in objects:
+            points = by_object.get(name)
+            if not points:
+                continue  # no series: the HPA counts the pod as missing
+            value = self._combine(info, namespace, name, points, metric_selector)
+            problem = self._problem(value)
+            if problem is None:
+                values.append(value)
+            else:
+                problems.append(f"{name}: {problem}")
+        if values:
+            return values
+        if problems:
+            raise StaleMetricError(
+                f"metric {info.metric} in namespace {namespace}: no {resource} matching "
+                f"labelSelector {selector.source!r} has a known value ({'; '.join(problems)}); "
+                "holding rather than reporting a guess"
+            )
+        raise NoMatchingSeriesError(
+            f"the server could not find the metric {info.metric} for {resource} matching "
+            f"labelSelector {selector.source!r} in namespace {namespace}"
+            + _with_metric_selector(metric_selector)
+        )
+
+    def _combine(
+        self,
+        info: CustomMetricInfo,
+        namespace: str,
+        name: str,
+        points: Sequence[SeriesPoint],
+        metric_selector: Selector,
+    ) -> CustomMetricValue:
+        """One object's value from its series: the one, or the sum of additive ones."""
+        kind, api_version = _OBJECT_KINDS[info.group_resource]
+        reference = ObjectReference(kind, api_version, namespace, name)
+        if len(points) > 1 and self._source(info) not in self._additive:
+            varying = sorted(
+                {k for p in points for k, v in p.labels.items() if points[0].labels.get(k) != v}
+                | {k for p in points for k in points[0].labels if k not in p.labels}
+            )
+            series = ", ".join(
+                "{" + ",".join(f"{k}={p.labels.get(k, '')}" for k in varying) + "}" for p in points
+            )
+            raise AmbiguousSeriesError(
+                f"{info.group_resource} {name} in namespace {namespace} has {len(points)} "
+                f"series of metric {info.metric} matching metricLabelSelector "
+                f"{metric_selector.source!r}: {series}; {info.metric} is a mean or a ratio, "
+                "so they cannot be added up: select one with the HPA metric's selector "
+                "(e.g. matchLabels on " + (varying[0] if varying else "model") + ")"
+            )
+        windows = [p.window_seconds for p in points if p.window_seconds is not None]
+        return CustomMetricValue(
+            described_object=reference,
+            metric=info.metric,
+            value=math.fsum(p.value for p in points),
+            timestamp=min(p.timestamp for p in points),
+            window_seconds=max(windows) if windows else None,
+        )
+
+    def _problem(self, value: CustomMetricValue) -> str | None:
+        """Why ``value`` may not be served (stale, or not a number yet); None if it may."""
+        age = self._clock() - value.timestamp
+        if age > self._max_age:
+            return f"no data younger than {self._max_age:g}s (newest {age:.1f}s old)"
+        if not math.isfinite(value.value):
+            return "no value yet (not enough data to compute it)"
+        return None
+
+
+def _with_metric_selector(selector: Selector) -> str:
+    return "" if selector.is_everything() else f" with metricLabelSelector {selector.source!r}"
+
+
 __all__ = [
+    "DEPLOYMENTS",
+    "PODS",
+    "AmbiguousSeriesError",
     "Clock",
+    "CustomMetricInfo",
+    "CustomMetricValue",
+    "CustomMetricsProvider",
     "ExternalMetricValue",
     "ExternalMetricsProvider",
     "MetricNotFoundError",
+    "NoMatchingObjectsError",
     "NoMatchingSeriesError",
+    "ObjectMetricNotFoundError",
+    "ObjectReference",
     "SeriesPoint",
+    "SnapshotCustomMetricsProvider",
     "SnapshotProvider",
     "SnapshotSource",
     "StaleMetricError",
+    "UnsupportedSelectorError",
+    "normalize_resource",
 ]

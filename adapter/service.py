@@ -1,4 +1,5 @@
-"""Wires one running service: config -> targets -> pipeline -> provider -> HTTPS API."""
+"""Wires one running service: config -> targets -> pipeline -> providers -> HTTPS API, and
+KEDA's gRPC external scaler beside it when configured."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import signal
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
 from adapter.api.auth import DelegatedAuth
-from adapter.api.server import create_app
-from adapter.api.tls import bound_port, make_server_ssl_context, start_server
-from adapter.config import AuthConfig, Config, DiscoveryConfig, TargetConfig
+from adapter.api.server import ReadinessCheck, create_app
+from adapter.api.tls import bound_port, make_server_ssl_context, serving_certificate, start_server
+from adapter.config import AuthConfig, Config, DiscoveryConfig, KedaScalerConfig, TargetConfig
 from adapter.discovery import CombinedTargets, discovery_from_config
+from adapter.keda.scaler import ExternalScaler
+from adapter.keda.server import ScalerServer
 from adapter.kube.reviews import (
     KubernetesReviewClient,
     RequestHeaderConfigError,
@@ -27,7 +31,7 @@ from adapter.kube.reviews import (
 from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage
-from adapter.provider import SnapshotProvider
+from adapter.provider import SnapshotCustomMetricsProvider, SnapshotProvider
 from adapter.selfmetrics import SelfMetrics
 from adapter.targets import StaticTargets, Target, TargetSource
 
@@ -59,7 +63,10 @@ async def start_sources(
 
 def static_source(targets: Iterable[TargetConfig]) -> StaticTargets:
     return StaticTargets(
-        Target.create(t.url, t.kind, t.labels, t.scrape_interval_seconds) for t in targets
+        Target.create(
+            t.url, t.kind, t.labels, t.scrape_interval_seconds, pod=t.pod, pod_labels=t.pod_labels
+        )
+        for t in targets
     )
 
 
@@ -69,6 +76,7 @@ class RunningService:
     app: web.Application
     runner: web.AppRunner
     port: int
+    scaler: ScalerServer | None = None
 
 
 @dataclass
@@ -131,22 +139,78 @@ async def start_auth(settings: AuthConfig) -> AuthSetup | None:
 
 def build_app(
     pipeline: Pipeline,
+    provider: SnapshotProvider,
     max_age_seconds: float,
     metrics: SelfMetrics,
     *,
     auth: DelegatedAuth | None = None,
+    readiness: ReadinessCheck | None = None,
 ) -> web.Application:
-    provider = SnapshotProvider(SERVED_METRICS, pipeline.snapshot, time.time, max_age_seconds)
+    """The HTTPS app: external and custom metrics from the pipeline's snapshot; ``readiness``
+    defaults to the pipeline's."""
+    custom = SnapshotCustomMetricsProvider(pipeline.snapshot, time.time, max_age_seconds)
     # metrics observe outside auth, so 401/403 answers are counted too
     app = create_app(
         provider,
-        readiness=pipeline.readiness,
+        readiness=readiness or pipeline.readiness,
         liveness=pipeline.liveness,
         auth=auth,
         observers=(metrics.middleware,),
+        custom=custom,
     )
     app.router.add_get("/metrics", metrics.handle_metrics)
     return app
+
+
+async def start_keda_scaler(
+    settings: KedaScalerConfig,
+    provider: SnapshotProvider,
+    certificate: tuple[bytes, bytes],
+    stack: contextlib.AsyncExitStack,
+) -> ScalerServer | None:
+    """KEDA's external scaler over gRPC when ``settings.listen`` is set (stopped by ``stack``).
+
+    A client CA that cannot be read is fatal (a ValueError naming the setting); a port that
+    cannot be bound is not: the server keeps trying and readiness reports it."""
+    if settings.listen is None:
+        return None
+    client_ca: bytes | None = None
+    if settings.client_ca_file is not None:
+        try:
+            client_ca = Path(settings.client_ca_file).read_bytes()
+        except OSError as exc:
+            raise ValueError(
+                f"keda_scaler.client_ca_file {settings.client_ca_file!r}: cannot read: "
+                f"{exc.strerror}"
+            ) from None
+    scaler = ExternalScaler(
+        provider,
+        stream_check_seconds=settings.stream_check_seconds,
+        allowed_names=settings.client_allowed_names,
+    )
+    server = ScalerServer(
+        scaler,
+        settings.listen,
+        certificate=certificate,
+        client_ca_pem=client_ca,
+        retry_seconds=settings.retry_seconds,
+    )
+    await server.start()
+    stack.push_async_callback(server.stop)
+    return server
+
+
+def all_ready(*checks: ReadinessCheck | None) -> ReadinessCheck:
+    """One readiness check: ready when every check is; otherwise the first reason."""
+
+    def ready() -> str | None:
+        for check in checks:
+            reason = check() if check is not None else None
+            if reason is not None:
+                return reason
+        return None
+
+    return ready
 
 
 @contextlib.asynccontextmanager
@@ -174,17 +238,27 @@ async def running_service(
         auth_setup = await start_auth(config.auth)
         if auth_setup is not None:
             stack.push_async_callback(auth_setup.close)
+        max_age = config.signals.max_age_seconds
+        provider = SnapshotProvider(SERVED_METRICS, pipeline.snapshot, time.time, max_age)
+        tls = config.tls
+        certificate = serving_certificate(
+            tls.cert_file, tls.private_key_file, hostnames=tls.hostnames
+        )
+        scaler = await start_keda_scaler(config.keda_scaler, provider, certificate, stack)
         app = build_app(
             pipeline,
-            config.signals.max_age_seconds,
+            provider,
+            max_age,
             metrics,
             auth=auth_setup.auth if auth_setup is not None else None,
+            readiness=all_ready(pipeline.readiness, scaler.readiness if scaler else None),
         )
         ssl_context = make_server_ssl_context(
-            config.tls.cert_file,
-            config.tls.private_key_file,
-            hostnames=config.tls.hostnames,
+            tls.cert_file,
+            tls.private_key_file,
+            hostnames=tls.hostnames,
             client_ca_data=auth_setup.client_ca_pem if auth_setup is not None else None,
+            certificate=certificate,
         )
         metrics.observe_serving_certificate(ssl_context)
         runner = await start_server(app, config.listen, ssl_context)
@@ -193,10 +267,10 @@ async def running_service(
         task = asyncio.create_task(pipeline.run(), name="pipeline")
         stack.push_async_callback(_stop, task)
         log.info(
-            "serving external.metrics.k8s.io/v1beta1",
+            "serving external.metrics.k8s.io/v1beta1 and custom.metrics.k8s.io/v1beta2,v1beta1",
             extra={"listen": config.listen, "port": port, "targets": len(config.targets)},
         )
-        yield RunningService(pipeline, app, runner, port)
+        yield RunningService(pipeline, app, runner, port, scaler)
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

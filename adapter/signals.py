@@ -26,6 +26,9 @@ QUEUE_TIME = "triton_queue_time_seconds"
 QUEUE_COMPUTE_RATIO = "triton_queue_compute_ratio"
 GPU_UTILIZATION = "gpu_utilization"
 
+POD_LABEL = "pod"
+"""The label that names the pod of a per-pod series (the custom metrics API's Pods metrics)."""
+
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -190,6 +193,16 @@ def group_series(
         stamp = min(r.wall for r in readings) if len(readings) == len(all_newest) else -math.inf
         out[GPU_UTILIZATION] = [SeriesPoint(base_labels, sum(gpus) / len(gpus), stamp)]
     return out
+
+
+def pod_group(group_labels: Labels, pod: str) -> Labels:
+    """The labels of one pod's series: its group's plus ``pod``.
+
+    A pod's signals are :func:`group_series` over that pod's own members (its Triton target,
+    and any other target whose readings belong to that pod alone), with the same rules: a
+    member without two readings holds the rates, absent families are not served.
+    """
+    return tuple(sorted({**dict(group_labels), POD_LABEL: pod}.items()))
 
 
 _ABSENT = ModelCounters(0.0, 0.0, 0.0, 0.0, 0.0)

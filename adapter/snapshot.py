@@ -38,7 +38,15 @@ class MetricInfo:
     unit: str
 
 
+PodKey = tuple[str, str]
+"""``(namespace, pod name)``."""
+
+
 def _empty() -> Mapping[str, tuple[SeriesPoint, ...]]:
+    return MappingProxyType({})
+
+
+def _no_pods() -> Mapping[PodKey, Mapping[str, str]]:
     return MappingProxyType({})
 
 
@@ -46,11 +54,21 @@ def _empty() -> Mapping[str, tuple[SeriesPoint, ...]]:
 class Snapshot:
     """An immutable view of every series, keyed by metric name.
 
-    ``built_at`` is the Unix time (s) the snapshot was published.
+    ``built_at`` is the Unix time (s) the snapshot was published. ``series`` are the group
+    series (one per model and group of pods, e.g. a Deployment). ``pod_series`` are the same
+    signals per pod: their labels are the group's plus ``pod`` (the pod's name), whatever
+    produced them (scraping each pod, or a per-pod query). ``pods`` maps every pod with
+    per-pod series to its own Kubernetes labels, which custom metrics' ``labelSelector``
+    selects on.
     """
 
     built_at: float = 0.0
     series: Mapping[str, tuple[SeriesPoint, ...]] = field(default_factory=_empty)
+    pod_series: Mapping[str, tuple[SeriesPoint, ...]] = field(default_factory=_empty)
+    pods: Mapping[PodKey, Mapping[str, str]] = field(default_factory=_no_pods)
 
     def points(self, metric: str) -> tuple[SeriesPoint, ...]:
         return self.series.get(metric, ())
+
+    def pod_points(self, metric: str) -> tuple[SeriesPoint, ...]:
+        return self.pod_series.get(metric, ())

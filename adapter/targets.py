@@ -15,14 +15,29 @@ TargetKind = Literal["triton", "dcgm"]
 
 
 @dataclass(frozen=True, slots=True)
+class PodRef:
+    """The Kubernetes pod behind a target: its name and its own labels.
+
+    Custom metrics describe objects: a per-pod value names its pod (``describedObject``)
+    and a ``labelSelector`` selects pods by their labels. Neither is part of the target's
+    group: the pods of one Deployment still aggregate into one series.
+    """
+
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     """One ``/metrics`` endpoint. ``labels`` always carry ``namespace`` (``default`` if
-    not given); ``scrape_interval_seconds`` overrides the configured interval (s)."""
+    not given); ``scrape_interval_seconds`` overrides the configured interval (s);
+    ``pod`` is the pod it scrapes, when known (a non-grouping attribute)."""
 
     url: str
     kind: TargetKind
     labels: tuple[tuple[str, str], ...]
     scrape_interval_seconds: float | None = None
+    pod: PodRef | None = None
 
     @classmethod
     def create(
@@ -31,9 +46,13 @@ class Target:
         kind: TargetKind,
         labels: Mapping[str, str],
         scrape_interval_seconds: float | None = None,
+        *,
+        pod: str | None = None,
+        pod_labels: Mapping[str, str] | None = None,
     ) -> Target:
         merged = {"namespace": "default", **labels}
-        return cls(url, kind, tuple(sorted(merged.items())), scrape_interval_seconds)
+        ref = PodRef(pod, tuple(sorted((pod_labels or {}).items()))) if pod else None
+        return cls(url, kind, tuple(sorted(merged.items())), scrape_interval_seconds, ref)
 
     @property
     def namespace(self) -> str:
@@ -43,6 +62,11 @@ class Target:
     def group(self) -> tuple[tuple[str, str], ...]:
         """Targets with the same labels form one group; their values are aggregated."""
         return self.labels
+
+    @property
+    def pod_key(self) -> tuple[str, str] | None:
+        """``(namespace, pod name)`` when the target is a known pod."""
+        return None if self.pod is None else (self.namespace, self.pod.name)
 
 
 class TargetSource(Protocol):

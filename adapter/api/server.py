@@ -11,7 +11,8 @@ Routes (GET only; other verbs get 405 with ``Allow``; unknown paths 404, never 5
   discovery (the last one gates ``APIService`` availability and is never empty);
 - ``/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}``: the values;
 - ``/healthz``, ``/livez``, ``/readyz`` and ``/<endpoint>/<check>``: health;
-- ``/openapi/v2``, ``/openapi/v3``, ``/openapi/v3/apis/external.metrics.k8s.io/v1beta1``.
+- ``/openapi/v2``, ``/openapi/v3``, ``/openapi/v3/apis/<group>/<version>``;
+- with a custom metrics provider, ``custom.metrics.k8s.io`` (:mod:`adapter.api.custom`).
 
 With delegated auth (:mod:`adapter.api.auth`) a middleware authenticates and authorises each
 request first (401/403 Status, or 500 when the SubjectAccessReview fails); handlers never see
@@ -32,11 +33,16 @@ from typing import Any, NotRequired, TypedDict
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from adapter.api import custom as custom_api
 from adapter.api import openapi, status
 from adapter.api.auth import DelegatedAuth
+from adapter.api.wire import json_response as _json_response
+from adapter.api.wire import rfc3339_seconds
 from adapter.kube.quantity import format_quantity
 from adapter.kube.selectors import Selector, SelectorError
 from adapter.provider import (
+    CustomMetricInfo,
+    CustomMetricsProvider,
     ExternalMetricsProvider,
     ExternalMetricValue,
     MetricNotFoundError,
@@ -99,11 +105,6 @@ class ExternalMetricValueListJSON(TypedDict):
     items: list[ExternalMetricValueJSON]
 
 
-def rfc3339_seconds(unix_seconds: float) -> str:
-    """``metav1.Time`` JSON: UTC, whole seconds (truncated, as Go's RFC3339 layout), ``Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(unix_seconds // 1)))
-
-
 KEDA_PATH = "/keda/v1"
 
 
@@ -126,15 +127,6 @@ def metric_value_list(values: Sequence[ExternalMetricValue]) -> ExternalMetricVa
         "metadata": {},
         "items": items,
     }
-
-
-def _json_response(body: Any, *, headers: dict[str, str] | None = None) -> web.Response:
-    # body= (bytes) keeps the header exactly "application/json", as Go servers send it
-    return web.Response(
-        body=json.dumps(body, separators=(",", ":")).encode(),
-        content_type=_JSON,
-        headers=headers,
-    )
 
 
 def is_valid_path_segment(name: str) -> bool:
@@ -236,7 +228,10 @@ def _group_versions() -> dict[str, Any]:
 
 
 async def get_api_group_list(request: web.Request) -> web.Response:
-    body = {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group_versions()]}
+    groups = [_group_versions()]
+    if custom_api.CUSTOM_PROVIDER_KEY in request.app:
+        groups.append(custom_api.api_group())
+    body = {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
     return _json_response(body)
 
 
@@ -279,23 +274,31 @@ class _Rendered:
 
 
 class _Documents:
-    """OpenAPI documents rendered once per distinct metric list (the list rarely changes)."""
+    """OpenAPI documents rendered once per distinct metric list (the list rarely changes):
+    the v2 document, each group-version's v3 document (by ``apis/<group>/<version>``) and
+    the v3 discovery document pointing at them."""
 
     def __init__(self) -> None:
-        self._key: tuple[MetricInfo, ...] | None = None
-        self._v2: _Rendered | None = None
-        self._v3: _Rendered | None = None
-        self._v3_discovery: _Rendered | None = None
+        self._key: tuple[tuple[MetricInfo, ...], tuple[CustomMetricInfo, ...]] | None = None
+        self._v2 = _Rendered(b"", "")
+        self._v3: dict[str, _Rendered] = {}
+        self._v3_discovery = _Rendered(b"", "")
 
-    def get(self, metrics: Sequence[MetricInfo]) -> tuple[_Rendered, _Rendered, _Rendered]:
-        key = tuple(metrics)
-        if key != self._key or self._v2 is None or self._v3 is None or self._v3_discovery is None:
-            v2 = openapi.openapi_v2(key)
-            v3 = openapi.openapi_v3(key)
-            v3_hash = openapi.document_hash(v3)
-            discovery = openapi.openapi_v3_discovery(v3_hash)
+    def get(
+        self, metrics: Sequence[MetricInfo], custom: Sequence[CustomMetricInfo]
+    ) -> tuple[_Rendered, dict[str, _Rendered], _Rendered]:
+        key = (tuple(metrics), tuple(custom))
+        if key != self._key:
+            v3 = {openapi.GROUP_VERSION_PATH: openapi.openapi_v3(key[0])}
+            if custom:
+                for version in custom_api.VERSIONS:
+                    path = openapi.custom_group_version_path(version)
+                    v3[path] = openapi.custom_openapi_v3(version, key[1])
+            hashes = {path: openapi.document_hash(doc) for path, doc in v3.items()}
+            v2 = openapi.openapi_v2(key[0], key[1])
+            discovery = openapi.openapi_v3_discovery(hashes)
             self._v2 = _render(v2, openapi.document_hash(v2))
-            self._v3 = _render(v3, v3_hash)
+            self._v3 = {path: _render(doc, hashes[path]) for path, doc in v3.items()}
             self._v3_discovery = _render(discovery, openapi.document_hash(discovery))
             self._key = key
         return self._v2, self._v3, self._v3_discovery
@@ -313,9 +316,11 @@ def _serve_document(request: web.Request, doc: _Rendered, *, immutable: bool) ->
     return web.Response(body=doc.body, content_type=_JSON, headers=headers)
 
 
-def _documents(request: web.Request) -> tuple[_Rendered, _Rendered, _Rendered]:
+def _documents(request: web.Request) -> tuple[_Rendered, dict[str, _Rendered], _Rendered]:
     metrics = request.app[PROVIDER_KEY].list_all_external_metrics()
-    return request.app[_DOCUMENTS_KEY].get(metrics)
+    custom = request.app.get(custom_api.CUSTOM_PROVIDER_KEY)
+    infos = custom.list_all_metrics() if custom is not None else ()
+    return request.app[_DOCUMENTS_KEY].get(metrics, infos)
 
 
 async def get_openapi_v2(request: web.Request) -> web.Response:
@@ -329,7 +334,11 @@ async def get_openapi_v3_discovery(request: web.Request) -> web.Response:
 
 
 async def get_openapi_v3_group_version(request: web.Request) -> web.Response:
-    _, v3, _ = _documents(request)
+    _, documents, _ = _documents(request)
+    path = f"apis/{request.match_info['group']}/{request.match_info['version']}"
+    v3 = documents.get(path)
+    if v3 is None:
+        raise web.HTTPNotFound()
     asked = request.query.get("hash")
     return _serve_document(request, v3, immutable=asked is not None and f'"{asked}"' == v3.etag)
 
@@ -453,6 +462,7 @@ def create_app(
     liveness: ReadinessCheck | None = None,
     auth: DelegatedAuth | None = None,
     observers: Sequence[Middleware] = (),
+    custom: CustomMetricsProvider | None = None,
 ) -> web.Application:
     """The one way to build the API app.
 
@@ -461,7 +471,8 @@ def create_app(
     ``liveness`` likewise, for every health endpoint (``pipeline-running``).
     ``auth`` (delegated mode) authenticates and authorises every request before any handler
     runs; None serves everyone (local use). ``observers`` are middlewares placed outside
-    ``auth`` so they also see its 401/403/500 answers (e.g. request metrics).
+    ``auth`` so they also see its 401/403/500 answers (e.g. request metrics). ``custom``
+    also serves ``custom.metrics.k8s.io`` (:mod:`adapter.api.custom`).
     """
     middlewares: list[Middleware] = [_errors_and_access_log, *observers]
     if auth is not None:
@@ -480,10 +491,12 @@ def create_app(
     get(GROUP_VERSION_PATH, get_api_resource_list)
     get(GROUP_VERSION_PATH + "/namespaces/{namespace}/{metric}", get_external_metric)
     get(KEDA_PATH + "/namespaces/{namespace}/{metric}", get_keda_metric)
+    if custom is not None:
+        custom_api.add_routes(app, custom, get)
     for endpoint in ("healthz", "livez", "readyz"):
         get(f"/{endpoint}", _health_handler(endpoint))
         get(f"/{endpoint}/{{check}}", _single_check_handler(endpoint))
     get("/openapi/v2", get_openapi_v2)
     get("/openapi/v3", get_openapi_v3_discovery)
-    get(f"/openapi/v3/apis/{GROUP_VERSION}", get_openapi_v3_group_version)
+    get("/openapi/v3/apis/{group}/{version}", get_openapi_v3_group_version)
     return app

@@ -33,6 +33,7 @@ __all__ = [
     "bound_port",
     "generate_self_signed",
     "make_server_ssl_context",
+    "serving_certificate",
     "serving_certificate_not_after",
     "start_server",
 ]
@@ -110,6 +111,28 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def serving_certificate(
+    cert_file: str | None, key_file: str | None, *, hostnames: Sequence[str]
+) -> tuple[bytes, bytes]:
+    """The serving certificate and key as PEM, ``(cert, key)``: read from the two files, or
+    self-signed for ``hostnames`` when neither is given. One pair serves every listener of
+    the process (the HTTPS API and the gRPC scaler); errors name the flag and file."""
+    if (cert_file is None) != (key_file is None):
+        missing = "--tls-private-key-file" if key_file is None else "--tls-cert-file"
+        raise ValueError(f"TLS: {missing} is required when the other TLS file is given")
+    if cert_file is None or key_file is None:
+        return generate_self_signed(hostnames)
+    pems: list[bytes] = []
+    for label, path in (("--tls-cert-file", cert_file), ("--tls-private-key-file", key_file)):
+        try:
+            pems.append(Path(path).read_bytes())
+        except OSError as exc:
+            raise FileNotFoundError(
+                f"TLS: {label} {path!r} cannot be read: {exc.strerror}"
+            ) from None
+    return pems[0], pems[1]
+
+
 def make_server_ssl_context(
     cert_file: str | None,
     key_file: str | None,
@@ -117,6 +140,7 @@ def make_server_ssl_context(
     hostnames: Sequence[str],
     client_ca_file: str | None = None,
     client_ca_data: str | None = None,
+    certificate: tuple[bytes, bytes] | None = None,
 ) -> ssl.SSLContext:
     """Server TLS context: TLS >= 1.2, ALPN ``http/1.1``.
 
@@ -129,7 +153,8 @@ def make_server_ssl_context(
     ``extension-apiserver-authentication`` ConfigMap). These CAs are the only ones trusted for
     client certificates, so a certificate the handshake accepted was issued by one of them.
     A certificate that does not verify ends the handshake (the stdlib cannot request a
-    certificate without verifying it).
+    certificate without verifying it). ``certificate`` (PEM ``(cert, key)``, from
+    :func:`serving_certificate`) is used instead of the files when given.
     """
     if (cert_file is None) != (key_file is None):
         missing = "--tls-private-key-file" if key_file is None else "--tls-cert-file"
@@ -137,7 +162,7 @@ def make_server_ssl_context(
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])
-    if cert_file is not None and key_file is not None:
+    if certificate is None and cert_file is not None and key_file is not None:
         for label, path in (("--tls-cert-file", cert_file), ("--tls-private-key-file", key_file)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"TLS: {label} {path!r} does not exist or is not a file")
@@ -149,13 +174,16 @@ def make_server_ssl_context(
             ) from exc
         _NOT_AFTER[context] = _not_after(Path(cert_file).read_bytes())
     else:
-        cert_pem, key_pem = generate_self_signed(hostnames)
+        cert_pem, key_pem = certificate or generate_self_signed(hostnames)
         directory = Path(tempfile.mkdtemp(prefix="tritonscale-tls-"))
         try:
             cert_path, key_path = directory / "apiserver.crt", directory / "apiserver.key"
             _write_private(cert_path, cert_pem)
             _write_private(key_path, key_pem)
-            context.load_cert_chain(cert_path, key_path)
+            try:
+                context.load_cert_chain(cert_path, key_path)
+            except ssl.SSLError as exc:
+                raise ValueError(f"TLS: cannot load the serving certificate: {exc}") from exc
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         _NOT_AFTER[context] = _not_after(cert_pem)

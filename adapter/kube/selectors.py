@@ -16,8 +16,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
-__all__ = ["Operator", "Requirement", "Selector", "SelectorError"]
+__all__ = ["Operator", "Requirement", "Selector", "SelectorError", "label_selector_json"]
 
 
 class SelectorError(ValueError):
@@ -412,3 +413,39 @@ class Selector:
     def __str__(self) -> str:
         """The canonical form Kubernetes would send (sorted by key, comma-joined)."""
         return ",".join(str(r) for r in self.requirements)
+
+
+_EXPRESSION_OPERATORS = {
+    Operator.IN: "In",
+    Operator.NOT_IN: "NotIn",
+    Operator.NOT_EQUALS: "NotIn",
+    Operator.EXISTS: "Exists",
+    Operator.DOES_NOT_EXIST: "DoesNotExist",
+}
+
+
+def label_selector_json(selector: Selector) -> dict[str, Any] | None:
+    """``selector`` as a ``metav1.LabelSelector`` (Go's ``ParseToLabelSelector``), for echoing
+    in API answers; None for the empty selector (Go writes ``null``) and for ``>``/``<``, which
+    a LabelSelector cannot express. ``!=`` becomes ``NotIn`` with one value (the same set)."""
+    if selector.is_everything():
+        return None
+    match_labels: dict[str, str] = {}
+    expressions: list[dict[str, Any]] = []
+    for requirement in selector.requirements:
+        if requirement.operator in (Operator.EQUALS, Operator.DOUBLE_EQUALS):
+            (match_labels[requirement.key],) = requirement.values
+            continue
+        operator = _EXPRESSION_OPERATORS.get(requirement.operator)
+        if operator is None:
+            return None
+        expression: dict[str, Any] = {"key": requirement.key, "operator": operator}
+        if requirement.values:
+            expression["values"] = sorted(requirement.values)
+        expressions.append(expression)
+    body: dict[str, Any] = {}
+    if match_labels:
+        body["matchLabels"] = match_labels
+    if expressions:
+        body["matchExpressions"] = expressions
+    return body

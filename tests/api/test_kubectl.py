@@ -17,7 +17,7 @@ import pytest
 
 from adapter.api.server import create_app
 from adapter.api.tls import bound_port, make_server_ssl_context, start_server
-from tests.support.api_support import METRICS, FakeClock, make_provider
+from tests.support.api_support import METRICS, FakeClock, make_custom_provider, make_provider
 
 KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
@@ -29,7 +29,9 @@ KUBECTL_TIMEOUT_S = 60.0
 @pytest.fixture
 async def server_url() -> AsyncIterator[str]:
     context = make_server_ssl_context(None, None, hostnames=["tritonscale.tritonscale.svc"])
-    runner = await start_server(create_app(make_provider(FakeClock())), "127.0.0.1:0", context)
+    clock = FakeClock()
+    app = create_app(make_provider(clock), custom=make_custom_provider(clock))
+    runner = await start_server(app, "127.0.0.1:0", context)
     try:
         yield f"https://127.0.0.1:{bound_port(runner)}"
     finally:
@@ -107,6 +109,73 @@ async def test_kubectl_reads_discovery(server_url: str, tmp_path: Path) -> None:
     ],
 )
 async def test_kubectl_shows_the_status_message(
+    server_url: str, tmp_path: Path, path: str, expected: str
+) -> None:
+    code, _, err = await kubectl_get_raw(server_url, path, tmp_path)
+    assert code != 0
+    assert expected in err
+
+
+# --- custom.metrics.k8s.io ---------------------------------------------------------------------
+
+CUSTOM = "/apis/custom.metrics.k8s.io"
+
+
+async def test_kubectl_reads_custom_metrics_discovery(server_url: str, tmp_path: Path) -> None:
+    body = await get_json(server_url, f"{CUSTOM}/v1beta2", tmp_path)
+    names = {r["name"] for r in body["resources"]}
+    assert {"pods/triton:queue_compute:ratio", "deployments.apps/triton_desired_replicas"} <= names
+
+
+async def test_kubectl_reads_pods_metrics_as_nvidia_readme_asks(
+    server_url: str, tmp_path: Path
+) -> None:
+    """The check in NVIDIA's tutorial README: v1beta1, singular ``pod``, ``*``."""
+    body = await get_json(
+        server_url,
+        f"{CUSTOM}/v1beta1/namespaces/prod/pod/*/triton:queue_compute:ratio"
+        "?labelSelector=app%3Dllm&metricLabelSelector=model%3Dresnet",
+        tmp_path,
+    )
+    assert body["kind"] == "MetricValueList"
+    assert [(i["describedObject"]["name"], i["value"]) for i in body["items"]] == [
+        ("llm-a", "1250m"),
+        ("llm-b", "800m"),
+    ]
+
+
+async def test_kubectl_reads_a_deployment_object_metric(server_url: str, tmp_path: Path) -> None:
+    body = await get_json(
+        server_url,
+        f"{CUSTOM}/v1beta2/namespaces/prod/deployments.apps/resnet-b/triton_queue_depth",
+        tmp_path,
+    )
+    (item,) = body["items"]
+    assert item["describedObject"]["kind"] == "Deployment" and item["value"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        pytest.param(
+            f"{CUSTOM}/v1beta2/namespaces/prod/pods/*/triton_nonexistent",
+            "Error from server (NotFound): the server could not find the metric "
+            "triton_nonexistent for pods",
+            id="unknown-metric",
+        ),
+        pytest.param(
+            f"{CUSTOM}/v1beta2/namespaces/prod/pods/*/triton_queue_time_seconds",
+            "Error from server (ServiceUnavailable): metric triton_queue_time_seconds",
+            id="stale",
+        ),
+        pytest.param(
+            f"{CUSTOM}/v1beta2/namespaces/prod/pods/*/triton_queue_compute_ratio",
+            "Error from server (BadRequest): pods llm-a in namespace prod has 2 series",
+            id="ambiguous",
+        ),
+    ],
+)
+async def test_kubectl_shows_the_custom_metrics_status_message(
     server_url: str, tmp_path: Path, path: str, expected: str
 ) -> None:
     code, _, err = await kubectl_get_raw(server_url, path, tmp_path)

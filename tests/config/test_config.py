@@ -133,3 +133,34 @@ def test_config_accepts_every_forecaster_of_the_policies_and_names_them_on_error
     (problem,) = caught.value.problems
     assert problem.startswith(f"{path}:3: predictive.defaults.forecaster: unknown forecaster")
     assert all(name in problem for name in FORECASTER_NAMES)
+
+
+def test_a_static_target_may_name_its_pod_and_pod_labels(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "targets:\n"
+        "  - url: http://10.0.0.5:8002/metrics\n"
+        "    labels: {namespace: prod, deployment: llm}\n"
+        "    pod: llm-7d9f8b6c5d-x2x4q\n"
+        "    pod_labels: {app: llm}\n",
+        encoding="utf-8",
+    )
+    (target,) = load_config(path).targets
+    assert (target.pod, target.pod_labels) == ("llm-7d9f8b6c5d-x2x4q", {"app": "llm"})
+    assert parse_target_flag("http://a:8002/metrics,pod=llm-1,deployment=llm")["pod"] == "llm-1"
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("{url: 'http://a/m', pod: Llm_1}", "targets.0.pod: 'Llm_1' is not a pod name"),
+        ("{url: 'http://a/m', pod_labels: {app: x}}", "targets.0: pod_labels: only used with pod"),
+        ("{url: 'http://a/m', pod: a, pod_labels: {'-x': y}}", "targets.0.pod_labels: '-x'"),
+    ],
+)
+def test_bad_pod_settings_name_the_field(tmp_path: Path, target: str, expected: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"targets:\n  - {target}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert f"{path}:2: {expected}" in str(error.value)

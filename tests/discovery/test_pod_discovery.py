@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from adapter.discovery import (
     workload_name,
 )
 from adapter.kube.client import KubernetesClientError
-from adapter.targets import StaticTargets, Target
+from adapter.targets import PodRef, StaticTargets, Target
 from tests.support.discovery_support import TOKEN, FakePodAPI, make_pod
 from tests.support.helpers import async_wait_until
 
@@ -52,12 +53,16 @@ class Collector:
     """Iterates a source's watch in a task and keeps every yielded set."""
 
     def __init__(self, discovery: PodDiscovery | CombinedTargets) -> None:
+        # ``sets`` drop each target's pod (name and labels), so the tests compare what the
+        # pipeline groups on; ``with_pods`` keeps them as yielded.
         self.sets: list[frozenset[Target]] = []
+        self.with_pods: list[frozenset[Target]] = []
         self._task = asyncio.create_task(self._run(discovery.watch()))
 
     async def _run(self, sets: AsyncIterator[frozenset[Target]]) -> None:
         async for targets in sets:
-            self.sets.append(targets)
+            self.with_pods.append(targets)
+            self.sets.append(frozenset(replace(t, pod=None) for t in targets))
 
     @property
     def latest(self) -> frozenset[Target] | None:
@@ -255,10 +260,25 @@ async def test_unrelated_changes_do_not_yield(
     await collector.until_urls({target("10.0.0.1").url})
     await async_wait_until(lambda: api.open_watches, DEADLINE, 0.005, "an open watch")
     api.put(make_pod("b", ip="10.0.0.2", ready=False, labels={"note": "still starting"}))
-    api.put(make_pod("a", ip="10.0.0.1", labels={"restarts": "1"}))  # not copied: same target
-    api.put(make_pod("c", ip="10.0.0.3"))  # a real change after them, as a marker
+    api.put(make_pod("c", ip="10.0.0.3"))  # a real change after it, as a marker
     await collector.until_urls({target("10.0.0.1").url, target("10.0.0.3").url})
     assert [len(s) for s in collector.sets] == [1, 2]
+
+
+async def test_a_pod_label_change_yields_the_same_group_with_the_new_labels(
+    api: FakePodAPI, watching: Callable[..., Any]
+) -> None:
+    """labelSelector over pods (custom metrics) needs a pod's current labels; the group (what
+    the pipeline aggregates on) does not change, since the label is not copied."""
+    api.put(make_pod("a", ip="10.0.0.1"))
+    collector = await watching(settings())
+    await collector.until_urls({target("10.0.0.1").url})
+    await async_wait_until(lambda: api.open_watches, DEADLINE, 0.005, "an open watch")
+    api.put(make_pod("a", ip="10.0.0.1", labels={"restarts": "1"}))
+    await async_wait_until(lambda: len(collector.sets) == 2, DEADLINE, 0.005, "a second set")
+    assert collector.sets[0] == collector.sets[1]
+    (relabelled,) = collector.with_pods[1]
+    assert relabelled.pod is not None and dict(relabelled.pod.labels)["restarts"] == "1"
 
 
 async def test_bookmark_moves_the_resource_version_without_a_relist(
@@ -486,6 +506,39 @@ def test_pod_target(pod: dict[str, Any], overrides: dict[str, Any], expected: ob
     else:
         assert isinstance(result, Target) and result.url == expected
         assert result.kind == overrides.get("kind", "triton")
+
+
+def test_pod_name_and_labels_ride_outside_the_group() -> None:
+    pod = make_pod("triton-7d9f8b6c5d-abcde", labels={"tier": "gpu"})
+    result = pod_target(pod, settings())
+    assert isinstance(result, Target)
+    assert result.pod == PodRef(
+        "triton-7d9f8b6c5d-abcde",
+        (("app", "triton"), ("pod-template-hash", "7d9f8b6c5d"), ("tier", "gpu")),
+    )
+    assert result.pod_key == ("prod", "triton-7d9f8b6c5d-abcde")
+    assert "pod" not in dict(result.group)
+    other = pod_target(make_pod("triton-7d9f8b6c5d-fghij", ip="10.0.0.9"), settings())
+    assert isinstance(other, Target) and other.group == result.group
+
+
+async def test_a_pod_replaced_on_the_same_ip_is_a_new_target(
+    api: FakePodAPI, watching: Callable[..., Any]
+) -> None:
+    api.put(make_pod("triton-7d9f8b6c5d-aaaaa", ip="10.0.0.1"))
+    collector = await watching(settings())
+    await collector.until(bool, "the first pod")
+    await async_wait_until(lambda: api.open_watches, DEADLINE, 0.005, "an open watch")
+    api.delete("prod", "triton-7d9f8b6c5d-aaaaa")
+    api.put(make_pod("triton-7d9f8b6c5d-zzzzz", ip="10.0.0.1"))
+
+    def names() -> set[str]:
+        latest = collector.with_pods[-1] if collector.with_pods else frozenset()
+        return {t.pod.name for t in latest if t.pod is not None}
+
+    await async_wait_until(
+        lambda: names() == {"triton-7d9f8b6c5d-zzzzz"}, DEADLINE, 0.005, "the new pod's name"
+    )
 
 
 def test_copied_labels_and_no_pod_name() -> None:

@@ -33,19 +33,37 @@ KUBERNETES_VERSION = "1.32"  # for single-version checks (the validator's own be
 
 BASE = "manifests/base"
 CERT_MANAGER = "manifests/overlays/cert-manager"
+CUSTOM_METRICS = "manifests/overlays/custom-metrics"
+KEDA_SCALER = "manifests/overlays/keda-scaler"
 EXAMPLES = "manifests/examples"
 EXAMPLE_ADAPTER = "manifests/examples/adapter"
 GRAFANA = "manifests/grafana"
-KUSTOMIZATIONS = (BASE, CERT_MANAGER, EXAMPLES, EXAMPLE_ADAPTER, GRAFANA)
+KUSTOMIZATIONS = (
+    BASE,
+    CERT_MANAGER,
+    CUSTOM_METRICS,
+    KEDA_SCALER,
+    EXAMPLES,
+    EXAMPLE_ADAPTER,
+    GRAFANA,
+)
 
 # One HPA per served signal lives in examples/hpa/ (only one is in the examples
 # kustomization: several HPAs on one Deployment would fight).
 EXAMPLE_HPA_FILES = tuple(sorted((MANIFESTS / "examples" / "hpa").glob("*.yaml")))
+# HPAs on the custom metrics API (Pods and Object metrics), NVIDIA's recipe among them.
+CUSTOM_HPA_FILES = tuple(sorted((MANIFESTS / "examples" / "custom-metrics").glob("*.yaml")))
 # Every YAML file under manifests/ belongs to some kustomization or is an example HPA file:
 # nothing ships unvalidated.
-OUTSIDE_KUSTOMIZATIONS = frozenset(EXAMPLE_HPA_FILES) | {
-    MANIFESTS / "examples" / "keda" / "scaledobject.yaml"  # a KEDA CRD, applied on its own
-}
+OUTSIDE_KUSTOMIZATIONS = (
+    frozenset(EXAMPLE_HPA_FILES)
+    | frozenset(CUSTOM_HPA_FILES)
+    | {
+        # KEDA CRDs (and their RBAC), applied on their own; checked by tests/keda/
+        MANIFESTS / "examples" / "keda" / "scaledobject.yaml",
+        MANIFESTS / "examples" / "keda" / "external-scaler.yaml",
+    }
+)
 
 Obj = dict[str, Any]
 
@@ -117,8 +135,12 @@ def _check_certificate(obj: Obj) -> list[str]:
     issuer = spec.get("issuerRef") or {}
     if not issuer.get("name") or issuer.get("kind") not in {"Issuer", "ClusterIssuer"}:
         problems.append("spec.issuerRef needs name and kind Issuer/ClusterIssuer")
-    if not spec.get("isCA") and not spec.get("dnsNames"):
+    usages = set(spec.get("usages") or ())
+    client_only = "client auth" in usages and "server auth" not in usages
+    if not spec.get("isCA") and not client_only and not spec.get("dnsNames"):
         problems.append("a serving certificate needs spec.dnsNames")
+    if client_only and not spec.get("commonName"):
+        problems.append("a client certificate needs spec.commonName (the name it is allowed by)")
     known = {
         "secretName", "issuerRef", "isCA", "dnsNames", "commonName", "duration",
         "renewBefore", "usages", "privateKey", "ipAddresses", "subject", "secretTemplate",
@@ -131,6 +153,7 @@ def _check_certificate(obj: Obj) -> list[str]:
 
 STRUCTURAL_CHECKS: Mapping[tuple[str, str], Callable[[Obj], list[str]]] = {
     ("cert-manager.io/v1", "Issuer"): _check_issuer,
+    ("cert-manager.io/v1", "ClusterIssuer"): _check_issuer,
     ("cert-manager.io/v1", "Certificate"): _check_certificate,
 }
 
@@ -190,7 +213,9 @@ def test_every_rendered_object_is_valid_for(kustomization: str, version: str) ->
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize("path", EXAMPLE_HPA_FILES, ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "path", EXAMPLE_HPA_FILES + CUSTOM_HPA_FILES, ids=lambda path: f"{path.parent.name}/{path.name}"
+)
 def test_every_example_hpa_file_is_valid_for(path: Path, version: str) -> None:
     objects = load_yaml_file(path)
     assert [obj["kind"] for obj in objects] == ["HorizontalPodAutoscaler"]
@@ -205,7 +230,8 @@ def kustomization_files(directory: Path) -> set[Path]:
         path = (directory / entry).resolve()
         files |= kustomization_files(path) if path.is_dir() else {path}
     for patch in spec.get("patches", []):
-        files.add((directory / patch["path"]).resolve())
+        if "path" in patch:  # an inline patch (``patch:``) has no file
+            files.add((directory / patch["path"]).resolve())
     for generator in spec.get("configMapGenerator", []):
         files |= {(directory / name).resolve() for name in generator.get("files", [])}
     return files

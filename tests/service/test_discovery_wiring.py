@@ -70,3 +70,49 @@ async def test_discovered_pods_are_scraped_and_served(tmp_path: Path) -> None:
     finally:
         await runner.cleanup()
         await fake.stop()
+
+
+PODS_API = (
+    "/apis/custom.metrics.k8s.io/v1beta2/namespaces/prod/pods/*/triton_request_rate"
+    "?labelSelector=app%3Dtriton"
+)
+
+
+async def test_discovered_pods_are_served_as_pods_metrics(tmp_path: Path) -> None:
+    """What the HPA's Pods metric reads: one value per discovered pod, named after it."""
+    fake = FakePodAPI()
+    await fake.start()
+    runner, url = await counter_server(40)
+    metrics_port = int(url.split(":")[2].split("/")[0])
+    config = load_config(
+        None,
+        {
+            "listen": "127.0.0.1:0",
+            "scrape": {"interval_seconds": 0.2},
+            "signals": {"rate_window_seconds": 1},
+            "discovery": {
+                "kubeconfig": str(fake.write_kubeconfig(tmp_path / "kubeconfig")),
+                "kubernetes": [{"namespaces": ["prod"], "port": metrics_port}],
+            },
+        },
+    )
+    # two pods of one Deployment scraping the same fake server (one IP on loopback)
+    fake.put(make_pod("triton-7d9f8b6c5d-a", ip="127.0.0.1"))
+    fake.put(make_pod("triton-7d9f8b6c5d-b", ip="127.0.0.1"))
+    fake.put(make_pod("other-1", ip="127.0.0.1", labels={"app": "other"}))
+    try:
+        async with running_service(config) as service, aiohttp.ClientSession() as session:
+            base = f"https://127.0.0.1:{service.port}{PODS_API}"
+
+            async def pods_served() -> dict[str, object] | None:
+                async with session.get(base, ssl=False) as response:
+                    body = await response.json()
+                    if response.status != 200 or len(body["items"]) < 2:
+                        return None
+                    return {i["describedObject"]["name"]: i["value"] for i in body["items"]}
+
+            served = await async_wait_until(pods_served, timeout=15, message="both pods' rates")
+            assert set(served) == {"triton-7d9f8b6c5d-a", "triton-7d9f8b6c5d-b"}
+    finally:
+        await runner.cleanup()
+        await fake.stop()
