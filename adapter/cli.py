@@ -150,6 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as err:
             print(err, file=sys.stderr)
             return 1
+        from adapter.service import file_problems
+
+        problems = file_problems(config)
+        for problem in problems:
+            print(f"{args.file}: {problem}", file=sys.stderr)
+        if problems:
+            return 1
         print(f"{args.file}: ok ({len(config.targets)} targets)")
         return 0
 
@@ -171,10 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from adapter.kube.client import KubernetesClientError
     from adapter.kube.reviews import RequestHeaderConfigError
+    from adapter.service import StartupError
 
     try:
         asyncio.run(serve_forever(config))
-    except (RequestHeaderConfigError, KubernetesClientError) as err:
+    except (RequestHeaderConfigError, KubernetesClientError, StartupError) as err:
         print(f"tritonscale serve: {err}", file=sys.stderr)
         return 2
     return 0

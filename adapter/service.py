@@ -12,12 +12,21 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from aiohttp import web
 
 from adapter.api.auth import DelegatedAuth
 from adapter.api.server import ReadinessCheck, create_app
 from adapter.api.tls import bound_port, make_server_ssl_context, serving_certificate, start_server
-from adapter.config import AuthConfig, Config, DiscoveryConfig, KedaScalerConfig, TargetConfig
+from adapter.config import (
+    MAX_CONFIG_BYTES,
+    AuthConfig,
+    Config,
+    DiscoveryConfig,
+    KedaScalerConfig,
+    TargetConfig,
+)
+from adapter.config_yaml import read_yaml
 from adapter.discovery import CombinedTargets, discovery_from_config
 from adapter.keda.scaler import ExternalScaler
 from adapter.keda.server import ScalerServer
@@ -36,6 +45,56 @@ from adapter.selfmetrics import SelfMetrics
 from adapter.targets import StaticTargets, Target, TargetSource
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The service cannot start (port in use, unusable TLS files): one line naming what to fix."""
+
+
+def file_problems(config: Config) -> list[str]:
+    """What ``check-config`` can find wrong in the files the config names, without a cluster.
+
+    TLS files are loaded as ``serve`` loads them; the front-proxy CA must hold a certificate; a
+    kubeconfig must be readable YAML (it is used only at start, against the API server).
+    """
+    problems: list[str] = []
+    tls = config.tls
+    if tls.cert_file is not None:
+        try:
+            make_server_ssl_context(tls.cert_file, tls.private_key_file, hostnames=tls.hostnames)
+        except (OSError, ValueError) as err:
+            problems.append(str(err))
+    if config.auth.requestheader_client_ca_file is not None:
+        try:
+            request_header_config_from_file(config.auth.requestheader_client_ca_file)
+        except RequestHeaderConfigError as err:
+            problems.append(str(err))
+    kubeconfigs = {"auth.kubeconfig": config.auth.kubeconfig}
+    kubeconfigs["discovery.kubeconfig"] = config.discovery.kubeconfig
+    for setting, path in kubeconfigs.items():
+        if path is not None:
+            problem = _kubeconfig_problem(path)
+            if problem is not None:
+                problems.append(f"{setting}: {problem}")
+    return problems
+
+
+def _kubeconfig_problem(path: str) -> str | None:
+    try:
+        with open(path, "rb") as file:
+            text = file.read(MAX_CONFIG_BYTES + 1).decode("utf-8")
+        document, _ = read_yaml(text)
+    except OSError as err:
+        return f"cannot read {path}: {err.strerror or err}"
+    except UnicodeDecodeError:
+        return f"{path} is not UTF-8 text"
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        return f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}"
+    if not isinstance(document, dict) or "clusters" not in document:
+        return f"{path} is not a kubeconfig (no clusters)"
+    return None
 
 
 async def start_sources(
@@ -241,10 +300,13 @@ async def running_service(
         max_age = config.signals.max_age_seconds
         provider = SnapshotProvider(SERVED_METRICS, pipeline.snapshot, time.time, max_age)
         tls = config.tls
-        certificate = serving_certificate(
-            tls.cert_file, tls.private_key_file, hostnames=tls.hostnames
-        )
-        scaler = await start_keda_scaler(config.keda_scaler, provider, certificate, stack)
+        try:
+            certificate = serving_certificate(
+                tls.cert_file, tls.private_key_file, hostnames=tls.hostnames
+            )
+            scaler = await start_keda_scaler(config.keda_scaler, provider, certificate, stack)
+        except (OSError, ValueError) as err:
+            raise StartupError(str(err)) from None
         app = build_app(
             pipeline,
             provider,
@@ -253,15 +315,21 @@ async def running_service(
             auth=auth_setup.auth if auth_setup is not None else None,
             readiness=all_ready(pipeline.readiness, scaler.readiness if scaler else None),
         )
-        ssl_context = make_server_ssl_context(
-            tls.cert_file,
-            tls.private_key_file,
-            hostnames=tls.hostnames,
-            client_ca_data=auth_setup.client_ca_pem if auth_setup is not None else None,
-            certificate=certificate,
-        )
+        try:
+            ssl_context = make_server_ssl_context(
+                tls.cert_file,
+                tls.private_key_file,
+                hostnames=tls.hostnames,
+                client_ca_data=auth_setup.client_ca_pem if auth_setup is not None else None,
+                certificate=certificate,
+            )
+        except (OSError, ValueError) as err:
+            raise StartupError(str(err)) from None
         metrics.observe_serving_certificate(ssl_context)
-        runner = await start_server(app, config.listen, ssl_context)
+        try:
+            runner = await start_server(app, config.listen, ssl_context)
+        except OSError as err:
+            raise StartupError(f"cannot listen on {config.listen}: {err.strerror or err}") from None
         stack.push_async_callback(runner.cleanup)
         port = bound_port(runner)
         task = asyncio.create_task(pipeline.run(), name="pipeline")

@@ -89,4 +89,20 @@ async def api_client(
         raise KubernetesClientError(
             f"{purpose}: cannot read kubeconfig {kubeconfig or '(default)'}: {exc}"
         ) from None
+    except Exception as exc:  # the loader's YAML, decoding and key errors: one line, no trace
+        raise KubernetesClientError(
+            f"{purpose}: kubeconfig {kubeconfig or '(default)'}{_line_of(exc)} is not usable: "
+            f"{type(exc).__name__}: {_first_line(exc)} ({hint})"
+        ) from None
     return k8s_client.ApiClient(configuration=configuration)
+
+
+def _line_of(exc: Exception) -> str:
+    """``:LINE`` where a YAML error says where it is, else nothing."""
+    mark = getattr(exc, "problem_mark", None)
+    return f":{mark.line + 1}" if mark is not None else ""
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""
