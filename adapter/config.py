@@ -146,6 +146,36 @@ class TLSConfig(_Strict):
         return self
 
 
+class ServerConfig(_Strict):
+    """What the HTTPS listener does with slow, idle and excess clients (README: "Limits").
+
+    The Go apiserver's ReadHeaderTimeout is 32 s and its IdleTimeout 90 s; the aggregator, the
+    kubelet and Prometheus send their headers at once, so 10 s is ample.
+    """
+
+    header_timeout_seconds: float = Field(
+        10.0,
+        ge=0.1,
+        le=300,
+        description="from accept, the TLS handshake and a request's headers must be done "
+        "within this (after a response, counted from the next request's first byte)",
+    )
+    idle_timeout_seconds: float = Field(
+        90.0,
+        ge=1,
+        le=3600,
+        description="a keep-alive connection without a request for this long is closed (the "
+        "Go servers' 90 s)",
+    )
+    max_connections: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="open connections, counted before TLS (each TLS connection holds a "
+        "256 KiB read buffer); one more replaces the oldest that has no request yet",
+    )
+
+
 class ScrapeConfig(_Strict):
     interval_seconds: float = Field(
         1.0,
@@ -570,6 +600,7 @@ class KedaScalerConfig(_Strict):
 class Config(_Strict):
     listen: str = "0.0.0.0:6443"
     tls: TLSConfig = TLSConfig()
+    server: ServerConfig = ServerConfig()
     scrape: ScrapeConfig = ScrapeConfig()
     signals: SignalsConfig = SignalsConfig()
     targets: tuple[TargetConfig, ...] = ()

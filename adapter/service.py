@@ -17,7 +17,13 @@ from aiohttp import web
 
 from adapter.api.auth import DelegatedAuth
 from adapter.api.server import ReadinessCheck, create_app
-from adapter.api.tls import bound_port, make_server_ssl_context, serving_certificate, start_server
+from adapter.api.tls import (
+    CONNECTION_STATS_KEY,
+    bound_port,
+    make_server_ssl_context,
+    serving_certificate,
+    start_server,
+)
 from adapter.config import (
     MAX_CONFIG_BYTES,
     AuthConfig,
@@ -327,10 +333,11 @@ async def running_service(
             raise StartupError(str(err)) from None
         metrics.observe_serving_certificate(ssl_context)
         try:
-            runner = await start_server(app, config.listen, ssl_context)
+            runner = await start_server(app, config.listen, ssl_context, config.server)
         except OSError as err:
             raise StartupError(f"cannot listen on {config.listen}: {err.strerror or err}") from None
         stack.push_async_callback(runner.cleanup)
+        metrics.serve_connection_stats(app[CONNECTION_STATS_KEY])
         port = bound_port(runner)
         task = asyncio.create_task(pipeline.run(), name="pipeline")
         stack.push_async_callback(_stop, task)
