@@ -43,6 +43,7 @@ from adapter.kube.reviews import (
     connect,
     request_header_config_from_file,
 )
+from adapter.memory import keep_large_buffers_out_of_the_heap
 from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage
@@ -355,6 +356,7 @@ async def _stop(task: asyncio.Task[None]) -> None:
 
 
 async def serve_forever(config: Config) -> None:
+    keep_large_buffers_out_of_the_heap()  # RSS returns after a burst of TLS connections
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

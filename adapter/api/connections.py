@@ -41,6 +41,7 @@ from aiohttp.typedefs import Handler
 
 from adapter.config import ServerConfig
 from adapter.logging_setup import LogLimiter
+from adapter.memory import return_free_memory
 
 __all__ = ["ConnectionGuard", "ConnectionStats", "ProtocolErrorLog"]
 
@@ -51,6 +52,10 @@ _EARLY_DATA_MAX_BYTES = 64 * 1024
 
 _CLOSE_GRACE_SECONDS = 5.0
 """After a graceful close (idle timeout), the connection is aborted if still open."""
+
+_TRIM_AFTER_CLOSES = 64
+_TRIM_DELAY_SECONDS = 2.0
+"""After 64 connections have closed, free heap pages go back to the OS 2 s later."""
 
 
 @dataclass(slots=True)
@@ -186,6 +191,8 @@ class ConnectionGuard:
         self._idle: OrderedDict[_Connection, None] = OrderedDict()  # idle or reading, oldest first
         self._by_handler: dict[asyncio.Protocol, _Connection] = {}
         self._handshakes: set[asyncio.Task[None]] = set()
+        self._closed_since_trim = 0
+        self._trim: asyncio.TimerHandle | None = None
 
     def attach(self, server: Callable[[], asyncio.Protocol]) -> None:
         self._server = server
@@ -307,10 +314,21 @@ class ConnectionGuard:
         self._by_handler.pop(connection.handler, None)
         self.stats.open -= 1
         self.stats.count_close(reason)
+        self._closed_since_trim += 1
+        if self._closed_since_trim >= _TRIM_AFTER_CLOSES and self._trim is None:
+            self._trim = self._loop.call_later(_TRIM_DELAY_SECONDS, self._return_memory)
+
+    def _return_memory(self) -> None:
+        self._trim = None
+        self._closed_since_trim = 0
+        return_free_memory()
 
     def close_all(self) -> None:
         """Abort every connection still in its TLS handshake or before its first request
         (aiohttp's shutdown closes the others gracefully)."""
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
         for task in list(self._handshakes):
             task.cancel()
         for connection in list(self._new):
