@@ -168,11 +168,12 @@ class ServerConfig(_Strict):
         "Go servers' 90 s)",
     )
     max_connections: int = Field(
-        500,
+        256,
         ge=1,
         le=100_000,
         description="open connections, counted before TLS (each TLS connection holds a "
-        "256 KiB read buffer); one more replaces the oldest that has no request yet",
+        "256 KiB read buffer); one more replaces the oldest that has waited a second without "
+        "a request (or idle), else it is refused",
     )
 
 

@@ -12,12 +12,14 @@ are :class:`adapter.config.ServerConfig`, the ``server:`` section):
   counted from its first byte;
 - *idle timeout*: a keep-alive connection without a request for ``idle_timeout_seconds`` is
   closed (the Go servers' 90 s);
-- *cap*: at most ``max_connections`` are open. Accepting one more closes the oldest
-  connection that has not yet completed a request (a slowloris connection, typically), else
-  the oldest idle one; if every connection has a request in flight, the new one is closed.
-  The cap is counted on TCP connections, before TLS, so a flood never allocates more than
-  ``max_connections`` TLS buffers; and a new client always gets in, at a slowloris'
-  expense.
+- *cap*: at most ``max_connections`` are open, counted on TCP connections before TLS, so a
+  flood never allocates more than ``max_connections`` TLS buffers. One more makes the client
+  address holding the most connections give up its oldest connection that has no request
+  yet (a slowloris connection, typically), else its oldest idle one; a newcomer from that
+  very address only replaces its own connections older than
+  :data:`EVICTION_MIN_AGE_SECONDS`, else it is closed before any TLS work. So one address
+  flooding the port churns only its own connections, and every other client (the
+  aggregator, the kubelet's probes, Prometheus) still gets in.
 
 A request the HTTP parser rejects is answered 400 by aiohttp; :class:`ProtocolErrorLog`
 (aiohttp's server logger for this listener) counts it and writes a rate-limited warning,
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import ssl
 from collections import OrderedDict
 from collections.abc import Callable
@@ -52,6 +55,12 @@ _EARLY_DATA_MAX_BYTES = 64 * 1024
 
 _CLOSE_GRACE_SECONDS = 5.0
 """After a graceful close (idle timeout), the connection is aborted if still open."""
+
+EVICTION_MIN_AGE_SECONDS = 1.0
+"""At the cap, a newcomer from the address holding the most connections replaces only its
+own connections that have waited this long (for a first request, or idle): younger ones are
+left to finish their TLS handshake and headers. Evicting the youngest instead would, under a
+flood, let no handshake complete."""
 
 _TRIM_AFTER_CLOSES = 64
 _TRIM_DELAY_SECONDS = 2.0
@@ -82,14 +91,28 @@ class _State(enum.Enum):
 class _Connection:
     """One accepted TCP connection and the deadline of its current phase."""
 
-    __slots__ = ("app_transport", "deadline", "guard", "handler", "raw", "released", "state")
+    __slots__ = (
+        "app_transport",
+        "deadline",
+        "guard",
+        "handler",
+        "peer",
+        "raw",
+        "released",
+        "state",
+    )
 
     def __init__(
-        self, guard: ConnectionGuard, raw: asyncio.Transport, handler: asyncio.Protocol
+        self,
+        guard: ConnectionGuard,
+        raw: asyncio.Transport,
+        handler: asyncio.Protocol,
+        peer: _Peer,
     ) -> None:
         self.guard = guard
         self.raw = raw
         self.handler = handler  # aiohttp's RequestHandler for this connection
+        self.peer = peer
         self.app_transport: asyncio.BaseTransport | None = None  # TLS transport once made
         self.state = _State.NEW
         self.deadline: asyncio.TimerHandle | None = None
@@ -105,6 +128,29 @@ class _Connection:
             self.guard._loop.call_later(_CLOSE_GRACE_SECONDS, self.raw.abort)
         else:
             self.raw.abort()
+
+
+class _Peer:
+    """The connections of one client address, oldest first in each queue (value: the loop
+    time the connection entered it)."""
+
+    __slots__ = ("address", "idle", "new", "open")
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.open = 0
+        self.new: OrderedDict[_Connection, float] = OrderedDict()  # no request yet
+        self.idle: OrderedDict[_Connection, float] = OrderedDict()  # idle, or reading again
+
+    def oldest(self, not_after: float = math.inf) -> _Connection | None:
+        """The oldest connection without a request, else the oldest idle one, that entered
+        its queue no later than ``not_after``."""
+        for queue in (self.new, self.idle):
+            for connection, since in queue.items():
+                if since <= not_after:
+                    return connection
+                break  # the rest of this queue is younger still
+        return None
 
 
 class _AppSide(asyncio.Protocol):
@@ -186,9 +232,8 @@ class ConnectionGuard:
         self._ssl = ssl_context
         self._server: Callable[[], asyncio.Protocol] | None = None
         self._loop = asyncio.get_running_loop()
-        self._open: dict[_Connection, None] = {}
-        self._new: OrderedDict[_Connection, None] = OrderedDict()  # no request yet, oldest first
-        self._idle: OrderedDict[_Connection, None] = OrderedDict()  # idle or reading, oldest first
+        self._open = 0
+        self._peers: dict[str, _Peer] = {}
         self._by_handler: dict[asyncio.Protocol, _Connection] = {}
         self._handshakes: set[asyncio.Task[None]] = set()
         self._closed_since_trim = 0
@@ -203,17 +248,23 @@ class ConnectionGuard:
     # -- accept ---------------------------------------------------------------------------
 
     def _accept(self, raw: asyncio.Transport) -> None:
-        if len(self._open) >= self.limits.max_connections:
-            victim = next(iter(self._new), None) or next(iter(self._idle), None)
-            if victim is None:  # every connection has a request in flight
+        peername = raw.get_extra_info("peername")
+        address = str(peername[0]) if isinstance(peername, tuple) and peername else "?"
+        if self._open >= self.limits.max_connections:
+            victim = self._victim(address)
+            if victim is None:
                 self.stats.count_close("refused_at_cap")
-                raw.abort()
+                raw.abort()  # before any TLS work: a refusal costs next to nothing
                 return
             victim.close("evicted_at_cap")
         assert self._server is not None, "attach() the aiohttp server before serving"
-        connection = _Connection(self, raw, self._server())
-        self._open[connection] = None
-        self._new[connection] = None
+        peer = self._peers.get(address)
+        if peer is None:
+            peer = self._peers[address] = _Peer(address)
+        connection = _Connection(self, raw, self._server(), peer)
+        self._open += 1
+        peer.open += 1
+        peer.new[connection] = self._loop.time()
         self._by_handler[connection.handler] = connection
         self.stats.open += 1
         self.stats.accepted += 1
@@ -227,6 +278,21 @@ class ConnectionGuard:
         task = self._loop.create_task(self._handshake(connection, app_side))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
+
+    def _victim(self, address: str) -> _Connection | None:
+        """Who makes room for a newcomer from ``address`` at the cap; None: refuse it.
+
+        The client address holding the most connections gives one up: its oldest connection
+        without a request, else its oldest idle one (never one with a request in flight).
+        When the newcomer's own address holds the most, it only replaces its own connections
+        that have waited :data:`EVICTION_MIN_AGE_SECONDS`, so a flood from one address cannot
+        churn its own handshakes to nothing nor push out anyone else's connections.
+        """
+        largest = max(self._peers.values(), key=lambda peer: peer.open)
+        own = self._peers.get(address)
+        if own is None or own.open < largest.open:
+            return largest.oldest()
+        return own.oldest(not_after=self._loop.time() - EVICTION_MIN_AGE_SECONDS)
 
     async def _handshake(self, connection: _Connection, app_side: _AppSide) -> None:
         assert self._ssl is not None
@@ -270,18 +336,20 @@ class ConnectionGuard:
     def _activate(self, connection: _Connection) -> None:
         connection.state = _State.ACTIVE
         self._cancel_deadline(connection)
-        self._new.pop(connection, None)
-        self._idle.pop(connection, None)
+        connection.peer.new.pop(connection, None)
+        connection.peer.idle.pop(connection, None)
 
     def _idle_after_response(self, connection: _Connection) -> None:
         connection.state = _State.IDLE
-        self._idle[connection] = None
+        connection.peer.idle[connection] = self._loop.time()
         self._set_deadline(connection, self.limits.idle_timeout_seconds)
 
     def _data(self, connection: _Connection) -> None:
         if connection.state is _State.IDLE:
             connection.state = _State.READING
-            self._idle.move_to_end(connection)
+            idle = connection.peer.idle
+            idle.move_to_end(connection)
+            idle[connection] = self._loop.time()
             self._set_deadline(connection, self.limits.header_timeout_seconds)
 
     # -- deadlines and release ---------------------------------------------------------------
@@ -308,9 +376,13 @@ class ConnectionGuard:
             return
         connection.released = True
         self._cancel_deadline(connection)
-        self._open.pop(connection, None)
-        self._new.pop(connection, None)
-        self._idle.pop(connection, None)
+        peer = connection.peer
+        peer.new.pop(connection, None)
+        peer.idle.pop(connection, None)
+        peer.open -= 1
+        if peer.open == 0:
+            del self._peers[peer.address]
+        self._open -= 1
         self._by_handler.pop(connection.handler, None)
         self.stats.open -= 1
         self.stats.count_close(reason)
@@ -331,8 +403,9 @@ class ConnectionGuard:
             self._trim = None
         for task in list(self._handshakes):
             task.cancel()
-        for connection in list(self._new):
-            connection.close("server_stopped")
+        for peer in list(self._peers.values()):
+            for connection in list(peer.new):
+                connection.close("server_stopped")
 
 
 class ProtocolErrorLog:

@@ -1,15 +1,16 @@
 """Slowloris against ``tritonscale serve`` (``python -m loadtest.bench.slowloris``).
 
-A real ``serve`` (TLS, one unreachable target) runs as a child process. This process opens
-``--connections`` connections that never finish a request and reopens each one the server
+A real ``serve`` (TLS, one unreachable target) runs as a child process. An attacker process
+opens ``--connections`` connections that never finish a request and reopens each one the server
 closes, for ``--hold`` seconds; then closes them all. Modes: ``headers`` completes the TLS
 handshake and sends partial headers; ``handshake`` opens TCP and never starts TLS.
 
 Meanwhile it samples the server's RSS (``/proc/PID/status``) and, once a second, a normal
-client (a fresh TLS connection, ``GET /healthz``). It reports the RSS before, at peak and 10 s
-after the attack ends, the connections the server held, and whether the normal client got its
-answers. ``--unbounded`` runs the same attack against limits raised out of reach (header
-timeout 300 s, 100,000 connections): the baseline of the same run.
+client: a fresh TLS connection from 127.0.0.2, ``GET /healthz``. The attack runs in its own
+process, so that its load does not delay the probes' clock. It reports the RSS before, at
+peak and 10 s after the attack ends, the connections the server held, and whether the
+normal client got its answers. ``--unbounded`` first runs the same attack against limits
+raised out of reach (header timeout 300 s, 100,000 connections): the baseline of the run.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ def rss_mib(pid: int) -> float:
 
 
 class Server:
-    """``tritonscale serve`` in a child process, with the given ``server:`` limits."""
+    """``tritonscale serve`` in a child process, with the given ``server:`` limits and, if
+    given, ``targets_yaml`` (a ``targets:`` section) instead of one unreachable target."""
 
-    def __init__(self, limits: dict[str, Any] | None) -> None:
+    def __init__(self, limits: dict[str, Any] | None, targets_yaml: str | None = None) -> None:
         self.port = free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="slowloris-")
         config = Path(self._dir.name) / "config.yaml"
@@ -63,8 +65,8 @@ class Server:
         config.write_text(
             f'listen: "127.0.0.1:{self.port}"\n'
             f"server: {server}\n"
-            "targets: [{url: 'http://127.0.0.1:9/metrics'}]\n"
-            "log: {level: warning}\n"
+            + (targets_yaml or "targets: [{url: 'http://127.0.0.1:9/metrics'}]\n")
+            + "log: {level: warning}\n"
         )
         self._log = open(Path(self._dir.name) / "serve.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -98,12 +100,20 @@ class Server:
         self._dir.cleanup()
 
 
+PROBE_ADDRESS = "127.0.0.2"
+"""The normal client connects from another loopback address than the attack (127.0.0.1), as
+the aggregator or the kubelet do from theirs."""
+
+
 async def probe(port: int, timeout: float = 5.0) -> float | None:
     """Seconds for a fresh TLS connection to get ``GET /healthz`` = 200; None if it did not."""
     started = time.perf_counter()
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port, ssl=_client_tls()), timeout
+            asyncio.open_connection(
+                "127.0.0.1", port, ssl=_client_tls(), local_addr=(PROBE_ADDRESS, 0)
+            ),
+            timeout,
         )
         try:
             writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
@@ -168,6 +178,28 @@ class Attack:
                 writer.close()
 
 
+async def attack_child(port: int, mode: str, connections: int, hold: float) -> dict[str, Any]:
+    """The attack, run in its own process (``--attack-child``) so that its load does not
+    delay the probes' clock: holds the connections for ``hold`` s, then reports."""
+    attack = Attack(port, mode, connections)
+    slots = []
+    for index in range(connections):  # ramp up in batches, as a client can
+        slots.append(asyncio.create_task(attack.slot()))
+        if index % 200 == 199:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(hold)
+    held_at_end = attack.held
+    attack.stop.set()
+    await asyncio.gather(*slots, return_exceptions=True)
+    return {
+        "opened": attack.opened,
+        "failed_opens": attack.failed_opens,
+        "closed_by_server": attack.closed_by_server,
+        "max_held_client_side": attack.max_held,
+        "held_at_end": held_at_end,
+    }
+
+
 async def run(args: argparse.Namespace, limits: dict[str, Any] | None) -> dict[str, Any]:
     server = Server(limits)
     try:
@@ -175,17 +207,25 @@ async def run(args: argparse.Namespace, limits: dict[str, Any] | None) -> dict[s
         pid = server.process.pid
         await asyncio.sleep(1.0)
         before = rss_mib(pid)
-        attack = Attack(server.port, args.mode, args.connections)
-        slots = []
-        for index in range(args.connections):  # ramp up in batches, as a client can
-            slots.append(asyncio.create_task(attack.slot()))
-            if index % 200 == 199:
-                await asyncio.sleep(0.05)
+        attacker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "loadtest.bench.slowloris",
+            "--attack-child",
+            str(server.port),
+            "--mode",
+            args.mode,
+            "--connections",
+            str(args.connections),
+            "--hold",
+            str(args.hold),
+            stdout=asyncio.subprocess.PIPE,
+        )
         peak = before
         probes: list[asyncio.Task[float | None]] = []
         loop = asyncio.get_running_loop()
         end = loop.time() + args.hold
-        next_probe = loop.time()
+        next_probe = loop.time() + 2.0  # once the attack has ramped up
         while loop.time() < end:
             peak = max(peak, rss_mib(pid))
             if loop.time() >= next_probe:  # one normal client a second, each on its own
@@ -193,9 +233,8 @@ async def run(args: argparse.Namespace, limits: dict[str, Any] | None) -> dict[s
                 probes.append(asyncio.create_task(probe(server.port)))
             await asyncio.sleep(0.2)
         latencies = [t for t in await asyncio.gather(*probes) if t is not None]
-        held_at_end = attack.held
-        attack.stop.set()
-        await asyncio.gather(*slots, return_exceptions=True)
+        out, _ = await attacker.communicate()
+        attack: dict[str, Any] = json.loads(out)
         after_deadline = loop.time() + 10.0
         while loop.time() < after_deadline:
             peak = max(peak, rss_mib(pid))
@@ -210,11 +249,7 @@ async def run(args: argparse.Namespace, limits: dict[str, Any] | None) -> dict[s
             "rss_before_mib": round(before, 1),
             "rss_peak_mib": round(peak, 1),
             "rss_10s_after_mib": round(after, 1),
-            "opened": attack.opened,
-            "failed_opens": attack.failed_opens,
-            "closed_by_server": attack.closed_by_server,
-            "max_held_client_side": attack.max_held,
-            "held_at_end": held_at_end,
+            **attack,
             "probes_ok": f"{len(latencies)}/{len(probes)}",
             "probe_p50_ms": round(statistics.median(latencies) * 1e3, 1) if latencies else None,
             "probe_max_ms": round(max(latencies) * 1e3, 1) if latencies else None,
@@ -233,7 +268,14 @@ def main() -> None:
         "--unbounded", action="store_true", help="also run against limits out of reach"
     )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--attack-child", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.attack_child:
+        result = asyncio.run(
+            attack_child(args.attack_child, args.mode, args.connections, args.hold)
+        )
+        print(json.dumps(result), flush=True)
+        return
     results = []
     for limits in ([UNBOUNDED] if args.unbounded else []) + [None]:
         result = asyncio.run(run(args, limits))

@@ -155,8 +155,9 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(
 
 @pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
 async def test_at_the_cap_a_new_client_replaces_the_oldest_slow_one(
-    serve: Start, tls: bool
+    serve: Start, tls: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("adapter.api.connections.EVICTION_MIN_AGE_SECONDS", 0.0)
     cap = 5
     server = await serve(tls=tls, max_connections=cap, header_timeout_seconds=60.0)
     slow = []
@@ -190,6 +191,48 @@ async def test_at_the_cap_a_new_client_replaces_the_oldest_slow_one(
             assert server.stats.open == cap
     assert not slow[3][0].at_eof() and not slow[4][0].at_eof()
     for _, writer in slow[3:]:
+        writer.close()
+
+
+async def test_at_the_cap_young_connections_are_kept_and_the_newcomer_refused(
+    serve: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a flood, evicting connections still in their handshake would let none finish."""
+    monkeypatch.setattr("adapter.api.connections.EVICTION_MIN_AGE_SECONDS", 3600.0)
+    server = await serve(tls=True, max_connections=2, header_timeout_seconds=60.0)
+    slow = [await server.connect() for _ in range(2)]
+    await async_wait_until(lambda: server.stats.open == 2, timeout=10)
+    refused = await server.connect(handshake=False)
+    assert await _closed_by_server(refused, within=10) < 5
+    assert server.stats.closed == {"refused_at_cap": 1}
+    assert server.stats.open == 2
+    for _, writer in slow:
+        writer.close()
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
+async def test_a_flood_from_one_address_never_keeps_another_client_out(
+    serve: Start, tls: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """127.0.0.1 holds every slot with young connections; 127.0.0.2 still gets answers."""
+    monkeypatch.setattr("adapter.api.connections.EVICTION_MIN_AGE_SECONDS", 3600.0)
+    cap = 4
+    server = await serve(tls=tls, max_connections=cap, header_timeout_seconds=60.0)
+    flood = [await server.connect() for _ in range(cap)]
+    await async_wait_until(lambda: server.stats.open == cap, timeout=10)
+    more = await server.connect(handshake=False)  # the flooder's own newcomer: refused
+    await _closed_by_server(more, within=10)
+    assert server.stats.closed == {"refused_at_cap": 1}
+    context = _client_tls() if tls else False
+    connector = aiohttp.TCPConnector(ssl=context, local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(2):
+            async with session.get(f"{server.url}/healthz") as response:
+                assert (response.status, await response.text()) == (200, "ok")
+    assert server.stats.closed["refused_at_cap"] == 1
+    assert server.stats.closed["evicted_at_cap"] == 1  # one, for the client's one connection
+    await _closed_by_server(flood[0], within=10)  # the flooder's oldest made room
+    for _, writer in flood[1:]:
         writer.close()
 
 

@@ -130,3 +130,20 @@ def test_check_config_reads_the_ca_and_kubeconfig_files(
     assert lines[2].endswith(
         f"discovery.kubeconfig: cannot read {tmp_path}/missing: No such file or directory"
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.0.0.5:8002/metrics?token=s3cr3t-value",
+        "http://10.0.0.5:8002/metrics?X-Api-Key=s3cr3t-value&format=text",
+        "ftp://10.0.0.5/metrics?access_token=s3cr3t-value",
+    ],
+)
+def test_a_credential_in_a_target_url_is_refused_and_never_printed(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--listen", "127.0.0.1:0", "--target", url]) == 2
+    err = capsys.readouterr().err
+    assert "targets.0.url" in err
+    assert "s3cr3t" not in err
