@@ -4,8 +4,8 @@ Each TLS connection allocates a 256 KiB read buffer (``asyncio.sslproto``). glib
 first ones with ``mmap`` and then, by its dynamic threshold, from the heap, where a burst of
 slowloris connections leaves the heap fragmented: RSS stayed at its peak after the
 connections closed. Fixing the mmap threshold at 128 KiB keeps such buffers out of the heap
-(freed at once), and ``malloc_trim`` after a burst returns the heap's free pages. Elsewhere
-(musl, macOS) both are no-ops.
+(freed at once), and a garbage collection and ``malloc_trim`` after a burst return the rest.
+Elsewhere (musl, macOS) the glibc calls are no-ops.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 import logging
 
 __all__ = ["keep_large_buffers_out_of_the_heap", "return_free_memory"]
@@ -46,7 +47,14 @@ def keep_large_buffers_out_of_the_heap() -> bool:
 
 
 def return_free_memory() -> bool:
-    """Return the heap's free pages to the OS (``malloc_trim(0)``); True if any were."""
+    """Collect cyclic garbage, then return the heap's free pages to the OS (``malloc_trim``).
+
+    asyncio's socket transports refer to themselves (a bound method), so each closed
+    connection waits for the cyclic collector; after a burst, thousands of them can sit in
+    the oldest generation for minutes. A full collection costs some 10-30 ms here; the caller
+    runs it after bursts only. True if pages were returned.
+    """
+    gc.collect()
     libc = _libc()
     if libc is None:
         return False

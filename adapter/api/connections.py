@@ -33,6 +33,7 @@ import enum
 import logging
 import math
 import ssl
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,12 +107,13 @@ class _Connection:
         self,
         guard: ConnectionGuard,
         raw: asyncio.Transport,
-        handler: asyncio.Protocol,
         peer: _Peer,
     ) -> None:
         self.guard = guard
         self.raw = raw
-        self.handler = handler  # aiohttp's RequestHandler for this connection
+        # aiohttp's RequestHandler, made once TLS is up: a connection that never finishes
+        # its handshake costs no aiohttp objects (they hold reference cycles)
+        self.handler: asyncio.Protocol | None = None
         self.peer = peer
         self.app_transport: asyncio.BaseTransport | None = None  # TLS transport once made
         self.state = _State.NEW
@@ -153,19 +155,23 @@ class _Peer:
         return None
 
 
+_NOT_MADE = asyncio.Protocol()  # stands in for the handler until the connection is made
+
+
 class _AppSide(asyncio.Protocol):
     """The protocol under TLS (or on the raw socket): forwards to aiohttp's RequestHandler
     and tells the guard when a request's bytes arrive."""
 
     def __init__(self, connection: _Connection) -> None:
         self._connection = connection
-        self._handler = connection.handler
+        self._handler: asyncio.Protocol = _NOT_MADE
         self._made = False
         self._early: list[bytes] = []
         self._early_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._connection.app_transport = transport
+        self._handler = self._connection.guard._made(self._connection)
         self._made = True
         self._handler.connection_made(transport)
         early, self._early = self._early, []
@@ -257,15 +263,13 @@ class ConnectionGuard:
                 raw.abort()  # before any TLS work: a refusal costs next to nothing
                 return
             victim.close("evicted_at_cap")
-        assert self._server is not None, "attach() the aiohttp server before serving"
         peer = self._peers.get(address)
         if peer is None:
             peer = self._peers[address] = _Peer(address)
-        connection = _Connection(self, raw, self._server(), peer)
+        connection = _Connection(self, raw, peer)
         self._open += 1
         peer.open += 1
         peer.new[connection] = self._loop.time()
-        self._by_handler[connection.handler] = connection
         self.stats.open += 1
         self.stats.accepted += 1
         self._set_deadline(connection, self.limits.header_timeout_seconds)
@@ -308,7 +312,10 @@ class ConnectionGuard:
         except asyncio.CancelledError:
             connection.close("server_stopped")
             raise
-        except Exception:  # any failed handshake (bad hello, reset, timeout) ends the same way
+        except Exception as error:  # any failed handshake (bad hello, reset) ends the same way
+            # The traceback's frames hold the SSLProtocol (and its 256 KiB buffer) in a cycle
+            # with the waiter future: clear them, or each failure waits for a full GC.
+            traceback.clear_frames(error.__traceback__)
             connection.close("tls_handshake_failed")
             return
         if transport is None or connection.released:  # lost during the handshake, or closed
@@ -317,6 +324,14 @@ class ConnectionGuard:
                 transport.abort()
             return
         app_side.connection_made(transport)
+
+    def _made(self, connection: _Connection) -> asyncio.Protocol:
+        """aiohttp's RequestHandler for a connection whose TLS (if any) is up."""
+        assert self._server is not None, "attach() the aiohttp server before serving"
+        handler = self._server()
+        connection.handler = handler
+        self._by_handler[handler] = connection
+        return handler
 
     # -- requests -------------------------------------------------------------------------
 
@@ -383,7 +398,8 @@ class ConnectionGuard:
         if peer.open == 0:
             del self._peers[peer.address]
         self._open -= 1
-        self._by_handler.pop(connection.handler, None)
+        if connection.handler is not None:
+            self._by_handler.pop(connection.handler, None)
         self.stats.open -= 1
         self.stats.count_close(reason)
         self._closed_since_trim += 1
