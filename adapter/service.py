@@ -76,6 +76,12 @@ def file_problems(config: Config) -> list[str]:
             request_header_config_from_file(config.auth.requestheader_client_ca_file)
         except RequestHeaderConfigError as err:
             problems.append(str(err))
+    scaler_ca = config.keda_scaler.client_ca_file
+    if scaler_ca is not None:
+        try:
+            request_header_config_from_file(scaler_ca, setting="keda_scaler.client_ca_file")
+        except RequestHeaderConfigError as err:
+            problems.append(str(err))
     kubeconfigs = {"auth.kubeconfig": config.auth.kubeconfig}
     kubeconfigs["discovery.kubeconfig"] = config.discovery.kubeconfig
     for setting, path in kubeconfigs.items():

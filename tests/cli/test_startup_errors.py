@@ -48,7 +48,7 @@ def test_a_busy_port_is_one_line(busy_port: int, capsys: pytest.CaptureFixture[s
 def test_missing_tls_files_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
     line = _serve_error(["--tls-cert-file", str(cert), "--tls-private-key-file", str(key)], capsys)
-    assert f"--tls-cert-file '{cert}' does not exist" in line
+    assert f"--tls-cert-file '{cert}' cannot be read" in line
 
 
 def test_a_key_that_is_not_the_certificates_is_one_line(
@@ -60,7 +60,7 @@ def test_a_key_that_is_not_the_certificates_is_one_line(
     (tmp_path / "tls.key").write_bytes(other_key)
     argv = ["--tls-cert-file", str(tmp_path / "tls.crt")]
     line = _serve_error([*argv, "--tls-private-key-file", str(tmp_path / "tls.key")], capsys)
-    assert "cannot load certificate" in line
+    assert "cannot load the serving certificate" in line
 
 
 @pytest.mark.parametrize(
@@ -118,12 +118,14 @@ def test_check_config_reads_the_ca_and_kubeconfig_files(
         f"auth:\n  mode: delegated\n  requestheader_client_ca_file: {tmp_path}/ca.crt\n"
         f"  kubeconfig: {tmp_path}/kubeconfig\n"
         f"discovery:\n  kubeconfig: {tmp_path}/missing\n"
+        f"keda_scaler:\n  listen: 127.0.0.1:0\n  client_ca_file: {tmp_path}/nothing.crt\n"
     )
     code, err = _check(tmp_path, text, capsys)
     assert code == 1
     lines = err.splitlines()
-    assert len(lines) == 3, err
+    assert len(lines) == 4, err
     assert "auth.requestheader_client_ca_file" in lines[0]
+    assert f"keda_scaler.client_ca_file '{tmp_path}/nothing.crt': cannot read" in lines.pop(1)
     assert lines[1].endswith(
         f"auth.kubeconfig: {tmp_path}/kubeconfig is not a kubeconfig (no clusters)"
     )

@@ -14,11 +14,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from adapter.config import load_config
+from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import (
     LIVENESS_AFTER_FAILING_SECONDS,
     UNREADY_AFTER_FAILED_PUBLISHES,
     Pipeline,
 )
+from adapter.provider import SnapshotProvider
 from adapter.selfmetrics import SelfMetrics
 from adapter.service import build_app
 from adapter.signals import Labels
@@ -87,7 +89,8 @@ def test_liveness_waits_twice_max_age_when_that_is_longer() -> None:
 async def test_the_probes_answer_500_while_publishing_fails() -> None:
     pipeline, stage = make()
     pipeline.try_publish(time.monotonic())
-    app = build_app(pipeline, 30.0, SelfMetrics())
+    provider = SnapshotProvider(SERVED_METRICS, pipeline.snapshot, time.time, 30.0)
+    app = build_app(pipeline, provider, 30.0, SelfMetrics())
     async with TestClient(TestServer(app)) as client:
         for path in ("/readyz", "/livez"):
             assert (await client.get(path)).status == 200
