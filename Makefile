@@ -51,7 +51,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -m fuzz -p no:timeout $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -m fuzz -o timeout=0 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check adapter policies loadtest tests
