@@ -402,10 +402,22 @@ class AuthConfig(_Strict):
     )
     requestheader_group_headers: tuple[str, ...] = GO_DEFAULT_GROUP_HEADERS
     requestheader_extra_headers_prefix: tuple[str, ...] = GO_DEFAULT_EXTRA_HEADERS_PREFIXES
-    authorization_cache_seconds: float = Field(10.0, ge=0, le=3600)
+    authorization_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="TokenReview and SubjectAccessReview answers are reused this long (Go's "
+        "default 10 s); 0 asks every time, an hour at most keeps a revoked grant short-lived",
+    )
     always_allow_paths: tuple[str, ...] = DEFAULT_ALWAYS_ALLOW_PATHS
     kubeconfig: str | None = None  # default: in-cluster, else $KUBECONFIG / ~/.kube/config
-    review_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    review_timeout_seconds: float = Field(
+        10.0,
+        ge=0.1,
+        le=60,
+        description="one TokenReview or SubjectAccessReview call (Go's default 10 s); under "
+        "0.1 s every review would fail, over a minute the aggregator has given up",
+    )
 
     @field_validator("always_allow_paths")
     @classmethod
@@ -461,10 +473,22 @@ class KubernetesDiscoveryConfig(_Strict):
     kind: TargetKind = "triton"
     deployment_label: str | None = None  # pod label naming the workload; default: the owner
     copy_labels: dict[str, str] = Field(default_factory=dict)
-    watch_timeout_seconds: float = Field(300.0, ge=1, le=3600)
-    request_timeout_seconds: float = Field(30.0, gt=0, le=300)
-    backoff_initial_seconds: float = Field(0.5, gt=0, le=60)
-    backoff_max_seconds: float = Field(30.0, gt=0, le=600)
+    watch_timeout_seconds: float = Field(
+        300.0, ge=1, le=3600, description="a pod watch is renewed after this (an hour at most)"
+    )
+    request_timeout_seconds: float = Field(
+        30.0, ge=0.1, le=300, description="one list or watch request to the API server"
+    )
+    backoff_initial_seconds: float = Field(
+        0.5,
+        ge=0.01,
+        le=60,
+        description="first wait after a failed list or watch; from 10 ms, so a broken API "
+        "server is not hammered",
+    )
+    backoff_max_seconds: float = Field(
+        30.0, ge=0.01, le=600, description="longest wait between retries (10 minutes at most)"
+    )
 
     @field_validator("namespaces")
     @classmethod
@@ -578,8 +602,16 @@ class KedaScalerConfig(_Strict):
     listen: str | None = None  # HOST:PORT, e.g. 0.0.0.0:9443
     client_ca_file: str | None = None
     client_allowed_names: tuple[str, ...] = ()  # empty: any certificate client_ca_file issued
-    stream_check_seconds: float = Field(1.0, gt=0, le=60)
-    retry_seconds: float = Field(5.0, gt=0, le=300)  # after a failed start (port in use)
+    stream_check_seconds: float = Field(
+        1.0,
+        ge=0.1,
+        le=60,
+        description="how often an open StreamIsActive re-reads the snapshot (10 times a "
+        "second at most)",
+    )
+    retry_seconds: float = Field(
+        5.0, ge=0.01, le=300, description="wait before binding again after a failed start"
+    )
 
     @field_validator("listen")
     @classmethod
