@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
@@ -23,11 +24,18 @@ from kubernetes_asyncio.config.incluster_config import (
     InClusterConfigLoader,
 )
 
-__all__ = ["KubernetesClientError", "api_client", "api_exception_message"]
+__all__ = ["KubernetesClientError", "api_client", "api_exception_message", "server_for_logs"]
 
 
 class KubernetesClientError(ValueError):
     """No usable Kubernetes client configuration (in-cluster or kubeconfig)."""
+
+
+def server_for_logs(client: k8s_client.ApiClient) -> str:
+    """The API server's URL as logs may show it: scheme, host, port and path only (a
+    kubeconfig ``server:`` could carry ``user:password@`` or a query; logs never do)."""
+    parts = urlsplit(str(client.configuration.host))
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def api_exception_message(exc: ApiException) -> str:
