@@ -150,12 +150,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as err:
             print(err, file=sys.stderr)
             return 1
-        from adapter.service import file_problems
+        from adapter.service import check_files
 
-        problems = file_problems(config)
-        for problem in problems:
+        files = check_files(config)
+        for problem in files.problems:
             print(f"{args.file}: {problem}", file=sys.stderr)
-        if problems:
+        for absent in files.absent:
+            print(f"{args.file}: note: {absent}; serve needs it where it runs", file=sys.stderr)
+        if files.problems:
             return 1
         print(f"{args.file}: ok ({len(config.targets)} targets)")
         return 0

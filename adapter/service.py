@@ -58,38 +58,62 @@ class StartupError(Exception):
     """The service cannot start (port in use, unusable TLS files): one line naming what to fix."""
 
 
-def file_problems(config: Config) -> list[str]:
-    """What ``check-config`` can find wrong in the files the config names, without a cluster.
+@dataclass(frozen=True)
+class FileCheck:
+    """What ``check-config`` found in the files a config names.
 
-    TLS files are loaded as ``serve`` loads them; the front-proxy CA must hold a certificate; a
-    kubeconfig must be readable YAML (it is used only at start, against the API server).
+    ``problems``: files that exist and would stop ``serve`` (unreadable, not a certificate, a
+    key that is not the certificate's, not a kubeconfig). ``absent``: files not found here,
+    which is expected when the config is checked away from where it runs (a Secret mounted in
+    the pod); ``serve`` stops with one line if they are absent there too.
     """
+
+    problems: tuple[str, ...]
+    absent: tuple[str, ...]
+
+
+def check_files(config: Config) -> FileCheck:
+    """Load the TLS files as ``serve`` does; the CA files must hold certificates; a
+    kubeconfig must be readable YAML with clusters (it is used only against the API server)."""
     problems: list[str] = []
+    absent: list[str] = []
+
+    def present(setting: str, path: str | None) -> bool:
+        if path is None:
+            return False
+        if not Path(path).exists():
+            absent.append(f"{setting} {path!r} is not here")
+            return False
+        return True
+
     tls = config.tls
-    if tls.cert_file is not None:
+    cert_here = present("tls.cert_file", tls.cert_file)
+    key_here = present("tls.private_key_file", tls.private_key_file)
+    if cert_here and key_here:
         try:
             make_server_ssl_context(tls.cert_file, tls.private_key_file, hostnames=tls.hostnames)
         except (OSError, ValueError) as err:
             problems.append(str(err))
-    if config.auth.requestheader_client_ca_file is not None:
-        try:
-            request_header_config_from_file(config.auth.requestheader_client_ca_file)
-        except RequestHeaderConfigError as err:
-            problems.append(str(err))
-    scaler_ca = config.keda_scaler.client_ca_file
-    if scaler_ca is not None:
-        try:
-            request_header_config_from_file(scaler_ca, setting="keda_scaler.client_ca_file")
-        except RequestHeaderConfigError as err:
-            problems.append(str(err))
-    kubeconfigs = {"auth.kubeconfig": config.auth.kubeconfig}
-    kubeconfigs["discovery.kubeconfig"] = config.discovery.kubeconfig
-    for setting, path in kubeconfigs.items():
-        if path is not None:
-            problem = _kubeconfig_problem(path)
+    for setting, ca_file in (
+        ("auth.requestheader_client_ca_file", config.auth.requestheader_client_ca_file),
+        ("keda_scaler.client_ca_file", config.keda_scaler.client_ca_file),
+    ):
+        if present(setting, ca_file):
+            assert ca_file is not None
+            try:
+                request_header_config_from_file(ca_file, setting=setting)
+            except RequestHeaderConfigError as err:
+                problems.append(str(err))
+    for setting, kubeconfig in (
+        ("auth.kubeconfig", config.auth.kubeconfig),
+        ("discovery.kubeconfig", config.discovery.kubeconfig),
+    ):
+        if present(setting, kubeconfig):
+            assert kubeconfig is not None
+            problem = _kubeconfig_problem(kubeconfig)
             if problem is not None:
                 problems.append(f"{setting}: {problem}")
-    return problems
+    return FileCheck(tuple(problems), tuple(absent))
 
 
 def _kubeconfig_problem(path: str) -> str | None:

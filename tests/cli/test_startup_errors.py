@@ -90,22 +90,20 @@ def _check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tup
 def test_check_config_loads_the_tls_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, err = _check(tmp_path, f"tls: {{cert_file: {tmp_path}/c, private_key_file: k}}\n", capsys)
-    assert code == 1
-    missing = f"TLS: --tls-cert-file '{tmp_path}/c' does not exist or is not a file"
-    assert err == f"{tmp_path}/tritonscale.yaml: {missing}\n"
+    config = f"{tmp_path}/tritonscale.yaml"
+    tls = f"tls: {{cert_file: {tmp_path}/c, private_key_file: {tmp_path}/k}}\n"
+    # absent here (a Secret mounted in the pod, checked on a laptop): a note, not an error
+    code, err = _check(tmp_path, tls, capsys)
+    assert code == 0
+    assert f"{config}: note: tls.cert_file '{tmp_path}/c' is not here" in err
     (tmp_path / "c").write_text("not a certificate")
     (tmp_path / "k").write_text("not a key")
-    code, err = _check(
-        tmp_path, f"tls: {{cert_file: {tmp_path}/c, private_key_file: {tmp_path}/k}}\n", capsys
-    )
+    code, err = _check(tmp_path, tls, capsys)
     assert code == 1 and "cannot load certificate" in err
     cert, key = generate_self_signed([])
     (tmp_path / "c").write_bytes(cert)
     (tmp_path / "k").write_bytes(key)
-    code, err = _check(
-        tmp_path, f"tls: {{cert_file: {tmp_path}/c, private_key_file: {tmp_path}/k}}\n", capsys
-    )
+    code, err = _check(tmp_path, tls, capsys)
     assert (code, err) == (0, "")
 
 
@@ -114,38 +112,20 @@ def test_check_config_reads_the_ca_and_kubeconfig_files(
 ) -> None:
     (tmp_path / "ca.crt").write_text("not a certificate\n")
     (tmp_path / "kubeconfig").write_text("users: []\n")
+    (tmp_path / "scaler-ca.crt").write_bytes(b"\xff\xfe")
     text = (
         f"auth:\n  mode: delegated\n  requestheader_client_ca_file: {tmp_path}/ca.crt\n"
         f"  kubeconfig: {tmp_path}/kubeconfig\n"
         f"discovery:\n  kubeconfig: {tmp_path}/missing\n"
-        f"keda_scaler:\n  listen: 127.0.0.1:0\n  client_ca_file: {tmp_path}/nothing.crt\n"
+        f"keda_scaler:\n  listen: 127.0.0.1:0\n  client_ca_file: {tmp_path}/scaler-ca.crt\n"
     )
     code, err = _check(tmp_path, text, capsys)
     assert code == 1
     lines = err.splitlines()
     assert len(lines) == 4, err
     assert "auth.requestheader_client_ca_file" in lines[0]
-    assert f"keda_scaler.client_ca_file '{tmp_path}/nothing.crt': cannot read" in lines.pop(1)
-    assert lines[1].endswith(
+    assert f"keda_scaler.client_ca_file '{tmp_path}/scaler-ca.crt': not a PEM" in lines[1]
+    assert lines[2].endswith(
         f"auth.kubeconfig: {tmp_path}/kubeconfig is not a kubeconfig (no clusters)"
     )
-    assert lines[2].endswith(
-        f"discovery.kubeconfig: cannot read {tmp_path}/missing: No such file or directory"
-    )
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://10.0.0.5:8002/metrics?token=s3cr3t-value",
-        "http://10.0.0.5:8002/metrics?X-Api-Key=s3cr3t-value&format=text",
-        "ftp://10.0.0.5/metrics?access_token=s3cr3t-value",
-    ],
-)
-def test_a_credential_in_a_target_url_is_refused_and_never_printed(
-    url: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["serve", "--listen", "127.0.0.1:0", "--target", url]) == 2
-    err = capsys.readouterr().err
-    assert "targets.0.url" in err
-    assert "s3cr3t" not in err
+    assert f"note: discovery.kubeconfig '{tmp_path}/missing' is not here" in lines[3]
