@@ -8,11 +8,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv lock test verify lint typecheck imports demo bench clean proto
+.PHONY: help system-deps venv lock test fuzz verify lint typecheck imports demo bench clean proto
 
 help:
 	@echo "make demo   - start a local Triton, load it, run tritonscale against it"
 	@echo "make test   - build everything from nothing and run the test suite"
+	@echo "make fuzz   - the property-based tests at 100,000 cases each (long)"
 	@echo "make verify - ruff, mypy, import contracts, tests"
 	@echo "make bench  - run the benchmarks (figures and commands are kept in BENCHMARKS.md)"
 	@echo "make lock   - re-resolve requirements/runtime.lock (the image's hashed dependencies)"
@@ -48,6 +49,9 @@ lock: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -m fuzz -o timeout=0 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check adapter policies loadtest tests

@@ -150,6 +150,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as err:
             print(err, file=sys.stderr)
             return 1
+        from adapter.service import check_files
+
+        files = check_files(config)
+        for problem in files.problems:
+            print(f"{args.file}: {problem}", file=sys.stderr)
+        for absent in files.absent:
+            print(f"{args.file}: note: {absent}; serve needs it where it runs", file=sys.stderr)
+        if files.problems:
+            return 1
         print(f"{args.file}: ok ({len(config.targets)} targets)")
         return 0
 
@@ -171,10 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from adapter.kube.client import KubernetesClientError
     from adapter.kube.reviews import RequestHeaderConfigError
+    from adapter.service import StartupError
 
     try:
         asyncio.run(serve_forever(config))
-    except (RequestHeaderConfigError, KubernetesClientError) as err:
+    except (RequestHeaderConfigError, KubernetesClientError, StartupError) as err:
         print(f"tritonscale serve: {err}", file=sys.stderr)
         return 2
     return 0

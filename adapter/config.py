@@ -17,11 +17,12 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from adapter.config_yaml import read_yaml
 from adapter.kube.reviews import (
     GO_DEFAULT_EXTRA_HEADERS_PREFIXES,
     GO_DEFAULT_GROUP_HEADERS,
@@ -30,7 +31,7 @@ from adapter.kube.reviews import (
 from adapter.kube.selectors import Selector, SelectorError, label_key_problem
 from adapter.targets import TargetKind
 from policies.forecast import FORECASTER_NAMES
-from policies.predictive import PredictiveSettings, settings_default
+from policies.predictive import SETTING_RANGES, PredictiveSettings, settings_default
 
 _LABEL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./")
 
@@ -44,6 +45,9 @@ DEFAULT_ALWAYS_ALLOW_PATHS = (
 )
 """Go allows the three exact paths; the per-check subpaths (``/readyz/ping``) are added here
 because they reveal nothing more than the endpoint itself."""
+
+MIN_SCRAPE_INTERVAL_SECONDS = 0.1
+"""No target is scraped more than 10 times a second."""
 
 DEFAULT_METRICS_PORT = 8002
 """Triton's ``--metrics-port`` default."""
@@ -62,10 +66,23 @@ UNSTABLE_POD_LABELS = frozenset(
 """Pod labels that differ between pods of one workload (or across a rollout): copying one
 would split a Deployment into several groups."""
 
+_SECRET_QUERY_KEY = re.compile(
+    r"token|secret|passw|pwd|key|auth|sig|cred|session|jwt|bearer|cookie", re.IGNORECASE
+)
+
+
+def _secret(query_key: str) -> bool:
+    """A query parameter whose name says it carries a credential (``?token=``, ``api_key``)."""
+    return bool(_SECRET_QUERY_KEY.search(query_key))
+
+
 _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(
     r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+_DNS_NAME = re.compile(
+    r"^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
 )
 
 
@@ -99,13 +116,28 @@ def parse_listen(listen: str) -> tuple[str | None, int]:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: .inf and .nan are never a setting (a bound alone lets NaN through)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TLSConfig(_Strict):
     cert_file: str | None = None
     private_key_file: str | None = None
     hostnames: tuple[str, ...] = ()
+
+    @field_validator("hostnames")
+    @classmethod
+    def _san_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            try:
+                ipaddress.ip_address(name)
+            except ValueError:
+                if len(name) > 253 or not _DNS_NAME.match(name):
+                    raise ValueError(
+                        f"{name[:100]!r} is neither a DNS name (e.g. tritonscale.tritonscale.svc) "
+                        "nor an IP address"
+                    ) from None
+        return names
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> TLSConfig:
@@ -114,11 +146,57 @@ class TLSConfig(_Strict):
         return self
 
 
+class ServerConfig(_Strict):
+    """What the HTTPS listener does with slow, idle and excess clients (README: "Limits").
+
+    The Go apiserver's ReadHeaderTimeout is 32 s and its IdleTimeout 90 s; the aggregator, the
+    kubelet and Prometheus send their headers at once, so 10 s is ample.
+    """
+
+    header_timeout_seconds: float = Field(
+        10.0,
+        ge=0.1,
+        le=300,
+        description="from accept, the TLS handshake and a request's headers must be done "
+        "within this (after a response, counted from the next request's first byte)",
+    )
+    idle_timeout_seconds: float = Field(
+        90.0,
+        ge=1,
+        le=3600,
+        description="a keep-alive connection without a request for this long is closed (the "
+        "Go servers' 90 s)",
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="open connections, counted before TLS (each TLS connection holds a "
+        "256 KiB read buffer); one more replaces the oldest that has waited a second without "
+        "a request (or idle), else it is refused",
+    )
+
+
 class ScrapeConfig(_Strict):
-    interval_seconds: float = Field(1.0, gt=0, le=300)
-    timeout_seconds: float = Field(0.8, gt=0, le=300)
-    max_response_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    backoff_max_seconds: float = Field(5.0, gt=0)
+    interval_seconds: float = Field(
+        1.0,
+        ge=MIN_SCRAPE_INTERVAL_SECONDS,
+        le=300,
+        description="how often each target is scraped: at most 10 times a second, at least "
+        "every 5 minutes (a rate needs two readings)",
+    )
+    timeout_seconds: float = Field(
+        0.8, ge=0.01, le=300, description="time allowed to fetch one /metrics, from 10 ms"
+    )
+    max_response_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="a /metrics body is read whole into memory: at most 256 MiB",
+    )
+    backoff_max_seconds: float = Field(
+        5.0, ge=0.1, le=3600, description="longest wait between retries of a failing target"
+    )
 
     @model_validator(mode="after")
     def _timeout_fits(self) -> ScrapeConfig:
@@ -128,8 +206,20 @@ class ScrapeConfig(_Strict):
 
 
 class SignalsConfig(_Strict):
-    rate_window_seconds: float = Field(5.0, gt=0, le=600)
-    max_age_seconds: float = Field(30.0, gt=0)
+    rate_window_seconds: float = Field(
+        5.0,
+        ge=0.1,
+        le=600,
+        description="rates are counter deltas over this window (or the last two readings when "
+        "they are further apart), up to 10 minutes",
+    )
+    max_age_seconds: float = Field(
+        30.0,
+        ge=0.2,
+        le=86400,
+        description="older values are not served (the HPA holds); at least twice every scrape "
+        "interval, so one missed scrape does not make a value stale",
+    )
     sum_versions: bool = True
 
 
@@ -137,7 +227,9 @@ class TargetConfig(_Strict):
     url: str
     kind: TargetKind = "triton"
     labels: dict[str, str] = Field(default_factory=dict)
-    scrape_interval_seconds: float | None = Field(None, gt=0, le=300)  # default: scrape.interval
+    scrape_interval_seconds: float | None = Field(
+        None, ge=MIN_SCRAPE_INTERVAL_SECONDS, le=300, description="default: scrape.interval"
+    )
     # The pod this target scrapes (custom metrics: per-pod values, labelSelector over pods).
     pod: str | None = None
     pod_labels: dict[str, str] = Field(default_factory=dict)
@@ -170,10 +262,19 @@ class TargetConfig(_Strict):
     def _http_url(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http(s) URL with a host, got {url!r}")
+            shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+            raise ValueError(f"must be an http(s) URL with a host, got {shown!r}")
+        # Target URLs appear in logs and metric labels: no credentials in them.
         if parts.username is not None or parts.password is not None:
-            # Target URLs appear in logs and metric labels: no credentials in them.
             raise ValueError("must not carry user:password@ credentials")
+        secret = [key for key, _ in parse_qsl(parts.query, keep_blank_values=True) if _secret(key)]
+        if secret:
+            raise ValueError(
+                f"must not carry credentials in its query ({', '.join(sorted(set(secret)))}): "
+                "target URLs appear in logs and metric labels"
+            )
+        if parts.fragment:
+            raise ValueError("must not have a #fragment (it is never sent to the target)")
         return url
 
     @field_validator("labels")
@@ -189,25 +290,31 @@ def _series_default(name: str) -> Any:
     return settings_default(name)
 
 
+def _ranged(name: str, default: Any = None) -> Any:
+    """A field with the limits (and their reason) of :data:`SETTING_RANGES`: one source."""
+    allowed = SETTING_RANGES[name]
+    return Field(default, ge=allowed.low, le=allowed.high, description=allowed.why)
+
+
 class PredictiveSeriesConfig(_Strict):
     """One series' predictive settings; the defaults are :class:`PredictiveSettings`' own.
 
-    The ranges here give precise errors; relations between settings (min <= max replicas) are
-    checked by building the policy's settings, so the config accepts exactly what the policy
-    accepts.
+    The ranges here give precise errors; relations between settings (min <= max replicas, the
+    horizon in steps) are checked by building the policy's settings, so the config accepts
+    exactly what the policy accepts.
     """
 
-    step_seconds: float = Field(_series_default("step_seconds"), gt=0, le=3600)
-    cold_start_seconds: float = Field(_series_default("cold_start_seconds"), ge=0, le=86400)
-    hpa_sync_period_seconds: float = Field(
-        _series_default("hpa_sync_period_seconds"), gt=0, le=3600
+    step_seconds: float = _ranged("step_seconds", _series_default("step_seconds"))
+    cold_start_seconds: float = _ranged("cold_start_seconds", _series_default("cold_start_seconds"))
+    hpa_sync_period_seconds: float = _ranged(
+        "hpa_sync_period_seconds", _series_default("hpa_sync_period_seconds")
     )
     forecaster: str = _series_default("forecaster")
     quantile: float = Field(_series_default("quantile"), gt=0, lt=1)
-    slo_seconds: float = Field(_series_default("slo_seconds"), gt=0, le=3600)
-    capacity_rps: float | None = Field(_series_default("capacity_rps"), gt=0, allow_inf_nan=False)
-    min_replicas: int = Field(_series_default("min_replicas"), ge=0)
-    max_replicas: int = Field(_series_default("max_replicas"), ge=1)
+    slo_seconds: float = _ranged("slo_seconds", _series_default("slo_seconds"))
+    capacity_rps: float | None = _ranged("capacity_rps", _series_default("capacity_rps"))
+    min_replicas: int = _ranged("min_replicas", _series_default("min_replicas"))
+    max_replicas: int = _ranged("max_replicas", _series_default("max_replicas"))
 
     @field_validator("forecaster")
     @classmethod
@@ -229,15 +336,15 @@ class PredictiveOverride(_Strict):
     """Settings for the series whose labels include every ``match`` pair; unset: inherited."""
 
     match: dict[str, str]
-    step_seconds: float | None = Field(None, gt=0, le=3600)
-    cold_start_seconds: float | None = Field(None, ge=0, le=86400)
-    hpa_sync_period_seconds: float | None = Field(None, gt=0, le=3600)
+    step_seconds: float | None = _ranged("step_seconds")
+    cold_start_seconds: float | None = _ranged("cold_start_seconds")
+    hpa_sync_period_seconds: float | None = _ranged("hpa_sync_period_seconds")
     forecaster: str | None = None
     quantile: float | None = Field(None, gt=0, lt=1)
-    slo_seconds: float | None = Field(None, gt=0, le=3600)
-    capacity_rps: float | None = Field(None, gt=0, allow_inf_nan=False)
-    min_replicas: int | None = Field(None, ge=0)
-    max_replicas: int | None = Field(None, ge=1)
+    slo_seconds: float | None = _ranged("slo_seconds")
+    capacity_rps: float | None = _ranged("capacity_rps")
+    min_replicas: int | None = _ranged("min_replicas")
+    max_replicas: int | None = _ranged("max_replicas")
 
 
 class PredictiveConfig(_Strict):
@@ -295,10 +402,22 @@ class AuthConfig(_Strict):
     )
     requestheader_group_headers: tuple[str, ...] = GO_DEFAULT_GROUP_HEADERS
     requestheader_extra_headers_prefix: tuple[str, ...] = GO_DEFAULT_EXTRA_HEADERS_PREFIXES
-    authorization_cache_seconds: float = Field(10.0, ge=0, le=3600)
+    authorization_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="TokenReview and SubjectAccessReview answers are reused this long (Go's "
+        "default 10 s); 0 asks every time, an hour at most keeps a revoked grant short-lived",
+    )
     always_allow_paths: tuple[str, ...] = DEFAULT_ALWAYS_ALLOW_PATHS
     kubeconfig: str | None = None  # default: in-cluster, else $KUBECONFIG / ~/.kube/config
-    review_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    review_timeout_seconds: float = Field(
+        10.0,
+        ge=0.1,
+        le=60,
+        description="one TokenReview or SubjectAccessReview call (Go's default 10 s); under "
+        "0.1 s every review would fail, over a minute the aggregator has given up",
+    )
 
     @field_validator("always_allow_paths")
     @classmethod
@@ -354,10 +473,22 @@ class KubernetesDiscoveryConfig(_Strict):
     kind: TargetKind = "triton"
     deployment_label: str | None = None  # pod label naming the workload; default: the owner
     copy_labels: dict[str, str] = Field(default_factory=dict)
-    watch_timeout_seconds: float = Field(300.0, ge=1, le=3600)
-    request_timeout_seconds: float = Field(30.0, gt=0, le=300)
-    backoff_initial_seconds: float = Field(0.5, gt=0, le=60)
-    backoff_max_seconds: float = Field(30.0, gt=0, le=600)
+    watch_timeout_seconds: float = Field(
+        300.0, ge=1, le=3600, description="a pod watch is renewed after this (an hour at most)"
+    )
+    request_timeout_seconds: float = Field(
+        30.0, ge=0.1, le=300, description="one list or watch request to the API server"
+    )
+    backoff_initial_seconds: float = Field(
+        0.5,
+        ge=0.01,
+        le=60,
+        description="first wait after a failed list or watch; from 10 ms, so a broken API "
+        "server is not hammered",
+    )
+    backoff_max_seconds: float = Field(
+        30.0, ge=0.01, le=600, description="longest wait between retries (10 minutes at most)"
+    )
 
     @field_validator("namespaces")
     @classmethod
@@ -471,8 +602,16 @@ class KedaScalerConfig(_Strict):
     listen: str | None = None  # HOST:PORT, e.g. 0.0.0.0:9443
     client_ca_file: str | None = None
     client_allowed_names: tuple[str, ...] = ()  # empty: any certificate client_ca_file issued
-    stream_check_seconds: float = Field(1.0, gt=0, le=60)
-    retry_seconds: float = Field(5.0, gt=0, le=300)  # after a failed start (port in use)
+    stream_check_seconds: float = Field(
+        1.0,
+        ge=0.1,
+        le=60,
+        description="how often an open StreamIsActive re-reads the snapshot (10 times a "
+        "second at most)",
+    )
+    retry_seconds: float = Field(
+        5.0, ge=0.01, le=300, description="wait before binding again after a failed start"
+    )
 
     @field_validator("listen")
     @classmethod
@@ -494,6 +633,7 @@ class KedaScalerConfig(_Strict):
 class Config(_Strict):
     listen: str = "0.0.0.0:6443"
     tls: TLSConfig = TLSConfig()
+    server: ServerConfig = ServerConfig()
     scrape: ScrapeConfig = ScrapeConfig()
     signals: SignalsConfig = SignalsConfig()
     targets: tuple[TargetConfig, ...] = ()
@@ -521,6 +661,23 @@ class Config(_Strict):
                 "keda_scaler.client_ca_file is required when keda_scaler.listen is set and "
                 "auth.mode is delegated: without client certificates anyone who reaches the "
                 "port reads the metrics the HTTPS API guards"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _values_outlive_a_missed_scrape(self) -> Config:
+        intervals = [("scrape.interval_seconds", self.scrape.interval_seconds)]
+        intervals += [
+            (f"targets.{i}.scrape_interval_seconds", t.scrape_interval_seconds)
+            for i, t in enumerate(self.targets)
+            if t.scrape_interval_seconds is not None
+        ]
+        where, longest = max(intervals, key=lambda item: item[1])
+        if self.signals.max_age_seconds < 2 * longest:
+            raise ValueError(
+                f"signals.max_age_seconds ({self.signals.max_age_seconds:g}) must be at least "
+                f"twice {where} ({longest:g} s): otherwise every value is stale before the next "
+                "scrape"
             )
         return self
 
@@ -556,28 +713,50 @@ def parse_target_flag(text: str) -> dict[str, Any]:
     return target
 
 
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+"""A config file is read whole; past 4 MiB it is not a config."""
+
+
 def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read ``path`` (may be None: all defaults), apply ``overrides``, validate strictly."""
-    source = str(path) if path is not None else "<command line>"
+    """Read ``path`` (may be None: all defaults), apply ``overrides``, validate strictly.
+
+    Raises only :class:`ConfigError`, whatever the file holds.
+    """
+    if path is None:
+        return parse_config(None, "<command line>", overrides)
+    source = str(path)
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise ConfigError([f"{source}: cannot read: {err.strerror or err}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{source}: larger than {MAX_CONFIG_BYTES // 2**20} MiB; not a config"])
+    return parse_config(data, source, overrides)
+
+
+def parse_config(
+    data: bytes | None, source: str, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Validate the YAML ``data`` (None: no file) read from ``source`` (named in errors)."""
     raw: Any = {}
     lines: dict[tuple[str, ...], int] = {}
-    if path is not None:
+    if data is not None:
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError([f"{source}: cannot read: {err.strerror}"]) from None
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            bad = data[err.start]
+            at = data[: err.start].count(b"\n") + 1
+            raise ConfigError(
+                [f"{source}:{at}: not UTF-8 text (byte 0x{bad:02x}); save the file as UTF-8"]
+            ) from None
         try:
-            loader = yaml.SafeLoader(text)
-            try:
-                node = loader.get_single_node()
-                raw = loader.construct_document(node) if node is not None else None
-            finally:
-                loader.dispose()
+            raw, node = read_yaml(text)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f"{source}:{mark.line + 1}" if mark is not None else source
             raise ConfigError(
-                [f"{where}: not valid YAML: {getattr(err, 'problem', err)}"]
+                [f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}"]
             ) from None
         if raw is None:
             raw = {}
@@ -600,6 +779,8 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
             if error["type"] == "extra_forbidden":
                 keys = ", ".join(_section_keys(loc[:-1]))
                 message = f"unknown setting (check the spelling); valid here: {keys}"
+            elif error["type"] in _RANGE_ERRORS and (why := _field_description(loc)):
+                message = f"{message}: {why}"
             problems.append(f"{where}: {field}: {message}")
         raise ConfigError(problems) from None
 
@@ -616,6 +797,26 @@ def _section_keys(path: tuple[str, ...]) -> list[str]:
             return []
         model = nested
     return sorted(model.model_fields)
+
+
+_RANGE_ERRORS = frozenset(
+    {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+)
+
+
+def _field_description(loc: tuple[str, ...]) -> str | None:
+    """The description (why its limits are what they are) of the field at ``loc``."""
+    model: type[BaseModel] | None = Config
+    description = None
+    for part in loc:
+        if part.isdigit() or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        description = field.description
+        model = _model_in(field.annotation)
+    return description
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

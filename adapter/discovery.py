@@ -33,7 +33,7 @@ import aiohttp
 from kubernetes_asyncio import client as k8s_client
 
 from adapter.config import KubernetesDiscoveryConfig
-from adapter.kube.client import api_client
+from adapter.kube.client import api_client, server_for_logs
 from adapter.targets import Target, TargetSource
 
 __all__ = [
@@ -241,7 +241,7 @@ class PodDiscovery:
 
     @property
     def host(self) -> str:
-        return str(self._api_client.configuration.host)
+        return server_for_logs(self._api_client)
 
     async def close(self) -> None:
         if self._owns_client:

@@ -26,6 +26,12 @@ from adapter.targets import Target, TargetSource
 
 log = logging.getLogger(__name__)
 
+UNREADY_AFTER_FAILED_PUBLISHES = 3
+"""Publishes that fail in a row before /readyz fails (about 3 s at the default interval)."""
+
+LIVENESS_AFTER_FAILING_SECONDS = 60.0
+"""Publishing that keeps failing fails liveness after this long (or twice max age)."""
+
 SeriesKey = tuple[str, Labels]  # (metric, sorted labels)
 PointsByMetric = dict[str, list[SeriesPoint]]
 
@@ -62,6 +68,9 @@ class Pipeline:
         self._snapshot = Snapshot()
         self._published_once = False
         self._failure: str | None = None
+        self._publish_failures = 0  # in a row
+        self._failing_since: float | None = None  # monotonic time of the first of them
+        self._publish_error: str | None = None
         self._last_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
         self._last_pod_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
 
@@ -75,14 +84,41 @@ class Pipeline:
         Ready once the first snapshot is published, even if targets are down: a pod that is
         never Ready would make the APIService unavailable for every namespace (and stall
         namespace deletion), while missing data is already answered per metric with 503.
+        Not ready while the last :data:`UNREADY_AFTER_FAILED_PUBLISHES` publishes have failed
+        (a bug, not bad data): another replica serves fresh values, this one cannot.
         """
         if not self._published_once:
             return "no snapshot has been published yet"
+        if self._publish_failures >= UNREADY_AFTER_FAILED_PUBLISHES:
+            return (
+                f"the last {self._publish_failures} publishes failed "
+                f"({self._publish_error}); the values served are not being renewed"
+            )
         return None
 
-    def liveness(self) -> str | None:
-        """None while the pipeline runs; why it stopped otherwise (for /livez)."""
-        return self._failure
+    def liveness(self, now_mono: float | None = None) -> str | None:
+        """None while the pipeline runs; why not otherwise (for /livez and every probe).
+
+        Dead when the pipeline task stopped, or when publishing has failed without a break for
+        :meth:`liveness_after_seconds`: by then every served value is past max age, and a
+        restart (fresh policy state) is the one thing left to try.
+        """
+        if self._failure is not None:
+            return self._failure
+        if self._failing_since is not None:
+            now = time.monotonic() if now_mono is None else now_mono
+            failing = now - self._failing_since
+            if failing >= self.liveness_after_seconds:
+                return (
+                    f"publishing has failed for {failing:.0f} s "
+                    f"({self._publish_failures} times): {self._publish_error}"
+                )
+        return None
+
+    @property
+    def liveness_after_seconds(self) -> float:
+        """Failing publishes kill liveness after max(60 s, 2 x signals.max_age_seconds)."""
+        return max(LIVENESS_AFTER_FAILING_SECONDS, 2 * self._signals.max_age_seconds)
 
     @property
     def targets(self) -> Mapping[Target, TargetState]:
@@ -176,11 +212,39 @@ class Pipeline:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), timeout=interval)
             self._dirty.clear()
-            try:
-                self.publish(time.monotonic())
-            except Exception:  # a bug in one pass must not stop publishing
-                log.exception("publish failed")
+            self.try_publish(time.monotonic())
             await asyncio.sleep(interval / 4)
+
+    def try_publish(self, now_mono: float) -> Snapshot | None:
+        """:meth:`publish`, recording a failure for readiness and liveness instead of raising.
+
+        Logs once per state change: the first failure with its traceback, a different error
+        again, the recovery; the same error every second is not logged again.
+        """
+        try:
+            snapshot = self.publish(now_mono)
+        except Exception as err:  # a bug in one pass must not stop publishing
+            error = f"{type(err).__name__}: {err}"
+            self._publish_failures += 1
+            if self._failing_since is None:
+                self._failing_since = now_mono
+                log.exception("publish failed; serving the last snapshot until one succeeds")
+            elif error != self._publish_error:
+                log.error("publish failed differently", extra={"error": error})
+            self._publish_error = error
+            return None
+        if self._failing_since is not None:
+            log.info(
+                "publish recovered",
+                extra={
+                    "failed_publishes": self._publish_failures,
+                    "failing_seconds": round(now_mono - self._failing_since, 1),
+                },
+            )
+        self._publish_failures = 0
+        self._failing_since = None
+        self._publish_error = None
+        return snapshot
 
     def publish(self, now_mono: float, now_wall: float | None = None) -> Snapshot:
         """Build and swap in a new snapshot from the current histories.

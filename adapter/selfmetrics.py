@@ -33,6 +33,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from adapter.api.connections import ConnectionStats
 from adapter.api.tls import serving_certificate_not_after
 from adapter.metrics_catalog import SERVED_METRIC_NAMES
 from adapter.predictive import ForecastCheck
@@ -188,6 +189,40 @@ class _CertificateCollector(Collector):
         yield expiry
 
 
+class _ConnectionCollector(Collector):
+    def __init__(self, stats: ConnectionStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        yield GaugeMetricFamily(
+            "tritonscale_api_connections_open", "Open API connections.", value=stats.open
+        )
+        yield CounterMetricFamily(
+            "tritonscale_api_connections_accepted",
+            "API connections accepted.",
+            value=stats.accepted,
+        )
+        closed = CounterMetricFamily(
+            "tritonscale_api_connections_closed",
+            "API connections closed, by reason (closed: by either side after its requests; "
+            "header_timeout, idle_timeout, evicted_at_cap, refused_at_cap, "
+            "tls_handshake_failed, server_stopped).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(stats.closed.items()):
+            closed.add_metric([reason], count)
+        yield closed
+        bad = CounterMetricFamily(
+            "tritonscale_api_bad_requests",
+            "Requests the HTTP parser rejected (answered 400 before any handler), by error.",
+            labels=["error"],
+        )
+        for error, count in sorted(stats.bad_requests.items()):
+            bad.add_metric([error], count)
+        yield bad
+
+
 class SelfMetrics:
     """The registry behind /metrics, and the hooks that feed it.
 
@@ -249,6 +284,10 @@ class SelfMetrics:
     def observe_serving_certificate(self, context: ssl.SSLContext) -> None:
         """Export the expiry of the certificate ``context`` serves."""
         self.registry.register(_CertificateCollector(context))
+
+    def serve_connection_stats(self, stats: ConnectionStats) -> None:
+        """Export the API listener's connection counters at each scrape of /metrics."""
+        self.registry.register(_ConnectionCollector(stats))
 
     def observe_scrape(self, target: Target, seconds: float, error: str | None) -> None:
         self.scrape_duration.labels(target.url).observe(seconds)

@@ -12,12 +12,27 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from aiohttp import web
 
 from adapter.api.auth import DelegatedAuth
 from adapter.api.server import ReadinessCheck, create_app
-from adapter.api.tls import bound_port, make_server_ssl_context, serving_certificate, start_server
-from adapter.config import AuthConfig, Config, DiscoveryConfig, KedaScalerConfig, TargetConfig
+from adapter.api.tls import (
+    CONNECTION_STATS_KEY,
+    bound_port,
+    make_server_ssl_context,
+    serving_certificate,
+    start_server,
+)
+from adapter.config import (
+    MAX_CONFIG_BYTES,
+    AuthConfig,
+    Config,
+    DiscoveryConfig,
+    KedaScalerConfig,
+    TargetConfig,
+)
+from adapter.config_yaml import read_yaml
 from adapter.discovery import CombinedTargets, discovery_from_config
 from adapter.keda.scaler import ExternalScaler
 from adapter.keda.server import ScalerServer
@@ -28,6 +43,7 @@ from adapter.kube.reviews import (
     connect,
     request_header_config_from_file,
 )
+from adapter.memory import keep_large_buffers_out_of_the_heap
 from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage
@@ -36,6 +52,86 @@ from adapter.selfmetrics import SelfMetrics
 from adapter.targets import StaticTargets, Target, TargetSource
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The service cannot start (port in use, unusable TLS files): one line naming what to fix."""
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """What ``check-config`` found in the files a config names.
+
+    ``problems``: files that exist and would stop ``serve`` (unreadable, not a certificate, a
+    key that is not the certificate's, not a kubeconfig). ``absent``: files not found here,
+    which is expected when the config is checked away from where it runs (a Secret mounted in
+    the pod); ``serve`` stops with one line if they are absent there too.
+    """
+
+    problems: tuple[str, ...]
+    absent: tuple[str, ...]
+
+
+def check_files(config: Config) -> FileCheck:
+    """Load the TLS files as ``serve`` does; the CA files must hold certificates; a
+    kubeconfig must be readable YAML with clusters (it is used only against the API server)."""
+    problems: list[str] = []
+    absent: list[str] = []
+
+    def present(setting: str, path: str | None) -> bool:
+        if path is None:
+            return False
+        if not Path(path).exists():
+            absent.append(f"{setting} {path!r} is not here")
+            return False
+        return True
+
+    tls = config.tls
+    cert_here = present("tls.cert_file", tls.cert_file)
+    key_here = present("tls.private_key_file", tls.private_key_file)
+    if cert_here and key_here:
+        try:
+            make_server_ssl_context(tls.cert_file, tls.private_key_file, hostnames=tls.hostnames)
+        except (OSError, ValueError) as err:
+            problems.append(str(err))
+    for setting, ca_file in (
+        ("auth.requestheader_client_ca_file", config.auth.requestheader_client_ca_file),
+        ("keda_scaler.client_ca_file", config.keda_scaler.client_ca_file),
+    ):
+        if present(setting, ca_file):
+            assert ca_file is not None
+            try:
+                request_header_config_from_file(ca_file, setting=setting)
+            except RequestHeaderConfigError as err:
+                problems.append(str(err))
+    for setting, kubeconfig in (
+        ("auth.kubeconfig", config.auth.kubeconfig),
+        ("discovery.kubeconfig", config.discovery.kubeconfig),
+    ):
+        if present(setting, kubeconfig):
+            assert kubeconfig is not None
+            problem = _kubeconfig_problem(kubeconfig)
+            if problem is not None:
+                problems.append(f"{setting}: {problem}")
+    return FileCheck(tuple(problems), tuple(absent))
+
+
+def _kubeconfig_problem(path: str) -> str | None:
+    try:
+        with open(path, "rb") as file:
+            text = file.read(MAX_CONFIG_BYTES + 1).decode("utf-8")
+        document, _ = read_yaml(text)
+    except OSError as err:
+        return f"cannot read {path}: {err.strerror or err}"
+    except UnicodeDecodeError:
+        return f"{path} is not UTF-8 text"
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        return f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}"
+    if not isinstance(document, dict) or "clusters" not in document:
+        return f"{path} is not a kubeconfig (no clusters)"
+    return None
 
 
 async def start_sources(
@@ -241,10 +337,13 @@ async def running_service(
         max_age = config.signals.max_age_seconds
         provider = SnapshotProvider(SERVED_METRICS, pipeline.snapshot, time.time, max_age)
         tls = config.tls
-        certificate = serving_certificate(
-            tls.cert_file, tls.private_key_file, hostnames=tls.hostnames
-        )
-        scaler = await start_keda_scaler(config.keda_scaler, provider, certificate, stack)
+        try:
+            certificate = serving_certificate(
+                tls.cert_file, tls.private_key_file, hostnames=tls.hostnames
+            )
+            scaler = await start_keda_scaler(config.keda_scaler, provider, certificate, stack)
+        except (OSError, ValueError) as err:
+            raise StartupError(str(err)) from None
         app = build_app(
             pipeline,
             provider,
@@ -253,16 +352,23 @@ async def running_service(
             auth=auth_setup.auth if auth_setup is not None else None,
             readiness=all_ready(pipeline.readiness, scaler.readiness if scaler else None),
         )
-        ssl_context = make_server_ssl_context(
-            tls.cert_file,
-            tls.private_key_file,
-            hostnames=tls.hostnames,
-            client_ca_data=auth_setup.client_ca_pem if auth_setup is not None else None,
-            certificate=certificate,
-        )
+        try:
+            ssl_context = make_server_ssl_context(
+                tls.cert_file,
+                tls.private_key_file,
+                hostnames=tls.hostnames,
+                client_ca_data=auth_setup.client_ca_pem if auth_setup is not None else None,
+                certificate=certificate,
+            )
+        except (OSError, ValueError) as err:
+            raise StartupError(str(err)) from None
         metrics.observe_serving_certificate(ssl_context)
-        runner = await start_server(app, config.listen, ssl_context)
+        try:
+            runner = await start_server(app, config.listen, ssl_context, config.server)
+        except OSError as err:
+            raise StartupError(f"cannot listen on {config.listen}: {err.strerror or err}") from None
         stack.push_async_callback(runner.cleanup)
+        metrics.serve_connection_stats(app[CONNECTION_STATS_KEY])
         port = bound_port(runner)
         task = asyncio.create_task(pipeline.run(), name="pipeline")
         stack.push_async_callback(_stop, task)
@@ -280,6 +386,7 @@ async def _stop(task: asyncio.Task[None]) -> None:
 
 
 async def serve_forever(config: Config) -> None:
+    keep_large_buffers_out_of_the_heap()  # RSS returns after a burst of TLS connections
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

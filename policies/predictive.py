@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any
 
 from policies.burst import BurstGuard
@@ -48,6 +49,70 @@ from policies.window import WindowMax
 
 _PLACEHOLDER_CAPACITY_RPS = 1.0
 """Sizes nothing: stands in for an unknown capacity so the forecast can still run."""
+
+
+@dataclass(frozen=True, slots=True)
+class SettingRange:
+    """The values a setting may take (inclusive) and why those are the limits."""
+
+    low: float
+    high: float
+    why: str
+
+
+SETTING_RANGES: Mapping[str, SettingRange] = MappingProxyType(
+    {
+        "step_seconds": SettingRange(
+            0.1,
+            3600.0,
+            "the policy decides once per step on the mean rate over the step: a step shorter "
+            "than the shortest scrape interval (0.1 s) sees no new data, and a step over an hour "
+            "misses a whole peak",
+        ),
+        "cold_start_seconds": SettingRange(
+            0.0,
+            86400.0,
+            "a new replica's time to Ready: the policy plans this far ahead; a day bounds it",
+        ),
+        "hpa_sync_period_seconds": SettingRange(
+            1.0,
+            3600.0,
+            "kube-controller-manager's --horizontal-pod-autoscaler-sync-period (15 s by "
+            "default): whole seconds, at most an hour",
+        ),
+        "slo_seconds": SettingRange(
+            0.001,
+            3600.0,
+            "the target queue wait: from a millisecond (below Triton's scheduling jitter) to an "
+            "hour",
+        ),
+        "panic_hold_seconds": SettingRange(
+            0.0,
+            3600.0,
+            "how long a burst holds the replica count: at most an hour, as the HPA's "
+            "stabilization windows",
+        ),
+        "scale_down_delay_seconds": SettingRange(
+            0.0,
+            3600.0,
+            "the scale-down damping window: at most an hour, as the HPA's stabilization windows",
+        ),
+        "capacity_rps": SettingRange(
+            0.001,
+            1e7,
+            "requests/s one replica serves within the SLO: a positive, finite number",
+        ),
+        "min_replicas": SettingRange(0, 100_000, "an HPA's replica count"),
+        "max_replicas": SettingRange(1, 100_000, "an HPA's replica count"),
+        "headroom_window": SettingRange(
+            20, 100_000, "forecast errors kept; the headroom needs 20 before it adds a margin"
+        ),
+    }
+)
+"""Every numeric setting's limits; the service's config takes its field limits from here."""
+
+MAX_HORIZON_STEPS = 10_000
+"""The horizon (cold start + sync period) in steps may not exceed this."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,26 +151,36 @@ class PredictiveSettings:
     scale_down_delay_seconds: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("step_seconds", "hpa_sync_period_seconds", "slo_seconds"):
-            _require(name, getattr(self, name), "a finite number > 0", lambda v: v > 0)
-        for name in ("cold_start_seconds", "panic_hold_seconds", "scale_down_delay_seconds"):
-            _require(name, getattr(self, name), "a finite number >= 0", lambda v: v >= 0)
+        for name, allowed in SETTING_RANGES.items():
+            value = getattr(self, name)
+            if name == "capacity_rps" and value is None:
+                continue
+            _require(
+                name,
+                value,
+                f"a finite number in [{allowed.low:g}, {allowed.high:g}] ({allowed.why})",
+                lambda v, allowed=allowed: allowed.low <= v <= allowed.high,
+            )
         _require("quantile", self.quantile, "in (0, 1)", lambda v: 0 < v < 1)
         _require("panic_factor", self.panic_factor, "a finite number > 1", lambda v: v > 1)
-        if self.capacity_rps is not None:
-            _require("capacity_rps", self.capacity_rps, "a finite number > 0", lambda v: v > 0)
         if self.forecaster not in FORECASTER_NAMES:
             raise ValueError(
                 f"forecaster must be one of {', '.join(FORECASTER_NAMES)}, got {self.forecaster!r}"
             )
-        if self.headroom_window < 1:
-            raise ValueError(f"headroom_window must be >= 1, got {self.headroom_window}")
-        if self.min_replicas < 0:
-            raise ValueError(f"min_replicas must be >= 0, got {self.min_replicas}")
+        for key, param in self.forecaster_params.items():
+            _require(f"forecaster_params.{key}", param, "a finite number", lambda v: True)
         if self.max_replicas < max(1, self.min_replicas):
             raise ValueError(
                 f"max_replicas ({self.max_replicas}) must be >= 1 and >= min_replicas "
                 f"({self.min_replicas})"
+            )
+        steps = self.horizon_seconds / self.step_seconds
+        if steps > MAX_HORIZON_STEPS:
+            raise ValueError(
+                f"cold_start_seconds + hpa_sync_period_seconds ({self.horizon_seconds:g} s) is "
+                f"{steps:.0f} steps of step_seconds ({self.step_seconds:g} s): at most "
+                f"{MAX_HORIZON_STEPS} (the forecaster extrapolates that many steps ahead and the "
+                "headroom keeps a forecast per step); raise step_seconds"
             )
 
     @property

@@ -6,10 +6,12 @@ are never skipped, because a silently skipped live test hides a broken harness.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from loadtest.harness.prometheus import PrometheusProcess, PrometheusStartError
 from loadtest.harness.triton_server import DEMO_MODELS, TritonProcess, TritonStartError
@@ -59,3 +61,22 @@ def prometheus_factory() -> Iterator[PrometheusFactory]:
     finally:
         for process in started:
             process.stop()
+
+
+# --- property-based tests (hypothesis) ---------------------------------------------------
+# `make test` runs each property with the "ci" profile (deterministic, a few hundred to a few
+# thousand cases); `make fuzz` runs the tests marked `fuzz` with HYPOTHESIS_PROFILE=fuzz.
+settings.register_profile(
+    "ci",
+    max_examples=300,
+    derandomize=True,
+    deadline=None,  # a shared 2-core machine makes single examples slow now and then
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "fuzz",
+    max_examples=100_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

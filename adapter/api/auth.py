@@ -61,6 +61,7 @@ from adapter.kube.reviews import (
     UserInfo,
     request_attributes,
 )
+from adapter.logging_setup import LogLimiter
 
 __all__ = [
     "USER_KEY",
@@ -331,6 +332,9 @@ class DelegatedAuth:
             cache_seconds, clock
         )
         self._tokens: _TTLCache[bytes, TokenReviewResult] = _TTLCache(cache_seconds, clock)
+        # anyone can send a bad token: these lines have a budget (LogLimiter)
+        self._unauthorized_log = LogLimiter()
+        self._review_failed_log = LogLimiter()
         # tokens are cached under a keyed hash, so the cache never holds a usable token
         self._token_key = secrets.token_bytes(32)
         header_names = ["Authorization"]
@@ -416,19 +420,28 @@ class DelegatedAuth:
         try:
             user = await self.authenticate(PeerCertificate.of_request(request), request.headers)
         except AuthenticationError as exc:
-            log.info("unauthorized method=%s path=%s reason=%s", request.method, request.path, exc)
+            if (suppressed := self._unauthorized_log.allow()) is not None:
+                log.info(
+                    "unauthorized method=%s path=%s reason=%s suppressed=%d",
+                    request.method,
+                    request.path[:200],
+                    exc,
+                    suppressed,
+                )
             return status.unauthorized()
         attributes = request_attributes(user, request.method, request.path, request.query)
         try:
             decision = await self.authorize(attributes)
         except ReviewError as exc:
-            log.warning(
-                "authorization failed method=%s path=%s user=%s error=%s",
-                request.method,
-                request.path,
-                user.name,
-                exc,
-            )
+            if (suppressed := self._review_failed_log.allow()) is not None:
+                log.warning(
+                    "authorization failed method=%s path=%s user=%s error=%s suppressed=%d",
+                    request.method,
+                    request.path[:200],
+                    user.name,
+                    exc,
+                    suppressed,
+                )
             return status.internal_error(
                 f"authorizing {request.method} {request.path} for user {user.name!r}: "
                 f"SubjectAccessReview failed: {exc}"

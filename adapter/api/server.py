@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict
 
 from aiohttp import web
@@ -40,6 +40,7 @@ from adapter.api.wire import json_response as _json_response
 from adapter.api.wire import rfc3339_seconds
 from adapter.kube.quantity import format_quantity
 from adapter.kube.selectors import Selector, SelectorError
+from adapter.logging_setup import LogLimiter
 from adapter.provider import (
     CustomMetricInfo,
     CustomMetricsProvider,
@@ -83,6 +84,19 @@ READINESS_KEY = web.AppKey[ReadinessCheck | None]("readiness")
 LIVENESS_KEY = web.AppKey[ReadinessCheck | None]("liveness")
 LIVENESS_CHECK_NAME = "pipeline-running"
 _DOCUMENTS_KEY = web.AppKey["_Documents"]("documents")
+
+
+@dataclass(frozen=True, slots=True)
+class _LogLimits:
+    """Lines a client can cause at will, each kind within its own budget (LogLimiter)."""
+
+    stale: LogLimiter = field(default_factory=LogLimiter)
+    non_finite: LogLimiter = field(default_factory=LogLimiter)
+    health: LogLimiter = field(default_factory=LogLimiter)
+    unhandled: LogLimiter = field(default_factory=LogLimiter)
+
+
+_LOG_LIMITS_KEY = web.AppKey[_LogLimits]("log_limits")
 
 _JSON = "application/json"
 
@@ -163,13 +177,15 @@ def _lookup(request: web.Request) -> list[ExternalMetricValue] | web.Response:
     except NoMatchingSeriesError as exc:
         return status.not_found(str(exc), details={"name": metric, "group": GROUP})
     except StaleMetricError as exc:
-        log.info(
-            "holding stale metric namespace=%s metric=%s selector=%r reason=%s",
-            namespace,
-            metric,
-            selector_text,
-            exc,
-        )
+        if (suppressed := request.app[_LOG_LIMITS_KEY].stale.allow()) is not None:
+            log.info(
+                "holding stale metric namespace=%s metric=%s selector=%r reason=%s suppressed=%d",
+                namespace,
+                metric,
+                selector_text[:200],
+                exc,
+                suppressed,
+            )
         return status.service_unavailable(str(exc))
     if not values:  # the provider promises non-empty; an empty list is an HPA error anyway
         return status.not_found(
@@ -178,13 +194,15 @@ def _lookup(request: web.Request) -> list[ExternalMetricValue] | web.Response:
         )
     bad = next((v for v in values if not math.isfinite(v.value)), None)
     if bad is not None:
-        log.warning(
-            "holding non-finite metric namespace=%s metric=%s labels=%s value=%r",
-            namespace,
-            metric,
-            bad.labels,
-            bad.value,
-        )
+        if (suppressed := request.app[_LOG_LIMITS_KEY].non_finite.allow()) is not None:
+            log.warning(
+                "holding non-finite metric namespace=%s metric=%s labels=%s value=%r suppressed=%d",
+                namespace,
+                metric,
+                bad.labels,
+                bad.value,
+                suppressed,
+            )
         return status.service_unavailable(
             f"metric {metric} in namespace {namespace}: series {dict(bad.labels)} has value "
             f"{bad.value!r}, which is not a finite number; holding rather than reporting a guess"
@@ -395,7 +413,13 @@ def _health_handler(endpoint: str) -> Handler:
                 failed = True
                 lines.append(f"[-]{name} failed: {reason}")
         if failed:
-            log.info("health check failed endpoint=%s checks=%s", endpoint, "; ".join(lines))
+            if (suppressed := request.app[_LOG_LIMITS_KEY].health.allow()) is not None:
+                log.info(
+                    "health check failed endpoint=%s checks=%s suppressed=%d",
+                    endpoint,
+                    "; ".join(lines),
+                    suppressed,
+                )
             return _text("\n".join([*lines, f"{endpoint} check failed"]) + "\n", 500)
         if "verbose" in request.query:
             return _text("\n".join([*lines, f"{endpoint} check passed"]) + "\n")
@@ -438,7 +462,13 @@ async def _errors_and_access_log(request: web.Request, handler: Handler) -> web.
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception("unhandled error method=%s path=%s", request.method, request.path)
+        if (suppressed := request.app[_LOG_LIMITS_KEY].unhandled.allow()) is not None:
+            log.exception(
+                "unhandled error method=%s path=%s suppressed=%d",
+                request.method,
+                request.path[:200],
+                suppressed,
+            )
         response = status.internal_error()
     _log_request(request, response.status, started)
     return response
@@ -482,6 +512,7 @@ def create_app(
     app[READINESS_KEY] = readiness
     app[LIVENESS_KEY] = liveness
     app[_DOCUMENTS_KEY] = _Documents()
+    app[_LOG_LIMITS_KEY] = _LogLimits()
 
     def get(path: str, handler: Handler) -> None:
         app.router.add_get(path, handler, allow_head=False)

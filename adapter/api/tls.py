@@ -11,6 +11,7 @@ ALPN offers only ``http/1.1``: aiohttp has no HTTP/2 server. The Go servers offe
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import os
@@ -27,9 +28,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from adapter.config import parse_listen
+from adapter.api.connections import ConnectionGuard, ConnectionStats, ProtocolErrorLog
+from adapter.config import ServerConfig, parse_listen
 
 __all__ = [
+    "CONNECTION_STATS_KEY",
     "bound_port",
     "generate_self_signed",
     "make_server_ssl_context",
@@ -37,6 +40,9 @@ __all__ = [
     "serving_certificate_not_after",
     "start_server",
 ]
+
+CONNECTION_STATS_KEY = web.AppKey[ConnectionStats]("connection_stats")
+"""What the listener's :class:`ConnectionGuard` has done (open, closed by reason, bad requests)."""
 
 _DEFAULT_HOSTNAMES = ("localhost",)
 _DEFAULT_IPS = ("127.0.0.1", "::1")
@@ -211,20 +217,67 @@ def serving_certificate_not_after(context: ssl.SSLContext) -> float | None:
     return _NOT_AFTER.get(context)
 
 
+class _GuardedSite(web.BaseSite):
+    """A TCP listener whose connections go through a :class:`ConnectionGuard` (TLS included)."""
+
+    __slots__ = ("_guard", "_host", "_port")
+
+    def __init__(
+        self, runner: web.BaseRunner, host: str | None, port: int, guard: ConnectionGuard
+    ) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._guard = guard
+
+    @property
+    def name(self) -> str:
+        return f"tcp://{self._host or '0.0.0.0'}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._guard.protocol_factory, self._host, self._port, reuse_address=True
+        )
+
+    async def stop(self) -> None:
+        self._guard.close_all()
+        await super().stop()
+
+
 async def start_server(
-    app: web.Application, listen: str, ssl_context: ssl.SSLContext | None
+    app: web.Application,
+    listen: str,
+    ssl_context: ssl.SSLContext | None,
+    limits: ServerConfig | None = None,
 ) -> web.AppRunner:
     """Start serving ``app`` on ``listen`` (``HOST:PORT``, port 0 = any free port).
 
     Returns the runner; ``await runner.cleanup()`` stops it. ``ssl_context=None`` serves
-    plain HTTP (tests only: the aggregator requires HTTPS).
+    plain HTTP (tests only: the aggregator requires HTTPS). Connections are bounded by
+    ``limits`` (the config's ``server:`` section; default its defaults); the guard's counters are
+    ``app[CONNECTION_STATS_KEY]``.
     """
     host, port = parse_listen(listen)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    limits = limits or ServerConfig()
+    guard = ConnectionGuard(limits, ssl_context=ssl_context)
+    app.middlewares.insert(0, guard.middleware)
+    app[CONNECTION_STATS_KEY] = guard.stats
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=5.0,
+        # aiohttp's own keep-alive timer (from connect, then after each response) is only a
+        # backstop: the guard's header and idle deadlines come first
+        keepalive_timeout=max(limits.idle_timeout_seconds, limits.header_timeout_seconds) + 1.0,
+        logger=ProtocolErrorLog(guard.stats),
+    )
     await runner.setup()
+    assert runner.server is not None
+    guard.attach(runner.server)
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-        await site.start()
+        await _GuardedSite(runner, host, port, guard).start()
     except BaseException:
         await runner.cleanup()
         raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
@@ -23,11 +24,18 @@ from kubernetes_asyncio.config.incluster_config import (
     InClusterConfigLoader,
 )
 
-__all__ = ["KubernetesClientError", "api_client", "api_exception_message"]
+__all__ = ["KubernetesClientError", "api_client", "api_exception_message", "server_for_logs"]
 
 
 class KubernetesClientError(ValueError):
     """No usable Kubernetes client configuration (in-cluster or kubeconfig)."""
+
+
+def server_for_logs(client: k8s_client.ApiClient) -> str:
+    """The API server's URL as logs may show it: scheme, host, port and path only (a
+    kubeconfig ``server:`` could carry ``user:password@`` or a query; logs never do)."""
+    parts = urlsplit(str(client.configuration.host))
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def api_exception_message(exc: ApiException) -> str:
@@ -89,4 +97,20 @@ async def api_client(
         raise KubernetesClientError(
             f"{purpose}: cannot read kubeconfig {kubeconfig or '(default)'}: {exc}"
         ) from None
+    except Exception as exc:  # the loader's YAML, decoding and key errors: one line, no trace
+        raise KubernetesClientError(
+            f"{purpose}: kubeconfig {kubeconfig or '(default)'}{_line_of(exc)} is not usable: "
+            f"{type(exc).__name__}: {_first_line(exc)} ({hint})"
+        ) from None
     return k8s_client.ApiClient(configuration=configuration)
+
+
+def _line_of(exc: Exception) -> str:
+    """``:LINE`` where a YAML error says where it is, else nothing."""
+    mark = getattr(exc, "problem_mark", None)
+    return f":{mark.line + 1}" if mark is not None else ""
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""

@@ -26,7 +26,7 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.incluster_config import SERVICE_CERT_FILENAME, SERVICE_TOKEN_FILENAME
 
-from adapter.kube.client import api_client, api_exception_message
+from adapter.kube.client import api_client, api_exception_message, server_for_logs
 
 ANONYMOUS_USER = "system:anonymous"
 UNAUTHENTICATED_GROUP = "system:unauthenticated"
@@ -360,7 +360,7 @@ class KubernetesReviewClient:
 
     @property
     def host(self) -> str:
-        return str(self._api_client.configuration.host)
+        return server_for_logs(self._api_client)
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
         try:

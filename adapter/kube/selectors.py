@@ -136,7 +136,18 @@ class _Token:
     pos: int
 
     def describe(self) -> str:
-        return "end of string" if self.kind is _Tok.END else repr(self.text)
+        return "end of string" if self.kind is _Tok.END else _shown(self.text)
+
+
+_SHOWN_MAX_CHARS = 100
+
+
+def _shown(text: str) -> str:
+    """``repr(text)``, cut to its first 100 characters: error messages quote what the client
+    sent, and a selector may be kilobytes long."""
+    if len(text) <= _SHOWN_MAX_CHARS:
+        return repr(text)
+    return f"{text[:_SHOWN_MAX_CHARS]!r}... ({len(text)} characters)"
 
 
 def _lex(text: str) -> list[_Token]:
@@ -191,7 +202,9 @@ class Requirement:
         if actual is None:
             return False
         (bound_text,) = self.values
-        bound = int(bound_text)
+        bound = _parse_int64(bound_text)
+        if bound is None:  # parse() admits only int64 bounds; a hand-built one may not be
+            return False
         return actual > bound if op is Operator.GREATER_THAN else actual < bound
 
     def __str__(self) -> str:
@@ -211,12 +224,23 @@ class Requirement:
                 return f"{self.key}{self.operator.value}{values[0]}"
 
 
+_INT64_DIGITS = len(str(_INT64_MAX))
+
+
 def _parse_int64(text: str) -> int | None:
-    """Go ``strconv.ParseInt(text, 10, 64)``: optional sign, ASCII digits, int64 range."""
+    """Go ``strconv.ParseInt(text, 10, 64)``: optional sign, ASCII digits, int64 range.
+
+    The digits are counted before ``int()`` runs: a number longer than any int64 is out of
+    range whatever its value, and ``int()`` of a 4,301-digit string raises instead.
+    """
+    negative = text[:1] == "-"
     body = text[1:] if text[:1] in ("+", "-") else text
     if not body or not body.isascii() or not body.isdigit():
         return None
-    value = int(text)
+    digits = body.lstrip("0") or "0"
+    if len(digits) > _INT64_DIGITS:
+        return None
+    value = -int(digits) if negative else int(digits)
     return value if _INT64_MIN <= value <= _INT64_MAX else None
 
 
@@ -231,7 +255,7 @@ class _Parser:
 
     def _fail(self, token: _Token, problem: str) -> SelectorError:
         return SelectorError(
-            f"invalid label selector {self._text!r}: at position {token.pos}: {problem}"
+            f"invalid label selector {_shown(self._text)}: at position {token.pos}: {problem}"
         )
 
     def _peek(self, values: bool) -> _Token:
@@ -283,7 +307,7 @@ class _Parser:
         key = token.text
         problem = label_key_problem(key)
         if problem is not None:
-            raise self._fail(token, f"invalid label key {key!r}: {problem}")
+            raise self._fail(token, f"invalid label key {_shown(key)}: {problem}")
         if self._peek(values=True).kind in (_Tok.END, _Tok.COMMA):
             op = Operator.DOES_NOT_EXIST if negated else Operator.EXISTS
             return Requirement(key, op, frozenset())
@@ -298,7 +322,7 @@ class _Parser:
         if operator is None:
             raise self._fail(
                 op_token,
-                f"found {op_token.describe()} after key {key!r}, expected one of: "
+                f"found {op_token.describe()} after key {_shown(key)}, expected one of: "
                 "=, ==, !=, in, notin, >, <",
             )
         if operator in (Operator.IN, Operator.NOT_IN):
@@ -310,14 +334,17 @@ class _Parser:
             if _parse_int64(value) is None:
                 raise self._fail(
                     value_tokens[0] if value_tokens else op_token,
-                    f"the value after '{key}{op_token.text}' must be an integer, got {value!r}",
+                    f"the value after {_shown(key + op_token.text)} must be an integer, "
+                    f"got {_shown(value)}",
                 )
         token_of = {t.text: t for t in value_tokens}
         for value in sorted(values):
             where = token_of.get(value, op_token)
             value_problem = label_value_problem(value)
             if value_problem is not None:
-                raise self._fail(where, f"invalid value {value!r} for key {key!r}: {value_problem}")
+                raise self._fail(
+                    where, f"invalid value {_shown(value)} for key {_shown(key)}: {value_problem}"
+                )
         return Requirement(key, operator, frozenset(values))
 
     def _exact_value(self) -> tuple[set[str], list[_Token]]:

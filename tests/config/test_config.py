@@ -51,14 +51,14 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
     [
         (
             "scrape:\n  interval_seconds: -1\n",
-            ":2: scrape.interval_seconds: Input should be greater than 0",
+            ":2: scrape.interval_seconds: Input should be greater than or equal to 0.1: how often",
         ),
         ("scrape:\n  intervall_seconds: 1\n", ":2: scrape.intervall_seconds: unknown setting"),
         ("targets:\n  - url: ftp://x\n", ":2: targets.0.url: must be an http(s) URL"),
         ("targets:\n  - url: http://u:p@h/m\n", ":2: targets.0.url: must not carry user:password"),
         (
             "targets:\n  - url: http://h/m\n    scrape_interval_seconds: 0\n",
-            ":3: targets.0.scrape_interval_seconds: Input should be greater than 0",
+            ":3: targets.0.scrape_interval_seconds: Input should be greater than or equal to 0.1",
         ),
         (
             "targets:\n  - url: http://a/m\n    kind: tensorflow\n",

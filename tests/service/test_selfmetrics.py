@@ -292,3 +292,22 @@ def test_a_step_without_a_fresh_rate_is_not_scored() -> None:
     (check,) = stage.forecast_checks()
     assert check.checks == 0  # never a known actual against a forecast made on fresh data
     assert math.isnan(check.actual)
+
+
+def test_connection_counters_are_exported_as_they_are_at_scrape_time() -> None:
+    from adapter.api.connections import ConnectionStats
+
+    stats = ConnectionStats()
+    metrics = SelfMetrics()
+    metrics.serve_connection_stats(stats)
+    stats.open, stats.accepted = 3, 10
+    stats.count_close("header_timeout")
+    stats.count_close("header_timeout")
+    stats.bad_requests["BadStatusLine"] = 4
+    exported = samples(metrics)
+    assert exported["tritonscale_api_connections_open"] == [({}, 3.0)]
+    assert exported["tritonscale_api_connections_accepted_total"] == [({}, 10.0)]
+    assert exported["tritonscale_api_connections_closed_total"] == [
+        ({"reason": "header_timeout"}, 2.0)
+    ]
+    assert exported["tritonscale_api_bad_requests_total"] == [({"error": "BadStatusLine"}, 4.0)]
