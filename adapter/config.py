@@ -48,6 +48,10 @@ class ScrapeConfig(_Strict):
     timeout_seconds: float = Field(0.8, gt=0, le=300)
     max_response_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     backoff_max_seconds: float = Field(5.0, gt=0)
+    # Per-target caps; a scrape over either fails whole (dropping some would shrink sums).
+    # 1000 models of ~11 kept series each (failure has 4 reasons), 2 versions, plus GPUs.
+    max_series_per_target: int = Field(25_000, ge=1)
+    max_models_per_target: int = Field(1_000, ge=1)
 
     @model_validator(mode="after")
     def _timeout_fits(self) -> ScrapeConfig:
@@ -60,6 +64,9 @@ class SignalsConfig(_Strict):
     rate_window_seconds: float = Field(5.0, gt=0, le=600)
     max_age_seconds: float = Field(30.0, gt=0)
     sum_versions: bool = True
+    # A group member without a usable scrape for this long leaves its group as if its pod
+    # had left, while another member is healthy (until then the group holds; see README).
+    member_failure_drop_seconds: float = Field(60.0, gt=0)
 
 
 class TargetConfig(_Strict):

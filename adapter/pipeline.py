@@ -20,7 +20,7 @@ import aiohttp
 from adapter.config import Config
 from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
 from adapter.scrape import ScrapeLoop, ScrapeObserver, TargetState
-from adapter.signals import Labels, Member, ReadingHistory, group_series
+from adapter.signals import Labels, Member, ReadingHistory, group_series, members_in_service
 from adapter.snapshot import SeriesPoint, Snapshot
 from adapter.targets import Target, TargetSource
 
@@ -61,6 +61,7 @@ class Pipeline:
         self._published_once = False
         self._failure: str | None = None
         self._last_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
+        self._left_out: set[str] = set()  # URLs of members left out of their group
 
     # -- what the API reads -------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -88,11 +89,14 @@ class Pipeline:
     def _interval(self, target: Target) -> float:
         return target.scrape_interval_seconds or self._config.scrape.interval_seconds
 
-    def track(self, target: Target) -> TargetState:
-        """Start keeping readings for ``target`` (the scrape loop feeds its history)."""
+    def track(self, target: Target, now_mono: float | None = None) -> TargetState:
+        """Start keeping readings for ``target`` (the scrape loop feeds its history);
+        ``now_mono`` (default now) is when it counts as failing from if it never answers."""
         interval = self._interval(target)
         keep = self._config.signals.rate_window_seconds + 3 * interval
-        state = TargetState(target, ReadingHistory(keep))
+        started = time.monotonic() if now_mono is None else now_mono
+        history = ReadingHistory(keep, self._config.scrape.max_models_per_target, started)
+        state = TargetState(target, history)
         self._states[target] = state
         return state
 
@@ -126,6 +130,7 @@ class Pipeline:
         for gone in set(self._states) - targets:
             self._loops.pop(gone).cancel()
             del self._states[gone]
+            self._left_out.discard(gone.url)
             if self._on_target_removed is not None:
                 self._on_target_removed(gone)
             log.info("target removed", extra={"target": gone.url})
@@ -142,6 +147,8 @@ class Pipeline:
                 sum_versions=self._config.signals.sum_versions,
                 on_reading=self._dirty.set,
                 observer=self._observer,
+                max_series=scrape.max_series_per_target,
+                max_models=scrape.max_models_per_target,
             )
             self._loops[target] = asyncio.create_task(loop.run(), name=f"scrape {target.url}")
             log.info("target added", extra={"target": target.url, "labels": dict(target.labels)})
@@ -169,7 +176,9 @@ class Pipeline:
         now_wall = time.time() if now_wall is None else now_wall
         groups: dict[Labels, list[Member]] = {}
         for target, state in self._states.items():
-            groups.setdefault(target.group, []).append(Member(target.kind, state.history))
+            member = Member(target.kind, state.history, target.url)
+            groups.setdefault(target.group, []).append(member)
+        groups = {group: self._in_service(members, now_mono) for group, members in groups.items()}
 
         window = self._config.signals.rate_window_seconds
         points: PointsByMetric = {}
@@ -206,3 +215,22 @@ class Pipeline:
         self._snapshot = snapshot
         self._published_once = True
         return snapshot
+
+    def _in_service(self, members: list[Member], now_mono: float) -> list[Member]:
+        """The group's members minus those failing too long; logs each change once."""
+        drop_after = self._config.signals.member_failure_drop_seconds
+        kept = members_in_service(members, now_mono, drop_after)
+        for member in members:
+            out = member not in kept
+            if out == (member.name in self._left_out):
+                continue
+            if out:
+                self._left_out.add(member.name)
+                log.warning(
+                    "group member left out: no usable scrape; its group is served without it",
+                    extra={"target": member.name, "failing_seconds": drop_after},
+                )
+            else:
+                self._left_out.discard(member.name)
+                log.info("group member back in service", extra={"target": member.name})
+        return kept

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionError, ExpositionParser
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 TRITON = FIXTURES / "triton-2.51-cpu-two-models-under-load.metrics.txt"
 DCGM = FIXTURES / "dcgm-exporter-L4-idle.metrics.txt"
 PARSER = ExpositionParser(TRITON_FAMILIES + DCGM_FAMILIES)

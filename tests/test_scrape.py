@@ -19,8 +19,8 @@ from adapter.targets import Target
 from tests.helpers import async_wait_until
 
 FIXTURE = (
-    Path(__file__).resolve().parents[2]
-    / "shared/fixtures/triton-2.51-cpu-two-models-under-load.metrics.txt"
+    Path(__file__).resolve().parent
+    / "data/fixtures/triton-2.51-cpu-two-models-under-load.metrics.txt"
 ).read_text()
 PARSER = ExpositionParser(TRITON_FAMILIES + DCGM_FAMILIES)
 
