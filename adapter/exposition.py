@@ -120,9 +120,11 @@ def _show(labels: Labels) -> str:
 
 
 def has_family_with_prefix(text: str, prefix: str) -> bool:
-    """True if ``text`` has at least one sample line of a family whose name starts with
-    ``prefix`` (``nv_`` for Triton, ``DCGM_`` for dcgm-exporter)."""
-    return re.search(rf"^{re.escape(prefix)}[a-zA-Z0-9_:]*[{{ \t]", text, re.MULTILINE) is not None
+    """True if ``text`` has at least one sample line (name, optional labels, a number) of
+    a family whose name starts with ``prefix`` (``nv_`` for Triton, ``DCGM_`` for
+    dcgm-exporter)."""
+    pattern = rf"^{re.escape(prefix)}[a-zA-Z0-9_:]+(?:\{{[^\n]*\}})?[ \t]+[-+]?(?:[0-9.]|Inf|NaN)"
+    return re.search(pattern, text, re.MULTILINE) is not None
 
 
 def _parse_labels(raw: str, number: int) -> Labels:

@@ -65,3 +65,38 @@ async def test_unknown_metric_paths_share_one_label_value() -> None:
             await client.get(f"/x/{name}")
     labels = {s[0]["metric"] for s in samples(metrics)["tritonscale_api_requests_total"]}
     assert labels == {"other", "triton_queue_depth"}
+
+
+def test_rejected_samples_and_target_sizes_are_counted_then_forgotten() -> None:
+    from adapter.readings import ModelCounters, Reading, Rejection
+
+    metrics = SelfMetrics()
+    target = Target.create("http://10.0.0.5:8002/metrics", "triton", {})
+    rejected = Rejection("nv_inference_request_success", "nan", 2, "model 'm'")
+    reading = Reading(
+        0.0,
+        0.0,
+        {("ok", ""): ModelCounters(0, 1, 0, 0, 0)},
+        rejected_models=frozenset({("m", "")}),
+        rejections=(rejected,),
+        series=7,
+    )
+    metrics.observe_scrape(target, 0.01, None, reading)
+    metrics.observe_scrape(target, 0.01, None, reading)
+    metrics.observe_scrape(target, 0.01, "too_many_models", None)
+    got = samples(metrics)
+    (count,) = got["tritonscale_rejected_samples_total"]
+    assert count == (
+        {"target": target.url, "family": "nv_inference_request_success", "reason": "nan"},
+        4.0,
+    )
+    assert got["tritonscale_target_series"] == [({"target": target.url}, 7.0)]
+    assert got["tritonscale_target_models"] == [({"target": target.url}, 2.0)]
+    errors = {s[0]["reason"]: s[1] for s in got["tritonscale_scrape_errors_total"]}
+    assert errors == {"too_many_models": 1.0}
+    metrics.forget_target(target)
+    assert all(
+        labels.get("target") != target.url
+        for series in samples(metrics).values()
+        for labels, _ in series
+    )
