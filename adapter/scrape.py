@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 EXPOSITION_CONTENT_TYPES = frozenset({"", "text/plain", "application/openmetrics-text"})
 FAMILY_PREFIX: dict[TargetKind, str] = {"triton": "nv_", "dcgm": "DCGM_"}
+_NO_AIOHTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None)
 
 
 class ScrapeError(Exception):
@@ -71,13 +72,19 @@ async def fetch_body(
     session: aiohttp.ClientSession, url: str, timeout_seconds: float, max_bytes: int
 ) -> Body:
     """GET ``url`` and return the body with its receipt time, refusing bodies larger than
-    ``max_bytes`` and answers other than 200."""
+    ``max_bytes`` and answers other than 200.
+
+    The deadline is ``asyncio.timeout``, not aiohttp's ``ClientTimeout``: aiohttp 3.14
+    enters one timer twice per request and, when it fires as the task is being cancelled,
+    uncancels twice, turning the cancellation into a TimeoutError. A scrape loop of a
+    hanging target then survives its cancellation (found with the hostile test bed:
+    shutdown hung, removed targets kept being scraped).
+    """
     try:
-        async with session.get(
-            url,
-            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
-            headers={"Accept": ACCEPT},
-        ) as response:
+        async with (
+            asyncio.timeout(timeout_seconds),
+            session.get(url, timeout=_NO_AIOHTTP_TIMEOUT, headers={"Accept": ACCEPT}) as response,
+        ):
             if response.status != 200:
                 raise ScrapeError(f"http_{response.status}", f"HTTP {response.status} from {url}")
             if response.content_length is not None and response.content_length > max_bytes:

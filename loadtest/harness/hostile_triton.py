@@ -24,9 +24,10 @@ backwards     valid values, but the counters go down at every scrape
 ============  ==========================================================================
 
 The healthy values are exact functions of time (counters = rate x seconds since the
-target was created), so a reader can tell a true value from a fabricated one. Run it in
-a thread (:class:`HostileTriton`, for tests) or as a process (``python -m
-loadtest.harness.hostile_triton --target NAME=MODE ...``, for the benchmark).
+target was created), so a reader can tell a true value from a fabricated one. Serve it
+in the caller's event loop (:func:`start`, for unit tests) or as a process
+(:class:`HostileTritonProcess`, or ``python -m loadtest.harness.hostile_triton --target
+NAME=MODE ...``) so that its own work does not slow the service under test.
 """
 
 from __future__ import annotations
@@ -34,15 +35,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import random
 import signal
+import subprocess
 import sys
-import threading
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
+
+from loadtest.process import ManagedProcess
 
 LOOPBACK = "127.0.0.1"
 MODEL = "m"
@@ -193,73 +199,96 @@ class HostileApp:
         await response.write_eof()
 
 
-class HostileTriton:
-    """The fake server on its own thread and event loop (so the service under test does
-    not pay for the fake's work). ``with HostileTriton({...}) as fake: fake.url(name)``."""
+class HostileTritonProcess(ManagedProcess):
+    """The fake server as a subprocess, so the service under test shares neither its
+    event loop nor its interpreter lock. ``with HostileTritonProcess({name: mode}) as fake:
+    fake.url(name)``; every target counts ``rate_rps`` requests/s with ``pending`` waiting."""
 
-    def __init__(self, targets: dict[str, FakeTarget]) -> None:
-        self.app = HostileApp(targets)
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
+    def __init__(
+        self,
+        modes: Mapping[str, str],
+        *,
+        rate_rps: float = 10.0,
+        pending: float = 5.0,
+        python: str = sys.executable,
+    ) -> None:
+        for name, mode in modes.items():
+            parse_target(f"{name}={mode}")
+        self.modes = dict(modes)
+        self.rate_rps = rate_rps
+        self.pending = pending
+        self.python = python
+        self.ports: dict[str, int] = {}
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     def url(self, name: str) -> str:
-        return f"http://{LOOPBACK}:{self.port}/{name}/metrics"
+        """Each target listens on its own port, as each pod has its own address."""
+        return f"http://{LOOPBACK}:{self.ports[name]}/{name}/metrics"
 
-    def __enter__(self) -> HostileTriton:
-        self._thread = threading.Thread(target=self._run, name="hostile-triton", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise RuntimeError("the hostile fake Triton did not start within 30 s")
-        if self._error is not None:
-            raise RuntimeError(f"the hostile fake Triton failed to start: {self._error}")
-        return self
+    def command(self, ports_file: Path) -> list[str]:
+        argv = [self.python, "-m", "loadtest.harness.hostile_triton"]
+        argv += ["--ports-file", str(ports_file)]
+        argv += ["--rate", repr(self.rate_rps), "--pending", repr(self.pending)]
+        for name, mode in self.modes.items():
+            argv += ["--target", f"{name}={mode}"]
+        return argv
 
-    def __exit__(self, *_: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(30)
+    def start(self, timeout_s: float = 30.0) -> float:
+        """Launch and wait until every target listens; returns the seconds it took."""
+        started = time.monotonic()
+        self._workdir = tempfile.TemporaryDirectory(prefix="hostile-triton-")
+        workdir = Path(self._workdir.name)
+        ports_file = workdir / "ports.json"
+        with (workdir / "stderr.log").open("wb") as log:
+            self._process = subprocess.Popen(
+                self.command(ports_file), stdout=subprocess.DEVNULL, stderr=log
+            )
+        while time.monotonic() - started < timeout_s:
+            if ports_file.exists():
+                self.ports = json.loads(ports_file.read_text())
+                return time.monotonic() - started
+            if self._process.poll() is not None:
+                break
+            time.sleep(0.05)
+        tail = (workdir / "stderr.log").read_bytes()[-2000:].decode(errors="replace")
+        self.stop()
+        raise RuntimeError(f"the hostile fake Triton did not start within {timeout_s} s: {tail}")
 
-    def _run(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as err:  # reported to the starting thread
-            self._error = err
-            self._ready.set()
-        finally:
-            loop.close()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        self.app.closing = asyncio.Event()
-        runner, port = await start(self.app, 0)
-        self.port = port
-        self._ready.set()
-        try:
-            await self._stop.wait()
-        finally:
-            self.app.closing.set()
-            await runner.cleanup()
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        process, self._process = self._process, None
+        code = None
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout_s)
+            code = process.returncode
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+        return code
 
 
-async def start(app: HostileApp, port: int) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on 127.0.0.1:``port`` (0: any free port); returns the bound port."""
+async def start(app: HostileApp, count: int = 1) -> tuple[web.AppRunner, list[int]]:
+    """Serve ``app`` on ``count`` free ports of 127.0.0.1; returns the runner and ports."""
     runner = web.AppRunner(app.build(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        await web.TCPSite(runner, LOOPBACK, port).start()
+        for _ in range(count):
+            await web.TCPSite(runner, LOOPBACK, 0).start()
     except BaseException:
         await runner.cleanup()
         raise
-    for address in runner.addresses:
-        if isinstance(address, tuple) and len(address) >= 2:
-            return runner, int(address[1])
-    raise RuntimeError("the fake Triton has no TCP listener")
+    ports = [int(a[1]) for a in runner.addresses if isinstance(a, tuple) and len(a) >= 2]
+    return runner, ports
 
 
 def parse_target(text: str) -> tuple[str, str]:
@@ -270,10 +299,12 @@ def parse_target(text: str) -> tuple[str, str]:
     return name, mode
 
 
-async def _main_async(targets: dict[str, FakeTarget], port: int) -> None:
+async def _main_async(targets: dict[str, FakeTarget], ports_file: Path) -> None:
     app = HostileApp(targets)
-    runner, bound = await start(app, port)
-    print(f"listening on http://{LOOPBACK}:{bound}", flush=True)
+    runner, ports = await start(app, len(targets))
+    written = ports_file.with_suffix(".tmp")
+    written.write_text(json.dumps(dict(zip(targets, ports, strict=True))))
+    written.rename(ports_file)  # the parent never reads a half-written file
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -286,9 +317,20 @@ async def _main_async(targets: dict[str, FakeTarget], port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
-    parser.add_argument("--target", action="append", default=[], help="NAME=MODE, repeatable")
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.harness.hostile_triton",
+        description="Fake Triton /metrics endpoints that misbehave on purpose.",
+    )
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME=MODE",
+        help=f"repeatable; served at http://127.0.0.1:PORT/NAME/metrics; MODE in {MODES}",
+    )
+    parser.add_argument(
+        "--ports-file", type=Path, required=True, help="written as JSON {NAME: PORT} once up"
+    )
     parser.add_argument("--rate", type=float, default=10.0, help="requests/s of model m")
     parser.add_argument("--pending", type=float, default=5.0, help="requests waiting")
     args = parser.parse_args(argv)
@@ -297,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     targets = {name: FakeTarget(mode, args.rate, args.pending) for name, mode in pairs}
-    asyncio.run(_main_async(targets, args.port))
+    asyncio.run(_main_async(targets, args.ports_file))
     return 0
 
 

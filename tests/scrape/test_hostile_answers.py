@@ -3,6 +3,7 @@ invalid samples are rejected (never clamped), and each state change is logged on
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -25,7 +26,7 @@ M = ("m", "")
 @pytest.fixture
 async def fake() -> AsyncIterator[tuple[HostileApp, str]]:
     app = HostileApp({mode: FakeTarget(mode) for mode in MODES})
-    runner, port = await start(app, 0)
+    runner, (port,) = await start(app)
     try:
         yield app, f"http://127.0.0.1:{port}"
     finally:
@@ -218,3 +219,26 @@ async def test_a_single_restart_is_one_line(
     assert loop.state.history.restarts == 1
     assert len(messages(caplog, "counter reset")) == 1
     assert messages(caplog, "counters increasing again") == []
+
+
+async def test_cancelling_the_loop_of_a_hanging_target_always_ends_it(
+    fake: tuple[HostileApp, str],
+) -> None:
+    """The scrape's deadline racing the loop's cancellation must not swallow the latter
+    (it did with aiohttp's own timeout: shutdown hung, removed targets kept scraping)."""
+    _app, base = fake
+    rng = random.Random(3)
+    survived = 0
+    async with aiohttp.ClientSession() as session:
+        for _ in range(150):
+            loop = make_loop(f"{base}/hang/metrics", session)
+            loop._timeout = 0.02  # a deadline that keeps firing around the cancellation
+            task = asyncio.create_task(loop.run())
+            await asyncio.sleep(rng.uniform(0.0, 0.06))
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=2.0)
+            if not done:
+                survived += 1
+                task.cancel()
+                await asyncio.wait([task], timeout=2.0)
+    assert survived == 0, f"{survived} of 150 scrape loops survived their cancellation"
