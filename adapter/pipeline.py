@@ -158,8 +158,11 @@ class Pipeline:
         """Publish soon after new readings, at most every 1/4 interval, at least every interval."""
         interval = self._config.scrape.interval_seconds
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+            # lands as the event is set, and shutdown then waits on this loop for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout=interval)
+                async with asyncio.timeout(interval):
+                    await self._dirty.wait()
             self._dirty.clear()
             try:
                 self.publish(time.monotonic())

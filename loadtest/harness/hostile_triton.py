@@ -19,6 +19,7 @@ hang          accepts the request and never answers
 huge          a chunked body of 8 MiB (no Content-Length)
 flood         as healthy, plus 10,000 other models with new names at every scrape
 churn         as healthy, plus 200 other models with new names at every scrape
+              (both counts can be set: ``extra_models``, ``--flood-models``...)
 flapping      healthy and nan in turn, one scrape each
 backwards     valid values, but the counters go down at every scrape
 ============  ==========================================================================
@@ -94,6 +95,7 @@ class FakeTarget:
     mode: str = "healthy"
     rate_rps: float = 10.0
     pending: float = 5.0
+    extra_models: int | None = None  # flood/churn models; None: FLOOD_MODELS/CHURN_MODELS
     created: float = field(default_factory=time.monotonic)
     scrapes: int = 0
 
@@ -123,6 +125,8 @@ class FakeTarget:
             "nv_pinned_memory_pool_total_bytes 268435456",
         ]
         extra = {"flood": FLOOD_MODELS, "churn": CHURN_MODELS}.get(mode, 0)
+        if extra and self.extra_models is not None:
+            extra = self.extra_models
         for index in range(extra):
             name = f'model="{mode}-{self.scrapes}-{index}",version="1"'
             lines.append(f"nv_inference_request_success{{{name}}} {self.scrapes}")
@@ -210,6 +214,8 @@ class HostileTritonProcess(ManagedProcess):
         *,
         rate_rps: float = 10.0,
         pending: float = 5.0,
+        flood_models: int = FLOOD_MODELS,
+        churn_models: int = CHURN_MODELS,
         python: str = sys.executable,
     ) -> None:
         for name, mode in modes.items():
@@ -217,6 +223,8 @@ class HostileTritonProcess(ManagedProcess):
         self.modes = dict(modes)
         self.rate_rps = rate_rps
         self.pending = pending
+        self.flood_models = flood_models
+        self.churn_models = churn_models
         self.python = python
         self.ports: dict[str, int] = {}
         self._process: subprocess.Popen[bytes] | None = None
@@ -234,6 +242,8 @@ class HostileTritonProcess(ManagedProcess):
         argv = [self.python, "-m", "loadtest.harness.hostile_triton"]
         argv += ["--ports-file", str(ports_file)]
         argv += ["--rate", repr(self.rate_rps), "--pending", repr(self.pending)]
+        argv += ["--flood-models", str(self.flood_models)]
+        argv += ["--churn-models", str(self.churn_models)]
         for name, mode in self.modes.items():
             argv += ["--target", f"{name}={mode}"]
         return argv
@@ -333,12 +343,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--rate", type=float, default=10.0, help="requests/s of model m")
     parser.add_argument("--pending", type=float, default=5.0, help="requests waiting")
+    parser.add_argument("--flood-models", type=int, default=FLOOD_MODELS, help="flood mode")
+    parser.add_argument("--churn-models", type=int, default=CHURN_MODELS, help="churn mode")
     args = parser.parse_args(argv)
     try:
         pairs = [parse_target(text) for text in args.target]
     except ValueError as err:
         parser.error(str(err))
-    targets = {name: FakeTarget(mode, args.rate, args.pending) for name, mode in pairs}
+    extra = {"flood": args.flood_models, "churn": args.churn_models}
+    targets = {
+        name: FakeTarget(mode, args.rate, args.pending, extra.get(mode)) for name, mode in pairs
+    }
     asyncio.run(_main_async(targets, args.ports_file))
     return 0
 
