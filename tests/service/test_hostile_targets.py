@@ -43,8 +43,13 @@ CHURN_MODELS = 20
 ANSWER_TIMEOUT_S = 10.0
 NO_ANSWER = 0  # recorded status when the API did not answer within ANSWER_TIMEOUT_S
 # Rates are deltas of integer counters over a 2 s window, timed at receipt on a loaded
-# machine: allow 45 %. Still far from 0 and from twice (or half) the truth.
+# machine: allow 45 %. Still far from 0 and from twice (or half) the truth. Until a
+# full window of readings exists a rate spans as little as one interval, where a delay
+# of the service's event loop weighs four times as much: those first seconds are held
+# only to "finite and >= 0" (the control group shows the same, so it is not hostility).
+RATE_WINDOW_S = 2.0
 RATE_TOLERANCE = 0.45
+WARM_S = RATE_WINDOW_S + 1.0
 METRICS = (
     "triton_queue_depth",
     "triton_request_rate",
@@ -109,7 +114,7 @@ def service_config(fake: HostileTritonProcess) -> Config:
                 "max_models_per_target": 500,  # churn (201 models) is under it
             },
             "signals": {
-                "rate_window_seconds": 2.0,
+                "rate_window_seconds": RATE_WINDOW_S,
                 "max_age_seconds": MAX_AGE_S,
                 "member_failure_drop_seconds": DROP_S,
             },
@@ -201,6 +206,8 @@ def assert_truthful(answers: list[Answer], metric: str, pods: tuple[int, ...], w
         value = answer.value
         assert value is not None and math.isfinite(value) and value >= 0, f"{where}: {value}"
         exact = metric == "triton_queue_depth"
+        if not exact and answer.at < WARM_S:
+            continue
         assert any(
             value == truth if exact else value == pytest.approx(truth, rel=RATE_TOLERANCE)
             for truth in truths
