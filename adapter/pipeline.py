@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -62,6 +64,7 @@ class Pipeline:
         self._failure: str | None = None
         self._last_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
         self._left_out: set[str] = set()  # URLs of members left out of their group
+        self._stage_failing = False
 
     # -- what the API reads -------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -208,8 +211,16 @@ class Pipeline:
             for group, members in groups.items()
         }
         for stage in self._stages:
-            for metric, extra in stage.step(now_mono, points, replicas).items():
-                points.setdefault(metric, []).extend(extra)
+            try:
+                produced = stage.step(now_mono, points, replicas)
+            except Exception:  # extreme input to one series must not stop all publishing
+                if not self._stage_failing:
+                    log.exception("signal stage failed: its outputs are not served this pass")
+                self._stage_failing = True
+                continue
+            self._stage_failing = False
+            for metric, extra in produced.items():
+                points.setdefault(metric, []).extend(map(_unknown_if_invalid, extra))
 
         snapshot = Snapshot(
             built_at=time.time(),
@@ -237,3 +248,11 @@ class Pipeline:
                 self._left_out.discard(member.name)
                 log.info("group member back in service", extra={"target": member.name})
         return kept
+
+
+def _unknown_if_invalid(point: SeriesPoint) -> SeriesPoint:
+    """A stage's value that is infinite or negative (e.g. a forecast from extreme rates)
+    is published as 'not known' (NaN: answered 503, the HPA holds), never as it is."""
+    if point.value != point.value or 0.0 <= point.value < math.inf:
+        return point
+    return dataclasses.replace(point, value=math.nan)

@@ -30,18 +30,20 @@ TRITON_GPU = "nv_gpu_utilization"
 DCGM_UTIL = "DCGM_FI_DEV_GPU_UTIL"
 DCGM_ENGINE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
 
-# Largest valid value per family (all are >= 0 and finite).
+# Largest valid value per family (all are >= 0 and finite). Triton's counters and the
+# pending count are unsigned 64-bit integers: anything above 2**64 cannot come from Triton.
+UINT64_MAX = float(2**64)
 VALID_MAX = {
-    PENDING: math.inf,
-    SUCCESS: math.inf,
-    FAILURE: math.inf,
-    QUEUE_US: math.inf,
-    COMPUTE_US: math.inf,
+    PENDING: UINT64_MAX,
+    SUCCESS: UINT64_MAX,
+    FAILURE: UINT64_MAX,
+    QUEUE_US: UINT64_MAX,
+    COMPUTE_US: UINT64_MAX,
     TRITON_GPU: 1.0,  # a ratio
     DCGM_UTIL: 100.0,  # a percentage
     DCGM_ENGINE: 1.0,  # a ratio
 }
-REJECT_REASONS = ("nan", "inf", "negative", "above_range", "overflow")
+REJECT_REASONS = ("nan", "inf", "negative", "above_range")
 
 
 class ReadingError(ValueError):
@@ -162,11 +164,7 @@ def _by_model(
             rejected.add(key)
             rejections.add(family, reason, f"model {model!r}")
             continue
-        totals[key] = totals.get(key, 0.0) + value
-    for key, total in totals.items():
-        if total == math.inf:  # finite samples whose sum overflows
-            rejected.add(key)
-            rejections.add(family, "overflow", f"model {key[0]!r}")
+        totals[key] = totals.get(key, 0.0) + value  # bounded: at most max_series x 2**64
     return totals
 
 
@@ -223,18 +221,13 @@ def reading_from_families(
     for key, succeeded in success.items():  # a model Triton reports at all has a success counter
         if key in rejected:
             continue
-        counters = ModelCounters(
+        models[key] = ModelCounters(
             pending=known(pending, key),
             success=succeeded,
             failure=failure.get(key, 0.0),  # Triton emits failures only once one happened
             queue_us=known(queue, key),
             compute_infer_us=known(compute, key),
         )
-        if counters.completed == math.inf:
-            rejected.add(key)
-            rejections.add(FAILURE, "overflow", f"model {key[0]!r}")
-            continue
-        models[key] = counters
     gpu, gpu_rejected = _checked(families.get(TRITON_GPU, ()), TRITON_GPU, 1.0, rejections)
     return Reading(
         mono,

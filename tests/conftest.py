@@ -6,15 +6,31 @@ are never skipped, because a silently skipped live test hides a broken harness.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from loadtest.prometheus import PrometheusProcess, PrometheusStartError
 from loadtest.triton_server import DEMO_MODELS, TritonProcess, TritonStartError
 
 PrometheusFactory = Callable[..., PrometheusProcess]
+
+# Property-based tests (marked ``fuzz``): a few hundred cases each in the normal run, so a
+# run sees a few thousand in all; ``make fuzz`` sets HYPOTHESIS_PROFILE=fuzz for 100,000
+# cases per test. No deadline: a loaded CI machine must not turn slowness into failures
+# (a real hang is caught by pytest-timeout in CI, by the fuzz run's own duration).
+settings.register_profile("ci", max_examples=400, deadline=None, print_blob=True)
+settings.register_profile(
+    "fuzz",
+    max_examples=100_000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def start_triton_or_fail(process: TritonProcess) -> TritonProcess:

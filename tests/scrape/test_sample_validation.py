@@ -79,6 +79,7 @@ def test_exposition_of_a_kind_needs_a_sample_of_its_prefix(
     [
         (0.0, math.inf, None),
         (1e300, math.inf, None),
+        (1e300, 2.0**64, "above_range"),
         (math.nan, math.inf, "nan"),
         (math.inf, math.inf, "inf"),
         (-math.inf, math.inf, "inf"),
@@ -134,16 +135,21 @@ def test_clean_reading_counts_series() -> None:
     assert reading.models[M].pending == 5 and reading.series == 6
 
 
-def test_versions_summing_past_the_float_limit_is_rejected_not_infinite() -> None:
+def test_counters_beyond_what_triton_can_count_are_rejected() -> None:
+    """Triton's counters are unsigned 64-bit: 1e308 cannot come from Triton (and would
+    turn into infinite rates downstream)."""
     text = (
-        'nv_inference_request_success{model="m",version="1"} 1.7e308\n'
-        'nv_inference_request_success{model="m",version="2"} 1.7e308\n'
+        'nv_inference_request_success{model="m",version="1"} 1.8e19\n'
+        'nv_inference_request_success{model="m",version="2"} 1e308\n'
+        'nv_inference_request_success{model="ok",version="1"} 1.8e19\n'
+        'nv_inference_request_success{model="ok",version="2"} 1.8e19\n'
     )
     summed = reading_from_families(PARSER.parse(text), "triton", 0, 0, sum_versions=True)
-    assert summed.rejected_models == {M} and summed.models == {}
-    assert [r.reason for r in summed.rejections] == ["overflow"]
+    assert summed.rejected_models == {M}
+    assert [r.reason for r in summed.rejections] == ["above_range"]
+    assert summed.models[("ok", "")].success == 3.6e19  # versions may sum past 2**64
     split = reading_from_families(PARSER.parse(text), "triton", 0, 0, sum_versions=False)
-    assert set(split.models) == {("m", "1"), ("m", "2")}
+    assert set(split.models) == {("m", "1"), ("ok", "1"), ("ok", "2")}
 
 
 def test_too_many_models_fails_the_reading() -> None:
