@@ -8,13 +8,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv test verify lint typecheck imports demo bench clean
+.PHONY: help system-deps venv test verify lint typecheck imports demo bench fuzz clean
 
 help:
 	@echo "make demo   - start a local Triton, load it, run tritonscale against it"
 	@echo "make test   - build everything from nothing and run the test suite"
 	@echo "make verify - ruff, mypy, import contracts, tests"
 	@echo "make bench  - run the benchmarks (figures and commands are kept in BENCHMARKS.md)"
+	@echo "make fuzz   - property-based tests at 100,000 cases each (FUZZ_TARGETS to narrow)"
 
 system-deps:
 	@need=""; \
@@ -48,6 +49,13 @@ imports: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 
 verify: lint typecheck imports test
+
+# Every test marked `fuzz` (hypothesis), at 100,000 cases each instead of the few hundred of
+# `make test`. FUZZ_TARGETS narrows it, e.g. FUZZ_TARGETS=tests/scrape; a new property test
+# joins by carrying the marker. No per-test timeout: a hang shows as a run that never ends.
+FUZZ_TARGETS ?= tests
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -m fuzz -o timeout=0 -q --hypothesis-show-statistics $(FUZZ_TARGETS)
 
 demo: $(STAMP)
 	$(PY) -m loadtest.demo

@@ -20,12 +20,12 @@ PrometheusFactory = Callable[..., PrometheusProcess]
 
 # Property-based tests (marked ``fuzz``): a few hundred cases each in the normal run, so a
 # run sees a few thousand in all; ``make fuzz`` sets HYPOTHESIS_PROFILE=fuzz for 100,000
-# cases per test. No deadline: a loaded CI machine must not turn slowness into failures
-# (a real hang is caught by pytest-timeout in CI, by the fuzz run's own duration).
+# cases per test (FUZZ_EXAMPLES overrides, for a shorter look). No deadline: a loaded CI
+# machine must not turn slowness into failures (pytest-timeout catches a hang in CI).
 settings.register_profile("ci", max_examples=400, deadline=None, print_blob=True)
 settings.register_profile(
     "fuzz",
-    max_examples=100_000,
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "100000")),
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
