@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(PY) -m loadtest.bench_parser
 	$(PY) -m loadtest.bench_api
 	$(PY) -m loadtest.bench_signal_lag
+	$(PY) -m loadtest.bench.hostile --seconds 30 --drop-seconds 10
 	$(PY) -m loadtest.harness_bench --quick
 	$(PY) -m loadtest.sim_evaluate --out out/sim
 

@@ -242,7 +242,7 @@ class Pipeline:
                 self._left_out.add(member.name)
                 log.warning(
                     "group member left out: no usable scrape; its group is served without it",
-                    extra={"target": member.name, "failing_seconds": drop_after},
+                    extra={"target": member.name, "after_seconds": drop_after},
                 )
             else:
                 self._left_out.discard(member.name)

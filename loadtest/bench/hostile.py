@@ -16,7 +16,7 @@ reads it every 0.5 s for ``--seconds``; the adapter's RSS (VmRSS) and CPU time a
 from /proc. Reported per mode: the control's staleness (now minus the time of the newest
 scrape behind its served rate, from the adapter's ``tritonscale_series_age_seconds``),
 the control's served rate and queue depth, what the mixed group served after the member
-drop time, and whether the hostile group ever served a value.
+drop time, and what the hostile group alone served ("-": only errors, 404 or 503).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ RATE = 10.0
 PENDING = 5.0
 POLL_S = 0.5
 RATE_METRIC = "triton_request_rate"
+ARRIVAL_METRIC = "triton_arrival_rate"
 DEPTH_METRIC = "triton_queue_depth"
 
 
@@ -59,16 +60,19 @@ class ModeResult:
     control_depth: list[float] = field(default_factory=list)
     control_errors: int = 0
     mixed_rate: list[float] = field(default_factory=list)  # after the member drop time
+    mixed_arrival: list[float] = field(default_factory=list)
     mixed_depth: list[float] = field(default_factory=list)
     mixed_errors: int = 0
-    hostile_served: int = 0  # 200 answers for the hostile group alone
+    hostile_rate: list[float] = field(default_factory=list)  # the hostile group alone
+    hostile_arrival: list[float] = field(default_factory=list)
+    hostile_depth: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
     polls: int = 0
 
 
 def adapter_config(
-    fake: HostileTritonProcess, mode: str, port: int, drop_s: float
+    fake: HostileTritonProcess, mode: str, port: int, drop_s: float | None
 ) -> dict[str, object]:
     def target(name: str, namespace: str, deployment: str) -> dict[str, object]:
         labels = {"namespace": namespace, "deployment": deployment}
@@ -77,7 +81,7 @@ def adapter_config(
     return {
         "listen": f"{LOOPBACK}:{port}",
         "log": {"level": "warning"},
-        "signals": {"member_failure_drop_seconds": drop_s},
+        "signals": {} if drop_s is None else {"member_failure_drop_seconds": drop_s},
         "targets": [
             target(f"{mode}-control", "control", "control"),
             target(f"{mode}-a", "bench", "mixed"),
@@ -134,10 +138,13 @@ async def measure(mode: str, fake: HostileTritonProcess, args: argparse.Namespac
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="tritonscale-bench-hostile-"))
     config_path = workdir / "config.yaml"
-    config_path.write_text(yaml.safe_dump(adapter_config(fake, mode, port, args.drop_seconds)))
+    drop = None if args.adapter_root else args.drop_seconds
+    config_path.write_text(yaml.safe_dump(adapter_config(fake, mode, port, drop)))
     command = [sys.executable, "-m", "adapter", "serve", "--config", str(config_path)]
     with (workdir / "adapter.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=log)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=log, cwd=args.adapter_root or Path.cwd()
+        )
     try:
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -176,13 +183,15 @@ async def poll_once(
             read("control", RATE_METRIC, "control"),
             read("control", DEPTH_METRIC, "control"),
             read("bench", RATE_METRIC, "mixed"),
+            read("bench", ARRIVAL_METRIC, "mixed"),
             read("bench", DEPTH_METRIC, "mixed"),
             read("bench", RATE_METRIC, "hostile"),
+            read("bench", ARRIVAL_METRIC, "hostile"),
             read("bench", DEPTH_METRIC, "hostile"),
         ),
         control_age(session, port),
     )
-    c_rate, c_depth, m_rate, m_depth, h_rate, h_depth = answers
+    c_rate, c_depth, m_rate, m_arrival, m_depth, h_rate, h_arrival, h_depth = answers
     result.polls += 1
     warm = elapsed > args.warm_seconds
     if warm:
@@ -194,12 +203,24 @@ async def poll_once(
         if age is not None:
             result.control_staleness_s.append(age)
     if elapsed > args.drop_seconds + args.warm_seconds:
-        for served, values in ((m_rate, result.mixed_rate), (m_depth, result.mixed_depth)):
+        mixed = (
+            (m_rate, result.mixed_rate),
+            (m_arrival, result.mixed_arrival),
+            (m_depth, result.mixed_depth),
+        )
+        for served, values in mixed:
             if served.status == 200:
                 values.append(served.values["m"])
             else:
                 result.mixed_errors += 1
-    result.hostile_served += sum(s.status == 200 for s in (h_rate, h_depth))
+    hostile = (
+        (h_rate, result.hostile_rate),
+        (h_arrival, result.hostile_arrival),
+        (h_depth, result.hostile_depth),
+    )
+    for served, values in hostile:
+        if served.status == 200:
+            values.append(served.values["m"])
 
 
 def span(values: Sequence[float], digits: int = 1) -> str:
@@ -211,18 +232,19 @@ def span(values: Sequence[float], digits: int = 1) -> str:
 
 def table(results: Sequence[ModeResult], seconds: float) -> str:
     rows = [
-        "| mode | control staleness p50 / max (s) | control rate (req/s) | control depth "
-        "| control errors | mixed rate after drop | mixed depth after drop | mixed errors "
-        "| hostile served | RSS max (MiB) | CPU (% of a core) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mode | control staleness p50 / max (s) | control rate / depth "
+        "| mixed, after the drop: rate / arrival / depth | hostile alone: rate / arrival / depth "
+        "| errors: control / mixed | RSS max (MiB) | CPU (% of a core) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         stale = r.control_staleness_s
         staleness = f"{statistics.median(stale):.2f} / {max(stale):.2f}" if stale else "-"
         rows.append(
-            f"| {r.mode} | {staleness} | {span(r.control_rate)} | {span(r.control_depth, 0)} "
-            f"| {r.control_errors} | {span(r.mixed_rate)} | {span(r.mixed_depth, 0)} "
-            f"| {r.mixed_errors} | {r.hostile_served} | {max(r.rss_mib):.0f} "
+            f"| {r.mode} | {staleness} | {span(r.control_rate)} / {span(r.control_depth, 0)} "
+            f"| {span(r.mixed_rate)} / {span(r.mixed_arrival)} / {span(r.mixed_depth, 0)} "
+            f"| {span(r.hostile_rate)} / {span(r.hostile_arrival)} / {span(r.hostile_depth, 0)} "
+            f"| {r.control_errors} / {r.mixed_errors} | {max(r.rss_mib):.0f} "
             f"| {100 * r.cpu_s / seconds:.0f} |"
         )
     return "\n".join(rows)
@@ -262,6 +284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated; the healthy baseline always runs first",
     )
     parser.add_argument("--json", type=Path, help="write the raw figures here")
+    parser.add_argument(
+        "--adapter-root",
+        type=Path,
+        help="run the adapter from this checkout instead (e.g. an older commit, for a "
+        "before/after comparison; its config gets no member_failure_drop_seconds)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.modes) - set(MODES)
     if unknown:
