@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,12 +44,12 @@ CHURN_MODELS = 20
 ANSWER_TIMEOUT_S = 10.0
 NO_ANSWER = 0  # recorded status when the API did not answer within ANSWER_TIMEOUT_S
 # Rates are deltas of integer counters over a 2 s window, timed at receipt on a loaded
-# machine: allow 45 %. Still far from 0 and from twice (or half) the truth. Until a
+# machine: their median must be within 25 % of the truth (see assert_truthful). Until a
 # full window of readings exists a rate spans as little as one interval, where a delay
 # of the service's event loop weighs four times as much: those first seconds are held
 # only to "finite and >= 0" (the control group shows the same, so it is not hostility).
 RATE_WINDOW_S = 2.0
-RATE_TOLERANCE = 0.45
+RATE_TOLERANCE = 0.25
 WARM_S = RATE_WINDOW_S + 1.0
 METRICS = (
     "triton_queue_depth",
@@ -197,21 +198,31 @@ def allowed(metric: str, pods: tuple[int, ...]) -> list[float]:
 
 
 def assert_truthful(answers: list[Answer], metric: str, pods: tuple[int, ...], where: str) -> None:
-    """Every answer is 200 with a true value, or an error the HPA holds on (404/503)."""
+    """Every answer is 200 with a true value, or an error the HPA holds on (404/503).
+
+    Queue depth is a gauge: exactly the truth. Rates are timed at receipt, so a stalled
+    event loop on a loaded machine skews single values (the control group too): each must
+    lie within a factor of 3 of the truth (never 0, never absurd) and their median within
+    RATE_TOLERANCE of one pod count's truth, which a doubled or zeroed series cannot meet.
+    """
     truths = allowed(metric, pods)
+    rates: list[float] = []
     for answer in answers:
         assert answer.status in (200, 404, 503), f"{where}: HTTP {answer.status}"
         if answer.status != 200:
             continue
         value = answer.value
         assert value is not None and math.isfinite(value) and value >= 0, f"{where}: {value}"
-        exact = metric == "triton_queue_depth"
-        if not exact and answer.at < WARM_S:
-            continue
-        assert any(
-            value == truth if exact else value == pytest.approx(truth, rel=RATE_TOLERANCE)
-            for truth in truths
-        ), f"{where} at {answer.at:.1f}s: served {value}, true values {truths}"
+        if metric == "triton_queue_depth":
+            assert value in truths, f"{where} at {answer.at:.1f}s: served {value}, true {truths}"
+        elif answer.at >= WARM_S:
+            assert min(truths) / 3 <= value <= 3 * max(truths), (
+                f"{where} at {answer.at:.1f}s: served {value}, true values {truths}"
+            )
+            rates.append(value)
+    if len(rates) >= 3 and len(truths) == 1:
+        median = statistics.median(rates)
+        assert median == pytest.approx(truths[0], rel=RATE_TOLERANCE), (where, median, rates)
 
 
 def served_share(answers: list[Answer], after: float) -> float:
@@ -255,27 +266,21 @@ def test_flapping_member_is_served_only_with_true_values(run: Run) -> None:
     assert any(a.status == 200 for a in final), final  # held values keep it served
 
 
-def _count(run: Run, name: str, **labels: str) -> float:
-    return sum(
-        value
-        for sample_labels, value in run.self_metrics.get(name, [])
-        if all(sample_labels.get(k) == v for k, v in labels.items())
-    )
-
-
-EXPECTED_COUNT = {
-    "nan": ("tritonscale_rejected_samples_total", {"reason": "nan"}),
-    "inf": ("tritonscale_rejected_samples_total", {"reason": "inf"}),
-    "negative": ("tritonscale_rejected_samples_total", {"reason": "negative"}),
-    "flapping": ("tritonscale_rejected_samples_total", {"reason": "nan"}),
-    "duplicate": ("tritonscale_scrape_errors_total", {"reason": "duplicate"}),
-    "html": ("tritonscale_scrape_errors_total", {"reason": "not_exposition"}),
-    "foreign": ("tritonscale_scrape_errors_total", {"reason": "not_exposition"}),
-    "binary": ("tritonscale_scrape_errors_total", {"reason": "not_exposition"}),
-    "drip": ("tritonscale_scrape_errors_total", {"reason": "timeout"}),
-    "hang": ("tritonscale_scrape_errors_total", {"reason": "timeout"}),
-    "huge": ("tritonscale_scrape_errors_total", {"reason": "too_large"}),
-    "flood": ("tritonscale_scrape_errors_total", {"reason": "too_many_series"}),
+# (self-metric, labels it must carry with a count > 0 for the mode's hostile targets);
+# a body too big or too slow to read on a loaded machine may end in a timeout first.
+EXPECTED_COUNT: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
+    "nan": ("tritonscale_rejected_samples_total", {"reason": ("nan",)}),
+    "inf": ("tritonscale_rejected_samples_total", {"reason": ("inf",)}),
+    "negative": ("tritonscale_rejected_samples_total", {"reason": ("negative",)}),
+    "flapping": ("tritonscale_rejected_samples_total", {"reason": ("nan",)}),
+    "duplicate": ("tritonscale_scrape_errors_total", {"reason": ("duplicate",)}),
+    "html": ("tritonscale_scrape_errors_total", {"reason": ("not_exposition",)}),
+    "foreign": ("tritonscale_scrape_errors_total", {"reason": ("not_exposition",)}),
+    "binary": ("tritonscale_scrape_errors_total", {"reason": ("not_exposition",)}),
+    "drip": ("tritonscale_scrape_errors_total", {"reason": ("timeout",)}),
+    "hang": ("tritonscale_scrape_errors_total", {"reason": ("timeout",)}),
+    "huge": ("tritonscale_scrape_errors_total", {"reason": ("too_large", "timeout")}),
+    "flood": ("tritonscale_scrape_errors_total", {"reason": ("too_many_series", "timeout")}),
     "churn": ("tritonscale_target_models", {}),
 }
 
@@ -284,9 +289,20 @@ EXPECTED_COUNT = {
 def test_every_hostile_answer_is_counted(run: Run, mode: str) -> None:
     name, labels = EXPECTED_COUNT[mode]
     for member in (f"{mode}-b", f"{mode}-solo"):
-        assert _count(run, name, target=run.urls[member], **labels) > 0, (member, name, labels)
+        counted = sum(
+            value
+            for sample_labels, value in run.self_metrics.get(name, [])
+            if sample_labels.get("target") == run.urls[member]
+            and all(sample_labels.get(k) in allowed for k, allowed in labels.items())
+        )
+        assert counted > 0, (member, name, labels)
     if mode == "churn":
-        assert _count(run, name, target=run.urls["churn-b"]) == CHURN_MODELS + 1
+        (models,) = [
+            value
+            for sample_labels, value in run.self_metrics[name]
+            if sample_labels.get("target") == run.urls["churn-b"]
+        ]
+        assert models == CHURN_MODELS + 1
 
 
 def _lines(run: Run, message: str, member: str) -> list[logging.LogRecord]:
