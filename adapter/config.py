@@ -197,6 +197,20 @@ class ScrapeConfig(_Strict):
     backoff_max_seconds: float = Field(
         5.0, ge=0.1, le=3600, description="longest wait between retries of a failing target"
     )
+    max_series_per_target: int = Field(
+        25_000,
+        ge=1,
+        le=10_000_000,
+        description="series kept per scrape of one target (1,000 models of ~11 kept series, 2 "
+        "versions, plus GPUs); a scrape over it fails whole, since dropping some would shrink "
+        "group sums",
+    )
+    max_models_per_target: int = Field(
+        1_000,
+        ge=1,
+        le=1_000_000,
+        description="models per target; a scrape over it fails whole",
+    )
 
     @model_validator(mode="after")
     def _timeout_fits(self) -> ScrapeConfig:
@@ -221,6 +235,14 @@ class SignalsConfig(_Strict):
         "interval, so one missed scrape does not make a value stale",
     )
     sum_versions: bool = True
+    member_failure_drop_seconds: float = Field(
+        60.0,
+        ge=1,
+        le=86400,
+        description="a group member without a usable scrape for this long leaves its group as "
+        "if its pod had left, while another member is healthy; until then the group holds "
+        "(README: targets that misbehave)",
+    )
 
 
 class TargetConfig(_Strict):

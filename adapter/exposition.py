@@ -3,9 +3,12 @@
 Triton's ``/metrics`` carries dozens of families (CPU, pinned memory, summaries,
 histograms) the adapter never reads. Lines are first filtered with one C-level
 ``str.startswith(tuple)`` per line, and only kept lines are parsed. Comments, label
-escapes, timestamps, ``NaN`` and ``±Inf`` are accepted; a malformed line in a kept
+escapes, timestamps, ``NaN`` and ``±Inf`` are accepted (syntax only: whether a value is
+valid for its family is decided in :mod:`adapter.readings`); a malformed line in a kept
 family raises :class:`ExpositionError` naming the line, so a bad scrape is rejected
-whole instead of being half-read.
+whole instead of being half-read. Two samples with the same name and label set are an
+error (summing them would double the value), and so is a scrape with more kept samples
+than the caller's cap: parsing stops there, so the work per scrape is bounded.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import ClassVar
 
 # name{labels} value [timestamp]
 _SAMPLE = re.compile(
@@ -29,7 +33,24 @@ Labels = dict[str, str]
 
 
 class ExpositionError(ValueError):
-    """A kept line could not be parsed; the message names the line number and why."""
+    """A kept line could not be parsed; the message names the line number and why.
+
+    ``reason`` is a short, bounded label for the scrape-error metric.
+    """
+
+    reason: ClassVar[str] = "malformed"
+
+
+class DuplicateSeriesError(ExpositionError):
+    """The same family and label set appear twice in one exposition."""
+
+    reason = "duplicate"
+
+
+class TooManySeriesError(ExpositionError):
+    """More samples of the kept families than the per-target cap."""
+
+    reason = "too_many_series"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +70,19 @@ class ExpositionParser:
         # Order longest first so no name shadows a longer one in the prefix test.
         self._prefixes = tuple(sorted(self._names, key=len, reverse=True))
 
-    def parse(self, text: str) -> Families:
+    def parse(self, text: str, max_series: int | None = None) -> Families:
         """Return ``{family: [Sample, ...]}`` for the kept families present in ``text``.
 
         Families absent from the text are absent from the result (never zero-filled).
+        Raises :class:`DuplicateSeriesError` for a repeated series and
+        :class:`TooManySeriesError` as soon as more than ``max_series`` kept samples
+        are seen (None: no cap).
         """
         out: Families = {}
         prefixes = self._prefixes
         names = self._names
+        seen: set[tuple[str, frozenset[tuple[str, str]]]] = set()
+        cap = -1 if max_series is None else max_series
         for number, line in enumerate(text.split("\n"), start=1):
             if not line.startswith(prefixes):
                 continue
@@ -73,8 +99,32 @@ class ExpositionParser:
                     f"line {number}: {name}: value {raw_value!r} is not a number"
                 ) from None
             labels = _parse_labels(raw_labels, number) if raw_labels else {}
+            series = (name, frozenset(labels.items()))
+            if series in seen:
+                raise DuplicateSeriesError(
+                    f"line {number}: {name}{_show(labels)} appears twice in one exposition"
+                )
+            seen.add(series)
+            if len(seen) == cap + 1:
+                raise TooManySeriesError(
+                    f"line {number}: more than {cap} series of the families the adapter reads "
+                    "(scrape.max_series_per_target)"
+                )
             out.setdefault(name, []).append(Sample(labels, value))
         return out
+
+
+def _show(labels: Labels) -> str:
+    inner = ",".join(f"{k}={v!r}" for k, v in sorted(labels.items()))
+    return "{" + inner[:120] + "}"
+
+
+def has_family_with_prefix(text: str, prefix: str) -> bool:
+    """True if ``text`` has at least one sample line (name, optional labels, a number) of
+    a family whose name starts with ``prefix`` (``nv_`` for Triton, ``DCGM_`` for
+    dcgm-exporter)."""
+    pattern = rf"^{re.escape(prefix)}[a-zA-Z0-9_:]+(?:\{{[^\n]*\}})?[ \t]+[-+]?(?:[0-9.]|Inf|NaN)"
+    return re.search(pattern, text, re.MULTILINE) is not None
 
 
 def _parse_labels(raw: str, number: int) -> Labels:
@@ -88,6 +138,8 @@ def _parse_labels(raw: str, number: int) -> Labels:
                 break  # trailing comma or spaces are allowed
             raise ExpositionError(f"line {number}: malformed labels near {raw[position:][:60]!r}")
         key, value, _sep = match.groups()
+        if key in labels:
+            raise ExpositionError(f"line {number}: label {key!r} given twice")
         if "\\" in value:
             value = _ESCAPE.sub(lambda m: _ESCAPES[m.group(0)], value)
         labels[key] = value

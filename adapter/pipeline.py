@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -20,7 +22,14 @@ import aiohttp
 from adapter.config import ScrapeConfig, SignalsConfig
 from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
 from adapter.scrape import ScrapeLoop, ScrapeObserver, TargetState
-from adapter.signals import Labels, Member, ReadingHistory, group_series, pod_group
+from adapter.signals import (
+    Labels,
+    Member,
+    ReadingHistory,
+    group_series,
+    members_in_service,
+    pod_group,
+)
 from adapter.snapshot import PodKey, SeriesPoint, Snapshot
 from adapter.targets import Target, TargetSource
 
@@ -73,6 +82,8 @@ class Pipeline:
         self._publish_error: str | None = None
         self._last_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
         self._last_pod_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
+        self._left_out: set[str] = set()  # URLs of members left out of their group
+        self._stage_failing = False
 
     # -- what the API reads -------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -127,11 +138,14 @@ class Pipeline:
     def _interval(self, target: Target) -> float:
         return target.scrape_interval_seconds or self._scrape.interval_seconds
 
-    def track(self, target: Target) -> TargetState:
-        """Start keeping readings for ``target`` (the scrape loop feeds its history)."""
+    def track(self, target: Target, now_mono: float | None = None) -> TargetState:
+        """Start keeping readings for ``target`` (the scrape loop feeds its history);
+        ``now_mono`` (default now) is when it counts as failing from if it never answers."""
         interval = self._interval(target)
         keep = self._signals.rate_window_seconds + 3 * interval
-        state = TargetState(target, ReadingHistory(keep))
+        started = time.monotonic() if now_mono is None else now_mono
+        history = ReadingHistory(keep, self._scrape.max_models_per_target, started)
+        state = TargetState(target, history)
         self._states[target] = state
         return state
 
@@ -166,6 +180,7 @@ class Pipeline:
         for gone in set(self._states) - targets:
             self._loops.pop(gone).cancel()
             del self._states[gone]
+            self._left_out.discard(gone.url)
             if self._on_target_removed is not None:
                 self._on_target_removed(gone)
             log.info("target removed", extra={"target": gone.url})
@@ -182,6 +197,8 @@ class Pipeline:
                 sum_versions=self._signals.sum_versions,
                 on_reading=self._dirty.set,
                 observer=self._observer,
+                max_series=scrape.max_series_per_target,
+                max_models=scrape.max_models_per_target,
             )
             self._loops[target] = asyncio.create_task(loop.run(), name=f"scrape {target.url}")
             log.info("target added", extra={"target": target.url, "labels": dict(target.labels)})
@@ -209,8 +226,11 @@ class Pipeline:
         """Publish soon after new readings, at most every 1/4 interval, at least every interval."""
         interval = self._scrape.interval_seconds
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+            # lands as the event is set, and shutdown then waits on this loop for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout=interval)
+                async with asyncio.timeout(interval):
+                    await self._dirty.wait()
             self._dirty.clear()
             self.try_publish(time.monotonic())
             await asyncio.sleep(interval / 4)
@@ -257,13 +277,14 @@ class Pipeline:
         pods: dict[Labels, list[Member]] = {}  # keyed by the group's labels plus the pod's
         pod_labels: dict[PodKey, Mapping[str, str]] = {}
         for target, state in self._states.items():
-            member = Member(target.kind, state.history)
+            member = Member(target.kind, state.history, target.url)
             groups.setdefault(target.group, []).append(member)
             if target.pod is not None and target.kind == "triton":
                 pods.setdefault(pod_group(target.group, target.pod.name), []).append(member)
                 pod_labels[(target.namespace, target.pod.name)] = MappingProxyType(
                     dict(target.pod.labels)
                 )
+        groups = {group: self._in_service(members, now_mono) for group, members in groups.items()}
 
         self._last_points, points = self._with_carried(self._last_points, groups, now_wall)
         self._last_pod_points, per_pod = self._with_carried(self._last_pod_points, pods, now_wall)
@@ -273,8 +294,16 @@ class Pipeline:
             for group, members in groups.items()
         }
         for stage in self._stages:
-            for metric, extra in stage.step(now_mono, points, replicas).items():
-                points.setdefault(metric, []).extend(extra)
+            try:
+                produced = stage.step(now_mono, points, replicas)
+            except Exception:  # extreme input to one series must not stop all publishing
+                if not self._stage_failing:
+                    log.exception("signal stage failed: its outputs are not served this pass")
+                self._stage_failing = True
+                continue
+            self._stage_failing = False
+            for metric, extra in produced.items():
+                points.setdefault(metric, []).extend(map(_unknown_if_invalid, extra))
 
         snapshot = Snapshot(
             built_at=time.time(),
@@ -314,8 +343,35 @@ class Pipeline:
             points.setdefault(metric, []).append(point)
         return fresh, points
 
+    def _in_service(self, members: list[Member], now_mono: float) -> list[Member]:
+        """The group's members minus those failing too long; logs each change once."""
+        drop_after = self._signals.member_failure_drop_seconds
+        kept = members_in_service(members, now_mono, drop_after)
+        for member in members:
+            out = member not in kept
+            if out == (member.name in self._left_out):
+                continue
+            if out:
+                self._left_out.add(member.name)
+                log.warning(
+                    "group member left out: no usable scrape; its group is served without it",
+                    extra={"target": member.name, "after_seconds": drop_after},
+                )
+            else:
+                self._left_out.discard(member.name)
+                log.info("group member back in service", extra={"target": member.name})
+        return kept
+
 
 def _scrape_identity(target: Target) -> tuple[object, ...]:
     """What makes two targets the same scrape: all but the pod's labels."""
     pod_name = target.pod.name if target.pod is not None else None
     return (target.url, target.kind, target.labels, target.scrape_interval_seconds, pod_name)
+
+
+def _unknown_if_invalid(point: SeriesPoint) -> SeriesPoint:
+    """A stage's value that is infinite or negative (e.g. a forecast from extreme rates)
+    is published as 'not known' (NaN: answered 503, the HPA holds), never as it is."""
+    if point.value != point.value or 0.0 <= point.value < math.inf:
+        return point
+    return dataclasses.replace(point, value=math.nan)

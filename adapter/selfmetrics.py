@@ -37,6 +37,7 @@ from adapter.api.connections import ConnectionStats
 from adapter.api.tls import serving_certificate_not_after
 from adapter.metrics_catalog import SERVED_METRIC_NAMES
 from adapter.predictive import ForecastCheck
+from adapter.readings import Reading
 from adapter.snapshot import Snapshot
 from adapter.targets import Target
 
@@ -253,8 +254,29 @@ class SelfMetrics:
         )
         self.scrape_errors = Counter(
             "tritonscale_scrape_errors_total",
-            "Failed scrapes by target and reason (timeout, connection, http_NNN, malformed).",
+            "Failed scrapes by target and reason (timeout, connection, http_NNN, too_large, "
+            "malformed, duplicate, not_exposition, too_many_series, too_many_models, internal).",
             ["target", "reason"],
+            registry=self.registry,
+        )
+        self.rejected_samples = Counter(
+            "tritonscale_rejected_samples_total",
+            "Samples refused as invalid for their family (their series are held, never 0), "
+            "by target, family and reason (nan, inf, negative, above_range, overflow).",
+            ["target", "family", "reason"],
+            registry=self.registry,
+        )
+        self.target_series = Gauge(
+            "tritonscale_target_series",
+            "Samples of the families the adapter reads in a target's last good scrape "
+            "(capped by scrape.max_series_per_target).",
+            ["target"],
+            registry=self.registry,
+        )
+        self.target_models = Gauge(
+            "tritonscale_target_models",
+            "Models in a target's last good scrape (capped by scrape.max_models_per_target).",
+            ["target"],
             registry=self.registry,
         )
         self.api_requests = Counter(
@@ -272,6 +294,7 @@ class SelfMetrics:
             registry=self.registry,
         )
         self._error_reasons: dict[str, set[str]] = {}
+        self._rejection_labels: dict[str, set[tuple[str, str]]] = {}
 
     def serve_snapshots(self, current: Callable[[], Snapshot]) -> None:
         """Export every served value from ``current()`` at each scrape of /metrics."""
@@ -289,11 +312,26 @@ class SelfMetrics:
         """Export the API listener's connection counters at each scrape of /metrics."""
         self.registry.register(_ConnectionCollector(stats))
 
-    def observe_scrape(self, target: Target, seconds: float, error: str | None) -> None:
+    def observe_scrape(
+        self, target: Target, seconds: float, error: str | None, reading: Reading | None = None
+    ) -> None:
         self.scrape_duration.labels(target.url).observe(seconds)
         if error is not None:
             self.scrape_errors.labels(target.url, error).inc()
             self._error_reasons.setdefault(target.url, set()).add(error)
+        if reading is None:
+            return
+        self.target_series.labels(target.url).set(reading.series)
+        self.target_models.labels(target.url).set(
+            len(reading.models) + len(reading.rejected_models)
+        )
+        for rejection in reading.rejections:
+            self.rejected_samples.labels(target.url, rejection.family, rejection.reason).inc(
+                rejection.count
+            )
+            self._rejection_labels.setdefault(target.url, set()).add(
+                (rejection.family, rejection.reason)
+            )
 
     def forget_target(self, target: Target) -> None:
         """Drop a removed target's series so churn does not grow the registry."""
@@ -302,6 +340,12 @@ class SelfMetrics:
         for reason in self._error_reasons.pop(target.url, ()):
             with contextlib.suppress(KeyError):
                 self.scrape_errors.remove(target.url, reason)
+        for family, reason in self._rejection_labels.pop(target.url, ()):
+            with contextlib.suppress(KeyError):
+                self.rejected_samples.remove(target.url, family, reason)
+        for gauge in (self.target_series, self.target_models):
+            with contextlib.suppress(KeyError):
+                gauge.remove(target.url)
 
     def _count(self, request: web.Request, status: int, started: float) -> None:
         handler = handler_of(request.path)

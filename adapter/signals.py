@@ -6,6 +6,11 @@ A counter that goes down means the target restarted: its history is cleared so n
 window spans the restart (no negative rate, no spike); until two post-restart
 readings exist the group's rate series is not recomputed, and the last published
 value ages towards its max age instead of being replaced by a guess or a zero.
+
+A model whose newest reading on any member was rejected (an invalid sample) is held
+the same way. A member that has had no usable reading for a while is left out of its
+group as if its pod had left (:func:`members_in_service`), so one broken pod cannot
+freeze a deployment's series for ever.
 """
 
 from __future__ import annotations
@@ -33,31 +38,65 @@ Labels = tuple[tuple[str, str], ...]
 
 
 class ReadingHistory:
-    """Recent readings of one target, oldest first, kept for ``keep_seconds``."""
+    """Recent readings of one target, oldest first, kept for ``keep_seconds``.
 
-    def __init__(self, keep_seconds: float) -> None:
+    ``max_models`` bounds the models remembered for restart detection (least recently
+    seen forgotten first), so a target that names new models at every scrape cannot
+    grow it without end. ``started_mono`` (monotonic s) is when tracking began: a
+    target that never answered usefully counts as failing from then.
+    """
+
+    def __init__(
+        self,
+        keep_seconds: float,
+        max_models: int | None = None,
+        started_mono: float | None = None,
+    ) -> None:
         self._keep = keep_seconds
+        self._max_models = max_models
         self._readings: deque[Reading] = deque()
         self._last_seen: dict[ModelKey, ModelCounters] = {}
+        self._since_reset = 0
         self.restarts = 0
+        self.started_mono = started_mono
+        self.last_usable_mono: float | None = None
 
     def add(self, reading: Reading) -> bool:
         """Append ``reading``; return True if it shows a counter reset (history cleared).
 
         Counters are compared with the last reading that had each model, so a restart is
         caught even when the first readings after it come before the models are loaded.
+        A reading is *usable* when no sample was rejected and it is not the first since a
+        reset (it can give a rate): ``last_usable_mono`` is the newest such reading's time.
         """
         reset = _is_reset(self._last_seen, reading)
         if reset:
             self._readings.clear()
             self._last_seen.clear()
+            self._since_reset = 0
             self.restarts += 1
-        self._last_seen.update(reading.models)
+        self._remember(reading.models)
         self._readings.append(reading)
+        self._since_reset += 1
+        if reading.clean and self._since_reset >= 2:
+            self.last_usable_mono = reading.mono
         horizon = reading.mono - self._keep
         while len(self._readings) > 2 and self._readings[1].mono <= horizon:
             self._readings.popleft()
         return reset
+
+    def _remember(self, models: Mapping[ModelKey, ModelCounters]) -> None:
+        last_seen = self._last_seen
+        for key, counters in models.items():
+            last_seen.pop(key, None)  # re-insert: dict order is least recently seen first
+            last_seen[key] = counters
+        if self._max_models is not None:
+            while len(last_seen) > self._max_models:
+                del last_seen[next(iter(last_seen))]
+
+    @property
+    def remembered_models(self) -> int:
+        return len(self._last_seen)
 
     @property
     def newest(self) -> Reading | None:
@@ -120,7 +159,7 @@ def model_signals(
     if pending_now is not None:
         values[QUEUE_DEPTH] = pending_now
     if window is None:
-        return values
+        return _finite(values)
     values[REQUEST_RATE] = window.completed_rate
     if window.pending_growth_rate is not None:
         # Offered load: what finished plus what piled up. Not capped at capacity.
@@ -141,15 +180,55 @@ def model_signals(
             values[QUEUE_COMPUTE_RATIO] = 0.0
         else:
             values[QUEUE_COMPUTE_RATIO] = math.nan  # queue but no compute: unknown, hold
-    return values
+    return _finite(values)
+
+
+def _finite(values: dict[str, float]) -> dict[str, float]:
+    """Only finite, non-negative values, or NaN ('unknown': held, never served).
+
+    Inputs are validated when read; this guards arithmetic on extreme valid inputs
+    (e.g. deltas of counters near the float limit) so nothing else can leak out.
+    """
+    return {
+        metric: value
+        for metric, value in values.items()
+        if value != value or (0.0 <= value < math.inf)
+    }
 
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """One target of a group: its kind decides which signals it feeds."""
+    """One target of a group: its kind decides which signals it feeds; ``name`` (its
+    URL) is for logs."""
 
     kind: TargetKind
     history: ReadingHistory
+    name: str = ""
+
+    def failing_for(self, now_mono: float) -> float:
+        """Seconds since this member's last usable reading (or since it was tracked,
+        if it never had one); 0 when neither is known."""
+        since = self.history.last_usable_mono
+        if since is None:
+            since = self.history.started_mono
+        return 0.0 if since is None else now_mono - since
+
+
+def members_in_service(
+    members: Sequence[Member], now_mono: float, drop_after_seconds: float
+) -> list[Member]:
+    """The members a group is computed from.
+
+    A member without a usable reading for more than ``drop_after_seconds`` is left out,
+    as if its pod had left, while at least one member of the same kind is healthy; until
+    then (and for ever if every member fails) the group holds: its series age with the
+    failing member and go stale, rather than shrink. See SignalsConfig.
+    """
+    failing = [m.failing_for(now_mono) > drop_after_seconds for m in members]
+    healthy_kinds = {m.kind for m, bad in zip(members, failing, strict=True) if not bad}
+    return [
+        m for m, bad in zip(members, failing, strict=True) if not bad or m.kind not in healthy_kinds
+    ]
 
 
 def group_series(
@@ -173,7 +252,8 @@ def group_series(
     live = [r for r in newest if r is not None]
     if live:
         timestamp = min(r.wall for r in live) if len(live) == len(newest) else -math.inf
-        model_keys = sorted({key for reading in live for key in reading.models})
+        held = {key for reading in live for key in reading.rejected_models}
+        model_keys = sorted({key for reading in live for key in reading.models} - held)
         for key in model_keys:
             model, version = key
             labels = {**base_labels, "model": model}
@@ -188,10 +268,11 @@ def group_series(
 
     all_newest = [m.history.newest for m in members]
     readings = [r for r in all_newest if r is not None]
-    gpus = [u for r in readings for u in r.gpu_utilization if not math.isnan(u)]
-    if gpus:
+    gpus = [u for r in readings for u in r.gpu_utilization]
+    mean = sum(gpus) / len(gpus) if gpus else math.nan
+    if 0.0 <= mean <= 1.0 and not any(r.gpu_rejected for r in readings):
         stamp = min(r.wall for r in readings) if len(readings) == len(all_newest) else -math.inf
-        out[GPU_UTILIZATION] = [SeriesPoint(base_labels, sum(gpus) / len(gpus), stamp)]
+        out[GPU_UTILIZATION] = [SeriesPoint(base_labels, mean, stamp)]
     return out
 
 

@@ -18,6 +18,20 @@ from loadtest.harness.triton_server import DEMO_MODELS, TritonProcess, TritonSta
 
 PrometheusFactory = Callable[..., PrometheusProcess]
 
+# Property-based tests (marked ``fuzz``): a few hundred cases each in the normal run, so a
+# run sees a few thousand in all; ``make fuzz`` sets HYPOTHESIS_PROFILE=fuzz for 100,000
+# cases per test (FUZZ_EXAMPLES overrides, for a shorter look). No deadline: a loaded CI
+# machine must not turn slowness into failures (pytest-timeout catches a hang in CI).
+settings.register_profile("ci", max_examples=400, deadline=None, print_blob=True)
+settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "100000")),
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
 
 def start_triton_or_fail(process: TritonProcess) -> TritonProcess:
     """Start ``process``; on failure fail the test loudly with the server log tail."""

@@ -160,7 +160,7 @@ def test_dependency_layer_comes_before_the_sources() -> None:
     ("path", "excluded"),
     [("adapter/cli.py", False), ("policies/hpa.py", False), ("requirements/runtime.lock", False),
      (".venv/bin/python", True), ("adapter/__pycache__/x.pyc", True), ("tests/test_x.py", True),
-     ("loadtest/cli.py", True), ("pyproject.toml", True), ("README.md", True)],
+     ("loadtest/simulator/cli.py", True), ("pyproject.toml", True), ("README.md", True)],
 )  # fmt: skip
 def test_dockerignore_sends_only_the_build_inputs(path: str, excluded: bool) -> None:
     assert dockerignore_excludes(path, dockerignore_patterns()) is excluded

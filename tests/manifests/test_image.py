@@ -145,7 +145,12 @@ def test_only_the_service_packages_and_the_lock_are_copied() -> None:
 
 def test_the_harness_and_project_metadata_stay_out_of_the_build_context() -> None:
     patterns = dockerignore_patterns()
-    for path in ("loadtest/cli.py", "pyproject.toml", "tests/conftest.py", "manifests/README.md"):
+    for path in (
+        "loadtest/simulator/cli.py",
+        "pyproject.toml",
+        "tests/conftest.py",
+        "manifests/README.md",
+    ):
         assert dockerignore_excludes(path, patterns), path
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -23,30 +23,30 @@ from adapter.pipeline import (
 from adapter.provider import SnapshotProvider
 from adapter.selfmetrics import SelfMetrics
 from adapter.service import build_app
-from adapter.signals import Labels
-from adapter.snapshot import SeriesPoint
 from adapter.targets import StaticTargets
 
 
 class Breakable:
-    """A stage that raises ``error`` while it is set."""
+    """Makes the pipeline's own signal computation raise ``error`` while it is set: a bug in a
+    publish pass. (A failing *stage* does not fail a publish: its outputs are left out and the
+    raw signals still published, see test_stage_failure.py.)"""
 
-    def __init__(self) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         self.error: Exception | None = None
+        compute = pipeline._with_carried
 
-    def step(
-        self, now_mono: float, raw: Mapping[str, list[SeriesPoint]], replicas: Mapping[Labels, int]
-    ) -> dict[str, list[SeriesPoint]]:
-        if self.error is not None:
-            raise self.error
-        return {}
+        def breaking(*args: Any, **kwargs: Any) -> Any:
+            if self.error is not None:
+                raise self.error
+            return compute(*args, **kwargs)
+
+        pipeline._with_carried = breaking  # type: ignore[method-assign]
 
 
 def make() -> tuple[Pipeline, Breakable]:
     config = load_config(None)
-    stage = Breakable()
-    pipeline = Pipeline(config.scrape, config.signals, StaticTargets([]), stages=(stage,))
-    return pipeline, stage
+    pipeline = Pipeline(config.scrape, config.signals, StaticTargets([]))
+    return pipeline, Breakable(pipeline)
 
 
 def test_readiness_fails_after_failed_publishes_and_liveness_after_a_minute(

@@ -50,6 +50,7 @@ SCRAPER_TOKEN = "scraper-token"  # what the token controller would put in the Se
 READER_TOKEN = "reader-token"  # the test's own metric reads (system:masters: no SAR)
 NAMESPACE, DEPLOYMENT, HPA = "prod", "triton-llm", "triton-llm"
 GONE_DEPLOYMENT = "triton-gone"  # a target nothing listens on: scrape failures
+NAN_DEPLOYMENT = "triton-nan"  # a Triton whose success counter reads NaN: rejected samples
 
 FAKE_KUBE_STATE_METRICS = f"""\
 # TYPE kube_horizontalpodautoscaler_status_desired_replicas gauge
@@ -62,6 +63,11 @@ kube_horizontalpodautoscaler_spec_max_replicas{{namespace="{NAMESPACE}",horizont
 kube_deployment_status_replicas_ready{{namespace="{NAMESPACE}",deployment="{DEPLOYMENT}"}} 1
 """  # noqa: E501
 FAKE_DCGM_EXPORTER = 'DCGM_FI_PROF_GR_ENGINE_ACTIVE{gpu="0",UUID="GPU-0"} 0.42\n'
+NAN_TRITON = (
+    'nv_inference_request_success{model="m",version="1"} NaN\n'
+    'nv_inference_request_failure{model="m",version="1",reason="OTHER"} 0\n'
+    'nv_inference_pending_request_count{model="m",version="1"} 0\n'
+)
 
 # Grafana's built-in variables, as Grafana would expand them for a 10-minute view.
 BUILTIN_VARIABLES = {"__rate_interval": "10s", "__interval": "5s", "__range": "10m"}
@@ -121,6 +127,7 @@ async def exposition_server() -> AsyncIterator[int]:
     app = web.Application()
     app.router.add_get("/ksm/metrics", text(FAKE_KUBE_STATE_METRICS))
     app.router.add_get("/dcgm/metrics", text(FAKE_DCGM_EXPORTER))
+    app.router.add_get("/nan-triton/metrics", text(NAN_TRITON))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
@@ -222,6 +229,10 @@ def adapter_config(
                 {
                     "url": gone_url,
                     "labels": {"namespace": NAMESPACE, "deployment": GONE_DEPLOYMENT},
+                },
+                {
+                    "url": f"http://{LOOPBACK}:{exposition_port}/nan-triton/metrics",
+                    "labels": {"namespace": NAMESPACE, "deployment": NAN_DEPLOYMENT},
                 },
             ],
             "predictive": {

@@ -311,3 +311,38 @@ def test_connection_counters_are_exported_as_they_are_at_scrape_time() -> None:
         ({"reason": "header_timeout"}, 2.0)
     ]
     assert exported["tritonscale_api_bad_requests_total"] == [({"error": "BadStatusLine"}, 4.0)]
+
+
+def test_rejected_samples_and_target_sizes_are_counted_then_forgotten() -> None:
+    from adapter.readings import ModelCounters, Reading, Rejection
+
+    metrics = SelfMetrics()
+    target = Target.create("http://10.0.0.5:8002/metrics", "triton", {})
+    rejected = Rejection("nv_inference_request_success", "nan", 2, "model 'm'")
+    reading = Reading(
+        0.0,
+        0.0,
+        {("ok", ""): ModelCounters(0, 1, 0, 0, 0)},
+        rejected_models=frozenset({("m", "")}),
+        rejections=(rejected,),
+        series=7,
+    )
+    metrics.observe_scrape(target, 0.01, None, reading)
+    metrics.observe_scrape(target, 0.01, None, reading)
+    metrics.observe_scrape(target, 0.01, "too_many_models", None)
+    got = samples(metrics)
+    (count,) = got["tritonscale_rejected_samples_total"]
+    assert count == (
+        {"target": target.url, "family": "nv_inference_request_success", "reason": "nan"},
+        4.0,
+    )
+    assert got["tritonscale_target_series"] == [({"target": target.url}, 7.0)]
+    assert got["tritonscale_target_models"] == [({"target": target.url}, 2.0)]
+    errors = {s[0]["reason"]: s[1] for s in got["tritonscale_scrape_errors_total"]}
+    assert errors == {"too_many_models": 1.0}
+    metrics.forget_target(target)
+    assert all(
+        labels.get("target") != target.url
+        for series in samples(metrics).values()
+        for labels, _ in series
+    )
