@@ -206,6 +206,10 @@ class ScrapeConfig(_Strict):
 
 
 class SignalsConfig(_Strict):
+    """``max_age_seconds``: data older than this is answered with 503 (the HPA holds);
+    ``forget_after_seconds``: a series without data for this long is dropped (404), so an
+    operator has minutes to read why it is stale before it goes away."""
+
     rate_window_seconds: float = Field(
         5.0,
         ge=0.1,
@@ -220,7 +224,23 @@ class SignalsConfig(_Strict):
         description="older values are not served (the HPA holds); at least twice every scrape "
         "interval, so one missed scrape does not make a value stale",
     )
+    forget_after_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="a series without data answers 503 'stale: last data N s ago from TARGET' "
+        "this long, then is dropped (404); at least max_age_seconds",
+    )
     sum_versions: bool = True
+
+    @model_validator(mode="after")
+    def _forget_after_max_age(self) -> SignalsConfig:
+        if self.forget_after_seconds < self.max_age_seconds:
+            raise ValueError(
+                f"forget_after_seconds ({self.forget_after_seconds:g}) must be at least "
+                f"max_age_seconds ({self.max_age_seconds:g})"
+            )
+        return self
 
 
 class TargetConfig(_Strict):

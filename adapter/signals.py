@@ -33,12 +33,22 @@ Labels = tuple[tuple[str, str], ...]
 
 
 class ReadingHistory:
-    """Recent readings of one target, oldest first, kept for ``keep_seconds``."""
+    """Recent readings of one target, oldest first, kept for ``keep_seconds``.
 
-    def __init__(self, keep_seconds: float) -> None:
+    ``settle_seconds`` (the rate window): after a restart Triton exports a model's counters,
+    at zero, before the model serves (while it loads: about 2 s for a Python model, minutes
+    for a large one), and rejects requests meanwhile without counting them. A window based
+    in that phase reads a false 0 and then a ramp. So after a reset no window is given until
+    the target completes its first request (the last reading before that becomes the base),
+    or until ``settle_seconds`` pass without one (an idle model: its zeros are true).
+    """
+
+    def __init__(self, keep_seconds: float, settle_seconds: float = 0.0) -> None:
         self._keep = keep_seconds
+        self._settle = settle_seconds
         self._readings: deque[Reading] = deque()
         self._last_seen: dict[ModelKey, ModelCounters] = {}
+        self._settling_since: float | None = None  # mono of the reset, until the target serves
         self.restarts = 0
 
     def add(self, reading: Reading) -> bool:
@@ -52,7 +62,16 @@ class ReadingHistory:
             self._readings.clear()
             self._last_seen.clear()
             self.restarts += 1
+            if self._settle > 0:
+                self._settling_since = reading.mono
         self._last_seen.update(reading.models)
+        if self._settling_since is not None:
+            if any(c.completed > 0 for c in reading.models.values()):
+                while len(self._readings) > 1:  # serving began after the newest of them
+                    self._readings.popleft()
+                self._settling_since = None
+            elif reading.mono - self._settling_since >= self._settle:
+                self._settling_since = None
         self._readings.append(reading)
         horizon = reading.mono - self._keep
         while len(self._readings) > 2 and self._readings[1].mono <= horizon:
@@ -65,8 +84,9 @@ class ReadingHistory:
 
     def window(self, seconds: float) -> tuple[Reading, Reading] | None:
         """(base, newest): base is the oldest reading within ``seconds`` of the newest,
-        or the one just before the newest if none is; None with fewer than two readings."""
-        if len(self._readings) < 2:
+        or the one just before the newest if none is; None with fewer than two readings and
+        while a restarted target has not served yet (see the class docstring)."""
+        if len(self._readings) < 2 or self._settling_since is not None:
             return None
         newest = self._readings[-1]
         base = self._readings[-2]
@@ -146,10 +166,22 @@ def model_signals(
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """One target of a group: its kind decides which signals it feeds."""
+    """One target of a group: its kind decides which signals it feeds; ``name`` (its URL)
+    is what a stale answer names."""
 
     kind: TargetKind
     history: ReadingHistory
+    name: str = ""
+
+
+def _stalest(members: Sequence[Member]) -> tuple[float, str]:
+    """(timestamp, name) of the member whose newest reading is oldest; -inf for a member
+    without any reading yet. A series built from these members is as old as that one."""
+    stamps = [
+        (m.history.newest.wall if m.history.newest is not None else -math.inf, m.name)
+        for m in members
+    ]
+    return min(stamps, key=lambda stamp: stamp[0])
 
 
 def group_series(
@@ -168,11 +200,11 @@ def group_series(
     out: dict[str, list[SeriesPoint]] = {}
     base_labels = dict(group_labels)
     window_int = max(1, round(window_seconds))
-    tritons = [m.history for m in members if m.kind == "triton"]
-    newest = [h.newest for h in tritons]
-    live = [r for r in newest if r is not None]
+    triton_members = [m for m in members if m.kind == "triton"]
+    tritons = [m.history for m in triton_members]
+    live = [h.newest for h in tritons if h.newest is not None]
     if live:
-        timestamp = min(r.wall for r in live) if len(live) == len(newest) else -math.inf
+        timestamp, source = _stalest(triton_members)
         model_keys = sorted({key for reading in live for key in reading.models})
         for key in model_keys:
             model, version = key
@@ -183,15 +215,16 @@ def group_series(
             window = _aggregate_window(tritons, key, window_seconds)
             for metric, value in model_signals(window, pending_now, window_seconds).items():
                 window_field = None if metric == QUEUE_DEPTH else window_int
-                point = SeriesPoint(labels, value, timestamp, window_field)
+                point = SeriesPoint(labels, value, timestamp, window_field, source)
                 out.setdefault(metric, []).append(point)
 
-    all_newest = [m.history.newest for m in members]
-    readings = [r for r in all_newest if r is not None]
+    readings = [m.history.newest for m in members if m.history.newest is not None]
     gpus = [u for r in readings for u in r.gpu_utilization if not math.isnan(u)]
     if gpus:
-        stamp = min(r.wall for r in readings) if len(readings) == len(all_newest) else -math.inf
-        out[GPU_UTILIZATION] = [SeriesPoint(base_labels, sum(gpus) / len(gpus), stamp)]
+        stamp, source = _stalest(members)
+        out[GPU_UTILIZATION] = [
+            SeriesPoint(base_labels, sum(gpus) / len(gpus), stamp, source=source)
+        ]
     return out
 
 
