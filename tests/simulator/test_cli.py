@@ -202,3 +202,19 @@ def test_simulator_runs_tritonscale_with_the_service_defaults(name: str) -> None
 
     service = Config().predictive.for_series({})
     assert getattr(TritonscaleTuning(), name) == getattr(service, name)
+
+
+def test_evaluate_without_traces_says_what_to_give(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from loadtest.simulator.evaluate import main as evaluate_main
+
+    monkeypatch.delenv("TRITONSCALE_TRACES", raising=False)
+    with pytest.raises(SystemExit) as raised:
+        evaluate_main(["--out", str(tmp_path)])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "--traces DIR is required" in err and "TRITONSCALE_TRACES" in err
+    with pytest.raises(SystemExit):
+        evaluate_main(["--traces", str(tmp_path), "--out", str(tmp_path)])
+    assert "holds none of the traces" in capsys.readouterr().err
