@@ -335,6 +335,10 @@ class PredictiveSeriesConfig(_Strict):
     capacity_rps: float | None = _ranged("capacity_rps", _series_default("capacity_rps"))
     min_replicas: int = _ranged("min_replicas", _series_default("min_replicas"))
     max_replicas: int = _ranged("max_replicas", _series_default("max_replicas"))
+    scale_down_delay_seconds: float = _ranged(
+        "scale_down_delay_seconds", _series_default("scale_down_delay_seconds")
+    )
+    panic_hold_seconds: float = _ranged("panic_hold_seconds", _series_default("panic_hold_seconds"))
 
     @field_validator("forecaster")
     @classmethod
@@ -365,6 +369,8 @@ class PredictiveOverride(_Strict):
     capacity_rps: float | None = _ranged("capacity_rps")
     min_replicas: int | None = _ranged("min_replicas")
     max_replicas: int | None = _ranged("max_replicas")
+    scale_down_delay_seconds: float | None = _ranged("scale_down_delay_seconds")
+    panic_hold_seconds: float | None = _ranged("panic_hold_seconds")
 
 
 class PredictiveConfig(_Strict):
