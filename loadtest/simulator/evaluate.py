@@ -146,8 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     found = [c for c in CASES if (Path(args.traces) / c.file).exists()]
     if not found:
         parser.error(
-            f"--traces {args.traces} holds none of the traces: "
-            f"{', '.join(c.file for c in CASES)}"
+            f"--traces {args.traces} holds none of the traces: {', '.join(c.file for c in CASES)}"
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
