@@ -254,7 +254,7 @@ def test_group_that_left_discovery_is_held_as_stale_not_dropped() -> None:
 
 
 def test_forget_after_must_cover_max_age() -> None:
-    with pytest.raises(ValueError, match="forget_after_seconds .* must be at least max_age"):
+    with pytest.raises(ValueError, match=r"forget_after_seconds \(30\) must be at least max_age"):
         load_config(None, {"signals": {"max_age_seconds": 60, "forget_after_seconds": 30}})
 
 

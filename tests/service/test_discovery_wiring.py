@@ -9,8 +9,8 @@ import aiohttp
 
 from adapter.config import load_config
 from adapter.service import running_service
-from tests.pipeline.test_targets import counter_server
 from loadtest.harness.kube_api import FakePodAPI, make_pod
+from tests.pipeline.test_targets import counter_server
 from tests.support.helpers import async_wait_until
 
 API = "/apis/external.metrics.k8s.io/v1beta1/namespaces/prod/triton_request_rate"
