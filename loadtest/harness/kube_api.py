@@ -208,6 +208,10 @@ class FakePodAPI:
         for watcher in self._watchers:
             watcher.queue.put_nowait(("drop", None))
 
+    def stored(self) -> list[dict[str, Any]]:
+        """Every pod as stored now (copies), ordered by namespace and name."""
+        return [copy.deepcopy(pod) for _key, pod in sorted(self._pods.items())]
+
     @property
     def open_watches(self) -> int:
         return len(self._watchers)
