@@ -22,6 +22,9 @@ Policies (``POLICY_NAMES``):
     in the tutorial), modelled as an External ``Value`` 1 target: desired = ceil(ratio x ready
     pods), which is what the Pods path computes when every pod reports the same ratio. A rule
     with fewer than two samples in its window yields no value (the HPA then does not scale).
+    With ``RatioPath("tritonscale")`` the same HPA reads the ratio tritonscale serves instead
+    (``triton_queue_compute_ratio``): recomputed at every adapter scrape over its rate window,
+    as the closed-loop demo runs it.
 ``kpa``
     :class:`policies.kpa.KnativeLikePolicy` on the requests-per-second metric (target 70 % of
     capacity per pod), ticking every 2 s with the rate over the last 2 s (Knative buckets at
@@ -49,6 +52,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
 from loadtest.simulator.engine import ClusterView, Controller, SimParams
 from loadtest.simulator.oracle import OracleController, OraclePlan
@@ -71,6 +75,23 @@ PROMETHEUS_SCRAPE_SECONDS = 15.0
 RECORDING_RULE_SECONDS = 6.0
 RATE_RANGE_SECONDS = 60.0
 KPA_TICK_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class RatioPath:
+    """Where ``hpa-queue-compute-ratio`` reads the queue/compute ratio: NVIDIA's Prometheus
+    recipe (15 s scrape, rate over 1 min, rule every 6 s) or tritonscale's API (the adapter's
+    scrape interval, ``rate_window_seconds``, recomputed at every scrape)."""
+
+    source: Literal["prometheus", "tritonscale"] = "prometheus"
+    rate_window_seconds: float = 5.0  # tritonscale's signals.rate_window_seconds
+
+    def periods(self, params: SimParams) -> tuple[float, float, float]:
+        """(counter sampling, rule evaluation, rate range) in seconds."""
+        if self.source == "prometheus":
+            return PROMETHEUS_SCRAPE_SECONDS, RECORDING_RULE_SECONDS, RATE_RANGE_SECONDS
+        scrape = params.scrape_interval_seconds
+        return scrape, scrape, self.rate_window_seconds
 
 
 @dataclass(frozen=True)
@@ -157,11 +178,12 @@ class QueueComputeRatioHPA(_HPADriven):
 
     name = "hpa-queue-compute-ratio"
 
-    def __init__(self, params: SimParams) -> None:
+    def __init__(self, params: SimParams, path: RatioPath | None = None) -> None:
         metric = MetricTarget("Value", 1.0, name="triton:queue_compute:ratio")
         super().__init__(params, _default_hpa(params, metric))
-        self.prom_scrape_ticks = params.ticks(PROMETHEUS_SCRAPE_SECONDS, "Prometheus scrape")
-        self.rule_ticks = params.ticks(RECORDING_RULE_SECONDS, "recording rule interval")
+        scrape, rule, self.range_seconds = (path or RatioPath()).periods(params)
+        self.prom_scrape_ticks = params.ticks(scrape, "ratio counter sampling")
+        self.rule_ticks = params.ticks(rule, "ratio rule interval")
         self.samples: deque[tuple[float, float, float]] = deque()  # (time, queue_s, compute_s)
         self.queue_total = 0.0
         self.compute_total = 0.0
@@ -174,7 +196,7 @@ class QueueComputeRatioHPA(_HPADriven):
         if (k + 1) % self.prom_scrape_ticks == 0:
             self.samples.append((now, self.queue_total, self.compute_total))
         if (k + 1) % self.rule_ticks == 0:
-            while self.samples and self.samples[0][0] <= now - RATE_RANGE_SECONDS:
+            while self.samples and self.samples[0][0] <= now - self.range_seconds:
                 self.samples.popleft()
             if len(self.samples) < 2:
                 self.rule_value = None
@@ -271,6 +293,7 @@ def make_controller(
     plan: OraclePlan,
     initial_ready: int,
     tuning: TritonscaleTuning | None = None,
+    ratio_path: RatioPath | None = None,
 ) -> Controller:
     """Build the controller called ``name`` (one of :data:`POLICY_NAMES`)."""
     tuning = tuning or TritonscaleTuning()
@@ -279,7 +302,7 @@ def make_controller(
     if name == "hpa-queue-depth":
         return QueueDepthHPA(params)
     if name == "hpa-queue-compute-ratio":
-        return QueueComputeRatioHPA(params)
+        return QueueComputeRatioHPA(params, ratio_path)
     if name == "kpa":
         return KpaController(params, initial_ready)
     if name == "tritonscale":

@@ -218,3 +218,39 @@ def test_evaluate_without_traces_says_what_to_give(
     with pytest.raises(SystemExit):
         evaluate_main(["--traces", str(tmp_path), "--out", str(tmp_path)])
     assert "holds none of the traces" in capsys.readouterr().err
+
+
+def test_ratio_source_and_initial_replicas_change_only_what_they_name(tmp_path: Path) -> None:
+    burst = ROOT / "loadtest" / "harness" / "data" / "servegen_m-large_burst.tar.gz"
+    common = ("--rate-scale", "0.0075", "--seed", "1", "--scrape-interval", "4")
+    common += ("--policy", "hpa-queue-compute-ratio,tritonscale", "--max-replicas", "6")
+    prometheus = _run(tmp_path, *common, trace=burst)
+    adapter = _run(
+        tmp_path, *common, "--ratio-source", "tritonscale", "--rate-window", "20", trace=burst
+    )
+    assert adapter["params"]["ratio_source"] == "tritonscale"
+    assert adapter["params"]["rate_window_seconds"] == 20
+    ratio = "hpa-queue-compute-ratio"
+    assert adapter["policies"][ratio] != prometheus["policies"][ratio]  # a faster signal
+    assert adapter["policies"]["tritonscale"] == prometheus["policies"]["tritonscale"]
+    started = _run(tmp_path, *common, "--initial-replicas", "6", trace=burst)
+    assert started["params"]["initial_replicas"] == 6
+    assert (
+        started["policies"]["tritonscale"]["replica_seconds"]
+        != prometheus["policies"]["tritonscale"]["replica_seconds"]
+    )
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "--trace",
+                str(burst),
+                "--capacity",
+                "1",
+                "--slo",
+                "5",
+                "--ratio-source",
+                "tritonscale",
+                "--rate-window",
+                "2.5",
+            ]
+        )
