@@ -163,6 +163,7 @@ class LoopResult:
     adapter_log: Path
     scale_up_at_s: float | None  # cluster seconds after the start: the HPA's first scale-up
     slo_breach_at_s: float | None  # scheduled time of the first request over the SLO
+    removals_s: list[float] = field(default_factory=list)  # cluster s: replicas scaled down
     served_zero: list[tuple[float, str]] = field(default_factory=list)
 
 
@@ -461,29 +462,38 @@ def _result(
         in_window.insert(0, before[-1])
     replicas_max = max((e.existing for e in in_window), default=manager.existing)
     scale_up = next((r.t for r in emulator.records if r.desired > r.spec_replicas), None)
-    # A served 0 is wrong when requests were offered over the whole window it is computed on.
-    lookback = clock.real(clock.rate_window_s + 2 * clock.scrape_s)
-    arrivals = run.plan.arrivals_s
+    # The served arrival rate counts what reached Triton in its window; a value served at t
+    # was computed from scrapes at most ~2 scrape intervals old, so its window surely covers
+    # [t - window, t - 2 scrapes]: a request sent in there makes a 0 wrong. (A 0 over a window
+    # with no arrival, e.g. a Poisson gap at a low rate, is the truth.) The replica count is
+    # never rightly 0 (minReplicas >= 1).
+    window = clock.real(clock.rate_window_s)
+    lag = 2 * clock.real(clock.scrape_s) + 0.1
+    sends = np.sort(np.array([r.send_s for r in load.records]))
 
-    def offered_throughout(t_cluster: float) -> bool:
+    def sent_within_window(t_cluster: float) -> bool:
         t = t_cluster / x
-        if t < lookback:
-            return False
-        lo, hi = np.searchsorted(arrivals, [t - lookback, t])
-        return bool(hi - lo >= 2)
+        lo, hi = np.searchsorted(sends, [t - window, t - lag])
+        return bool(hi > lo)
 
     zero = [
         (s.t, metric)
         for s in samples
         for metric in ("triton_arrival_rate", "triton_desired_replicas")
-        if s.served.get(metric) == 0.0 and offered_throughout(s.t)
+        if s.served.get(metric) == 0.0
+        and (metric == "triton_desired_replicas" or sent_within_window(s.t))
     ]
-    never_zero = ("triton_desired_replicas", "triton_arrival_rate", "triton_arrival_rate_forecast")
+    rates = ("triton_arrival_rate", "triton_arrival_rate_forecast")
     zero += [
         (r.t, f"the HPA read {query.name} = 0")
         for r in emulator.records
         for query, values in zip(run.hpa.metrics, r.values, strict=True)
-        if query.name in never_zero and values and 0.0 in values
+        if values
+        and 0.0 in values
+        and (
+            query.name == "triton_desired_replicas"
+            or (query.name in rates and sent_within_window(r.t))
+        )
     ]
     summary = {
         "policy": run.policy,
@@ -507,6 +517,11 @@ def _result(
         adapter_log=adapter.log_path,
         scale_up_at_s=scale_up,
         slo_breach_at_s=breach,
+        removals_s=[
+            (r.removed_at - started) * x
+            for r in manager.replicas
+            if r.removed_at is not None and r.removed_at >= started
+        ],
         served_zero=zero,
     )
 
