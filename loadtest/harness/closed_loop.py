@@ -72,16 +72,20 @@ class ClusterTime:
     """The loop's settings in cluster (trace) seconds, and the time compression X.
 
     batch_service_s and max_batch: the model sleeps batch_service_s per batch of up to
-    max_batch. slo_s: the queue-wait objective. cold_start_s: from scale-up to Ready.
+    max_batch (default one request at a time: the one-server replica the simulator models;
+    batches change Triton's queue/compute ratio, see BENCHMARKS.md). slo_s: the queue-wait
+    objective. cold_start_s: from scale-up to Ready. The adapter's scrape and rate window are
+    twice the service defaults (1 s, 5 s) in cluster time, so compressed 20x they stay
+    above 0.1 s of real time.
     """
 
     time_scale: float = 20.0
-    batch_service_s: float = 4.0
-    max_batch: int = 4
+    batch_service_s: float = 1.0
+    max_batch: int = 1
     cold_start_s: float = 240.0
     hpa_sync_s: float = 15.0
-    scrape_s: float = 4.0
-    rate_window_s: float = 20.0
+    scrape_s: float = 2.0
+    rate_window_s: float = 10.0
     max_age_s: float = 30.0
     forget_after_s: float = 300.0
     predictive_step_s: float = 15.0

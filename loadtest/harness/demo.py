@@ -105,7 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="scale the trace so its busiest window needs N replicas at full capacity (4)",
     )
-    p.add_argument("--balancer", choices=("random", "round-robin"), default="random")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="Triton's dynamic batching: batches of up to N, each taking N trace seconds, so a "
+        "replica's capacity stays about 1 request per trace second (1: one at a time)",
+    )
+    p.add_argument(
+        "--initial-replicas",
+        type=int,
+        default=2,
+        metavar="N",
+        help="ready replicas when the hour starts, for every policy (2: what its first "
+        "minutes need)",
+    )
+    p.add_argument(
+        "--balancer",
+        choices=("random", "round-robin"),
+        default="random",
+        help="how the Service spreads connections (random: kube-proxy iptables)",
+    )
     p.add_argument("--seed", type=int, default=1, help="arrival draws (1)")
     p.add_argument("--json", metavar="OUT", help="write the runs and the simulation as JSON")
     p.add_argument("--out", default="out/demo", metavar="DIR", help="PNGs and logs (out/demo)")
@@ -194,6 +215,7 @@ def simulate_command(
     policies: Sequence[str],
     max_replicas: int,
     balancer: str,
+    initial_replicas: int,
 ) -> list[str]:
     """``tritonscale simulate`` arguments for the same hour, settings and arrivals."""
     argv = [
@@ -214,7 +236,7 @@ def simulate_command(
         "--max-replicas",
         str(max_replicas),
         "--initial-replicas",
-        "1",
+        str(initial_replicas),
         "--rate-scale",
         f"{rate_scale:.6g}",
         "--seed",
@@ -445,7 +467,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         time_scale = slice_s / (args.duration or DEFAULT_DURATION_S)
     if not time_scale > 0:
         parser.error("--duration and --time-scale must be > 0")
-    clock = ClusterTime(time_scale=time_scale)
+    if args.max_batch < 1 or args.initial_replicas < 1:
+        parser.error("--max-batch and --initial-replicas must be >= 1")
+    clock = ClusterTime(
+        time_scale=time_scale, max_batch=args.max_batch, batch_service_s=float(args.max_batch)
+    )
     rate_scale = args.peak_replicas * clock.capacity_rps / TRACE_PEAK_RPS
     plan = plan_replay(TRACE, time_scale=time_scale, rate_scale=rate_scale, seed=args.seed)
     out = Path(args.out)
@@ -463,7 +489,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {name:28} {cluster:8.4g} -> {real:.4g}")
     print(f"logs, configs: {workdir}   plots: {out}/")
     runs = [
-        LoopRun(name, hpa, clock, plan, balancer=args.balancer, seed=args.seed)
+        LoopRun(
+            name,
+            hpa,
+            clock,
+            plan,
+            initial_replicas=min(args.initial_replicas, hpa.spec.max_replicas),
+            balancer=args.balancer,
+            seed=args.seed,
+        )
         for name, hpa in hpas.items()
     ]
     stop_on_signals()
@@ -474,7 +508,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     simulated = None
     sim_argv = simulate_command(
-        clock, rate_scale, args.seed, list(hpas), args.max_replicas, args.balancer
+        clock,
+        rate_scale,
+        args.seed,
+        list(hpas),
+        args.max_replicas,
+        args.balancer,
+        args.initial_replicas,
     )
     if not args.no_simulate:
         simulated = run_simulation(sim_argv, workdir)
@@ -501,6 +541,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "cold_start_seconds": clock.cold_start_s,
                 "hpa_sync_period_seconds": clock.hpa_sync_s,
                 "max_replicas": args.max_replicas,
+                "initial_replicas": args.initial_replicas,
+                "max_batch": args.max_batch,
                 "balancer": args.balancer,
                 "times_in": "cluster (trace) seconds",
             },

@@ -345,7 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from loadtest.simulator.plot import plot_run
 
             plot_run(
-                output, args.plot, f"{trace.name}: D={args.cold_start:g} s, SLO={args.slo:g} s"
+                output,
+                args.plot,
+                f"{trace.name}: D={args.cold_start:g} s, SLO={args.slo:g} s",
+                capacity_rps=args.capacity,
+                slo_seconds=args.slo,
             )
     except OSError as err:
         print(f"{PROG}: error: cannot write output: {err}", file=sys.stderr)
