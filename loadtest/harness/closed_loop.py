@@ -466,19 +466,23 @@ def _result(
         in_window.insert(0, before[-1])
     replicas_max = max((e.existing for e in in_window), default=manager.existing)
     scale_up = next((r.t for r in emulator.records if r.desired > r.spec_replicas), None)
-    # The served arrival rate counts what reached Triton in its window; a value served at t
+    # The served arrival rate counts what entered Triton in its window. A value served at t
     # was computed from scrapes at most ~2 scrape intervals old, so its window surely covers
-    # [t - window, t - 2 scrapes]: a request sent in there makes a 0 wrong. (A 0 over a window
-    # with no arrival, e.g. a Poisson gap at a low rate, is the truth.) The replica count is
-    # never rightly 0 (minReplicas >= 1).
+    # [t - window, t - 2 scrapes]. A request surely entered Triton between its send and the
+    # start of its service (done - service): when that span lies inside the covered interval,
+    # a served 0 is wrong. (A 0 with no such request is the truth: a Poisson gap at a low
+    # rate, or a client that could not send.) The replica count is never rightly 0.
     window = clock.real(clock.rate_window_s)
     lag = 2 * clock.real(clock.scrape_s) + 0.1
-    sends = np.sort(np.array([r.send_s for r in load.records]))
+    entered = sorted(
+        (r.send_s, r.done_s - service_real) for r in load.records if r.ok and r.done_s is not None
+    )
+    entered_starts = np.array([first for first, _last in entered])
 
     def sent_within_window(t_cluster: float) -> bool:
         t = t_cluster / x
-        lo, hi = np.searchsorted(sends, [t - window, t - lag])
-        return bool(hi > lo)
+        lo, hi = np.searchsorted(entered_starts, [t - window, t - lag])
+        return any(entered[i][1] <= t - lag for i in range(int(lo), int(hi)))
 
     zero = [
         (s.t, metric)

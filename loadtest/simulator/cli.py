@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number("--rate-window", float, 0, strict=True),
         default=5.0,
         metavar="S",
-        help="tritonscale's rate window, seconds, for --ratio-source tritonscale (5)",
+        help="tritonscale's rate window, seconds (5): the arrival rates the predictive "
+        "policy steps on are means over it, and so is the ratio of --ratio-source tritonscale",
     )
     p.add_argument(
         "--time-scale",
@@ -283,14 +284,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             initial_replicas=args.initial_replicas,
         )
         ratio_path = RatioPath(args.ratio_source, args.rate_window)
-        if args.ratio_source == "tritonscale":
-            params.ticks(args.rate_window, "--rate-window")
+        params.ticks(args.rate_window, "--rate-window")
         tuning = TritonscaleTuning(
             step_seconds=args.predictive_step,
             forecaster=args.forecaster,
             quantile=args.quantile,
             scale_down_delay_seconds=args.scale_down_delay,
             hpa_scale_down_stabilization_seconds=args.hpa_scale_down_stabilization,
+            rate_window_seconds=args.rate_window,
         )
         if args.predictive_step is not None:
             params.ticks(args.predictive_step, "--predictive-step")

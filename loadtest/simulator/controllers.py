@@ -31,8 +31,12 @@ Policies (``POLICY_NAMES``):
     1 s and averages them over its windows); it scales the Deployment directly (no HPA).
 ``tritonscale`` / ``tritonscale-no-headroom``
     The service path: every ``step_seconds`` (default: the sync period) the adapter feeds
-    :class:`policies.sizing.PredictivePolicy` with the arrival rate over the last step, the
-    queue depth at its latest scrape and the ready replicas, and serves its desired replicas
+    :class:`policies.sizing.PredictivePolicy` with the mean of the arrival rates it computed
+    at each scrape of the step, each over its rate window (5 s; as ``adapter/predictive.py``
+    does: measured against real Triton, feeding the exact arrivals of the step instead made the
+    simulated forecasts noisier, its bounds wider and its replica counts higher than the
+    service's), the queue depth at its latest scrape and the ready replicas, and serves its
+    desired replicas
     as ``triton_desired_replicas``; the HPA has an ``AverageValue`` 1 target on it with
     ``behavior`` as we recommend users configure it: scaleUp stabilisation 0 and tolerance 0
     (KEP-4951 per-direction tolerance, so a 5 % shortfall is not ignored), scaleDown
@@ -107,6 +111,7 @@ class TritonscaleTuning:
     scale_down_delay_seconds: float = settings_default("scale_down_delay_seconds")
     scale_up_tolerance: float = 0.0
     hpa_scale_down_stabilization_seconds: int = 0
+    rate_window_seconds: float = 5.0  # the service's signals.rate_window_seconds
 
 
 class _HPADriven:
@@ -271,12 +276,22 @@ class TritonscaleController(_HPADriven):
                 scale_down_delay_seconds=tuning.scale_down_delay_seconds,
             )
         )
+        self.window_ticks = params.ticks(tuning.rate_window_seconds, "--rate-window")
+        self.window_rates: list[float] = []
         self.published: float | None = None
 
     def observe(self, k: int, view: ClusterView) -> None:
+        if (k + 1) % self.scrape_ticks == 0:
+            # the adapter's arrival rate at this scrape: arrivals over its rate window
+            span = min(self.window_ticks, k + 1)
+            self.window_rates.append(view.arrivals_in(k, span) / (span * self.dt))
         if (k + 1) % self.step_ticks:
             return
-        rate = view.arrivals_in(k, self.step_ticks) / (self.step_ticks * self.dt)
+        if self.window_rates:  # the service steps on the mean of the step's fresh rates
+            rate = sum(self.window_rates) / len(self.window_rates)
+            self.window_rates.clear()
+        else:
+            rate = view.arrivals_in(k, self.step_ticks) / (self.step_ticks * self.dt)
         j = self._scraped(k)
         depth = float(view.queue_depth[j]) if j >= 0 else math.nan
         decision = self.policy.step(rate, depth, float(view.ready))

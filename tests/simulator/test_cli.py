@@ -224,10 +224,9 @@ def test_ratio_source_and_initial_replicas_change_only_what_they_name(tmp_path: 
     burst = ROOT / "loadtest" / "harness" / "data" / "servegen_m-large_burst.tar.gz"
     common = ("--rate-scale", "0.0075", "--seed", "1", "--scrape-interval", "4")
     common += ("--policy", "hpa-queue-compute-ratio,tritonscale", "--max-replicas", "6")
+    common += ("--rate-window", "20")
     prometheus = _run(tmp_path, *common, trace=burst)
-    adapter = _run(
-        tmp_path, *common, "--ratio-source", "tritonscale", "--rate-window", "20", trace=burst
-    )
+    adapter = _run(tmp_path, *common, "--ratio-source", "tritonscale", trace=burst)
     assert adapter["params"]["ratio_source"] == "tritonscale"
     assert adapter["params"]["rate_window_seconds"] == 20
     ratio = "hpa-queue-compute-ratio"
@@ -254,3 +253,18 @@ def test_ratio_source_and_initial_replicas_change_only_what_they_name(tmp_path: 
                 "2.5",
             ]
         )
+
+
+def test_tritonscale_steps_on_the_mean_of_its_windowed_rates(tmp_path: Path) -> None:
+    """As the service: the rate window smooths what the policy sees, so it changes the result
+    (feeding the step's exact arrivals made simulated replicas higher than measured)."""
+    burst = ROOT / "loadtest" / "harness" / "data" / "servegen_m-large_burst.tar.gz"
+    common = ("--rate-scale", "0.0075", "--seed", "1", "--policy", "tritonscale")
+    common += ("--max-replicas", "40", "--slo", "10")
+    short = _run(tmp_path, *common, "--rate-window", "1", trace=burst)
+    long = _run(tmp_path, *common, "--rate-window", "30", trace=burst)
+    assert short["params"]["rate_window_seconds"] == 1
+    assert (
+        short["policies"]["tritonscale"]["replica_seconds"]
+        != long["policies"]["tritonscale"]["replica_seconds"]
+    )
