@@ -425,6 +425,37 @@ def plot(result: LoopResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _timeline(result: LoopResult) -> dict[str, Any]:
+    """What happened when (trace seconds), for a closer look than the plot gives."""
+    return {
+        "policy": result.run.policy,
+        "summary": result.summary,
+        "cold_starts_s": [round(c, 1) for c in result.cold_starts_s],
+        "samples": [
+            {
+                "t": round(s.t, 1),
+                "offered_rps": round(s.offered_rps, 3),
+                "desired": s.desired,
+                "existing": s.existing,
+                "ready": s.ready,
+                "wait_p99_s": s.wait_p99_s,
+                **s.served,
+            }
+            for s in result.samples
+        ],
+        "hpa": [
+            {
+                "t": round(r.t, 1),
+                "values": r.values,
+                "spec_replicas": r.spec_replicas,
+                "desired": r.desired,
+                "error": r.error,
+            }
+            for r in result.hpa
+        ],
+    }
+
+
 # --- main ----------------------------------------------------------------------------------------
 
 
@@ -523,7 +554,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for result in results:
         png = out / f"demo-{result.run.policy}.png"
         plot(result, png)
-        print(f"plot: {png}")
+        timeline = out / f"demo-{result.run.policy}-timeline.json"
+        timeline.write_text(json.dumps(_timeline(result)) + "\n", encoding="utf-8")
+        print(f"plot: {png}  timeline: {timeline}")
     if args.json:
         body = {
             "runs": [r.summary for r in results],
