@@ -483,6 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     files = _policies(args, parser)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.json and not Path(args.json).resolve().parent.is_dir():
         parser.error(f"--json {args.json}: its directory does not exist")
     hpas = {}
