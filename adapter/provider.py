@@ -189,7 +189,7 @@ def _stale_message(
         head = f"stale: no data yet from {source}"
     return (
         f"{head} (metric {metric} in namespace {namespace}: {len(stale)} of {len(matched)} "
-        f"matching series have no data younger than {max_age:g} s); holding rather than "
+        f"matching series have no data younger than {max_age:g}s); holding rather than "
         "reporting a guess"
     )
 
