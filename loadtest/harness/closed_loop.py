@@ -172,21 +172,29 @@ class LoopResult:
 
 
 def adapter_config(run: LoopRun, port: int, kubeconfig: Path) -> str:
-    """``tritonscale serve`` config: every duration in real seconds (cluster / X)."""
+    """``tritonscale serve`` config: every duration in real seconds (cluster / X).
+
+    The service takes an HPA sync period of at least 1 s (the HPA's flag is whole seconds);
+    the policy only uses it in its horizon (cold start + sync), so a compressed sync below 1 s
+    is written as 1 s with the difference taken off the cold start: the same horizon."""
     c = run.clock
     real = c.real
     spec = run.hpa.spec
+    sync = real(c.hpa_sync_s)
+    cold_start = real(c.cold_start_s)
+    if sync < 1.0:
+        cold_start, sync = max(0.0, cold_start + sync - 1.0), 1.0
     return f"""\
 # written by loadtest.harness.closed_loop: cluster seconds / {c.time_scale:g}
 listen: "127.0.0.1:{port}"
 scrape:
-  interval_seconds: {real(c.scrape_s):.6g}
-  timeout_seconds: {min(0.8, 10 * real(c.scrape_s)):.6g}
-  backoff_max_seconds: {max(real(c.scrape_s), real(5.0)):.6g}
+  interval_seconds: {real(c.scrape_s):.10g}
+  timeout_seconds: {min(0.8, 10 * real(c.scrape_s)):.10g}
+  backoff_max_seconds: {max(real(c.scrape_s), real(5.0)):.10g}
 signals:
-  rate_window_seconds: {real(c.rate_window_s):.6g}
-  max_age_seconds: {real(c.max_age_s):.6g}
-  forget_after_seconds: {real(c.forget_after_s):.6g}
+  rate_window_seconds: {real(c.rate_window_s):.10g}
+  max_age_seconds: {real(c.max_age_s):.10g}
+  forget_after_seconds: {real(c.forget_after_s):.10g}
 discovery:
   kubeconfig: {kubeconfig}
   kubernetes:
@@ -197,15 +205,15 @@ discovery:
       backoff_max_seconds: 2
 predictive:
   defaults:
-    step_seconds: {real(c.predictive_step_s):.6g}
-    cold_start_seconds: {real(c.cold_start_s):.6g}
-    hpa_sync_period_seconds: {real(c.hpa_sync_s):.6g}
-    slo_seconds: {real(c.slo_s):.6g}
-    capacity_rps: {c.capacity_rps_real:.6g}
+    step_seconds: {real(c.predictive_step_s):.10g}
+    cold_start_seconds: {cold_start:.10g}
+    hpa_sync_period_seconds: {sync:.10g}
+    slo_seconds: {real(c.slo_s):.10g}
+    capacity_rps: {c.capacity_rps_real:.10g}
     min_replicas: {spec.min_replicas}
     max_replicas: {spec.max_replicas}
-    scale_down_delay_seconds: {real(c.scale_down_delay_s):.6g}
-    panic_hold_seconds: {real(c.panic_hold_s):.6g}
+    scale_down_delay_seconds: {real(c.scale_down_delay_s):.10g}
+    panic_hold_seconds: {real(c.panic_hold_s):.10g}
 log: {{level: info, format: text}}
 """
 

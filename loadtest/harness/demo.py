@@ -502,7 +502,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_batch < 1 or args.initial_replicas < 1:
         parser.error("--max-batch and --initial-replicas must be >= 1")
     clock = ClusterTime(
-        time_scale=time_scale, max_batch=args.max_batch, batch_service_s=float(args.max_batch)
+        time_scale=time_scale,
+        max_batch=args.max_batch,
+        batch_service_s=float(args.max_batch),
+        # the adapter scrapes at most 10 times a second: above 20x the scrape interval grows
+        # (in whole trace seconds, which the simulator's 1 s tick needs)
+        scrape_s=max(ClusterTime.scrape_s, float(math.ceil(0.1 * time_scale - 1e-9))),
     )
     rate_scale = args.peak_replicas * clock.capacity_rps / TRACE_PEAK_RPS
     plan = plan_replay(TRACE, time_scale=time_scale, rate_scale=rate_scale, seed=args.seed)
