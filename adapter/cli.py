@@ -195,10 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if files.problems:
             return 1
         print(f"{args.file}: ok ({len(config.targets)} targets)")
-        if not config.targets and not config.discovery.kubernetes:
+        if not config.model_fields_set:
             print(
-                f"{args.file}: warning: no `targets:` and no `discovery: {{kubernetes: [...]}}`: "
-                "`tritonscale serve` will need --target URL to have anything to scrape",
+                f"{args.file}: warning: the file sets nothing (every setting is its default): no "
+                "`targets:` and no `discovery: {kubernetes: [...]}`, so `tritonscale serve` "
+                "will need --target URL to have anything to scrape",
                 file=sys.stderr,
             )
         return 0

@@ -387,12 +387,11 @@ async def run_loop(
                 request_timeout_s=60.0,
                 on_done=counts.done,
             )
-            ended = time.monotonic()
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
         if manager.error is not None:
             raise RuntimeError(manager.error)
-        return _result(run, result, samples, emulator, manager, adapter, started, ended)
+        return _result(run, result, samples, emulator, manager, adapter, started)
     finally:
         stop.set()
         for task in tasks:
@@ -438,7 +437,6 @@ def _result(
     manager: ReplicaManager,
     adapter: Adapter,
     started: float,
-    ended: float,
 ) -> LoopResult:
     clock = run.clock
     x = clock.time_scale
@@ -474,30 +472,40 @@ def _result(
         in_window.insert(0, before[-1])
     replicas_max = max((e.existing for e in in_window), default=manager.existing)
     scale_up = next((r.t for r in emulator.records if r.desired > r.spec_replicas), None)
-    # The served arrival rate counts what entered Triton in its window. A value served at t
-    # was computed from scrapes at most ~2 scrape intervals old, so its window surely covers
-    # [t - window, t - 2 scrapes]. A request surely entered Triton between its send and the
-    # start of its service (done - service): when that span lies inside the covered interval,
-    # a served 0 is wrong. (A 0 with no such request is the truth: a Poisson gap at a low
-    # rate, or a client that could not send.) The replica count is never rightly 0.
+    # The served arrival rate sums, over the replicas, the requests that entered each replica
+    # in its own window (each ends at that replica's newest scrape). A request surely entered
+    # between its send and the start of its service (done - service). A value served at t
+    # ends at most max age before t (older data is not served). So a served 0 is wrong when
+    # every window it may be computed on saw arrivals, and there were so many that a replica
+    # without one in its window is implausible (at least 5 per replica and window: e^-5 per
+    # replica). A 0 at a lower rate (a Poisson gap, a client that could not send) is the
+    # truth. The replica count is never rightly 0.
     window = clock.real(clock.rate_window_s)
-    lag = 2 * clock.real(clock.scrape_s) + 0.1
-    entered = sorted(
+    max_age = clock.real(clock.max_age_s)
+    spans = sorted(
         (r.send_s, r.done_s - service_real) for r in load.records if r.ok and r.done_s is not None
     )
-    entered_starts = np.array([first for first, _last in entered])
+    entered = np.array([first for first, _last in spans])
+    started_service = np.array([last for _first, last in spans])
 
-    def sent_within_window(t_cluster: float) -> bool:
+    def sent_within_window(t_cluster: float, replicas: int) -> bool:
         t = t_cluster / x
-        lo, hi = np.searchsorted(entered_starts, [t - window, t - lag])
-        return any(entered[i][1] <= t - lag for i in range(int(lo), int(hi)))
+        lo, hi = np.searchsorted(entered, [t - max_age - window, t])
+        windows = (max_age + window) / window
+        if hi - lo < 5 * max(1, replicas) * windows:
+            return False
+        for ts in np.arange(t - max_age, t + 1e-9, 0.05):
+            lo, hi = np.searchsorted(entered, [ts - window, ts])
+            if hi <= lo or started_service[lo:hi].min() > ts:
+                return False  # some window it may be computed on saw no arrival
+        return True
 
     zero = [
         (s.t, metric)
         for s in samples
         for metric in ("triton_arrival_rate", "triton_desired_replicas")
         if s.served.get(metric) == 0.0
-        and (metric == "triton_desired_replicas" or sent_within_window(s.t))
+        and (metric == "triton_desired_replicas" or sent_within_window(s.t, s.ready))
     ]
     rates = ("triton_arrival_rate", "triton_arrival_rate_forecast")
     zero += [
@@ -508,7 +516,7 @@ def _result(
         and 0.0 in values
         and (
             query.name == "triton_desired_replicas"
-            or (query.name in rates and sent_within_window(r.t))
+            or (query.name in rates and sent_within_window(r.t, r.ready))
         )
     ]
     summary = {
@@ -521,7 +529,6 @@ def _result(
         "requests_late": result.late,
         "triton_processes_started": manager.processes_started,
     }
-    del ended
     return LoopResult(
         run=run,
         replay=result,

@@ -46,7 +46,8 @@ def test_check_config_warns_about_an_empty_file(
     assert main(["check-config", str(empty)]) == 0  # valid: every setting has a default
     captured = capsys.readouterr()
     assert "ok (0 targets)" in captured.out
-    assert "warning: no `targets:` and no `discovery:" in captured.err
+    assert "warning: the file sets nothing" in captured.err
+    assert "no `targets:` and no `discovery:" in captured.err
     assert "--target" in captured.err
     assert main(["check-config", str(write(tmp_path, GOOD))]) == 0
     assert "warning" not in capsys.readouterr().err

@@ -43,7 +43,7 @@ CLOCK = ClusterTime(
     slo_s=150.0,  # 10 s
     drain_timeout_s=300.0,
 )
-STEP_AT_S, FALL_AT_S, END_S = 30.0, 55.0, 90.0  # real seconds
+STEP_AT_S, FALL_AT_S, END_S = 25.0, 45.0, 75.0  # real seconds
 LOW_RPS, HIGH_RPS = 4.0, 42.0  # 0.2 and 2.2 replicas of load
 
 
