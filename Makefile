@@ -7,11 +7,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
+TRACES ?= $(TRITONSCALE_TRACES)
 
 .PHONY: help system-deps venv lock test fuzz verify lint typecheck imports demo bench clean proto
 
 help:
-	@echo "make demo   - start a local Triton, load it, run tritonscale against it"
+	@echo "make demo   - predictive vs reactive scaling of real Triton replicas (DEMO_ARGS=...)"
 	@echo "make test   - build everything from nothing and run the test suite"
 	@echo "make fuzz   - the property-based tests at 100,000 cases each (long)"
 	@echo "make verify - ruff, mypy, import contracts, tests"
@@ -77,7 +79,7 @@ fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -m fuzz -o timeout=0 -q --hypothesis-show-statistics $(FUZZ_TARGETS)
 
 demo: $(STAMP)
-	$(PY) -m loadtest.harness.demo
+	$(PY) -m loadtest.harness.demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m loadtest.bench.parser
@@ -85,7 +87,7 @@ bench: $(STAMP)
 	$(PY) -m loadtest.bench.signal_lag
 	$(PY) -m loadtest.bench.hostile --seconds 30 --drop-seconds 10
 	$(PY) -m loadtest.bench.loadgen --quick
-	$(PY) -m loadtest.simulator.evaluate --out out/sim
+	$(PY) -m loadtest.simulator.evaluate --traces "$(TRACES)" --out out/sim
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -22,8 +22,18 @@ def _serve_parser(sub: Any) -> None:
         "serve",
         help="scrape Triton targets and serve external.metrics.k8s.io/v1beta1 over HTTPS",
     )
-    serve.add_argument("--config", metavar="FILE", help="YAML config file (optional)")
-    serve.add_argument("--listen", metavar="HOST:PORT", help="HTTPS address (default 0.0.0.0:6443)")
+    serve.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML config file (optional; every setting with its default: "
+        "manifests/base/config.yaml; check one with `tritonscale check-config FILE`); the "
+        "flags below override it",
+    )
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="HTTPS address to serve on (default 0.0.0.0:6443; 127.0.0.1:0 picks a free port)",
+    )
     serve.add_argument(
         "--target",
         action="append",
@@ -31,8 +41,17 @@ def _serve_parser(sub: Any) -> None:
         metavar="URL[,label=value...]",
         help="a static Triton /metrics target; repeatable; `kind=dcgm` for dcgm-exporter",
     )
-    serve.add_argument("--tls-cert-file", metavar="FILE")
-    serve.add_argument("--tls-private-key-file", metavar="FILE")
+    serve.add_argument(
+        "--tls-cert-file",
+        metavar="FILE",
+        help="PEM serving certificate (with --tls-private-key-file); default: a self-signed "
+        "one made at start",
+    )
+    serve.add_argument(
+        "--tls-private-key-file",
+        metavar="FILE",
+        help="PEM private key of --tls-cert-file",
+    )
     serve.add_argument(
         "--auth-mode",
         choices=["none", "delegated"],
@@ -62,9 +81,22 @@ def _serve_parser(sub: Any) -> None:
         help="also serve KEDA's external scaler (gRPC over TLS) here; the rest of its settings "
         "are the config's keda_scaler section",
     )
-    serve.add_argument("--scrape-interval", type=float, metavar="SECONDS")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--log-format", choices=["json", "text"])
+    serve.add_argument(
+        "--scrape-interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between two scrapes of each target (default 1)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default info: one line per state change",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        help="json (default, one object per line) or text for a terminal",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,8 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
-    check = sub.add_parser("check-config", help="validate a config file and print precise errors")
-    check.add_argument("file")
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file: FILE:LINE: field: what is wrong (exit 1), or ok",
+    )
+    check.add_argument("file", help="the YAML config file `tritonscale serve --config` reads")
     for name in sorted(plugins):
         sub.add_parser(name, help=f"see `tritonscale {name} --help`", add_help=False)
     args = parser.parse_args(argv)
@@ -160,6 +195,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if files.problems:
             return 1
         print(f"{args.file}: ok ({len(config.targets)} targets)")
+        if not config.model_fields_set:
+            print(
+                f"{args.file}: warning: the file sets nothing (every setting is its default): no "
+                "`targets:` and no `discovery: {kubernetes: [...]}`, so `tritonscale serve` "
+                "will need --target URL to have anything to scrape",
+                file=sys.stderr,
+            )
         return 0
 
     try:

@@ -220,6 +220,10 @@ class ScrapeConfig(_Strict):
 
 
 class SignalsConfig(_Strict):
+    """``max_age_seconds``: data older than this is answered with 503 (the HPA holds);
+    ``forget_after_seconds``: a series without data for this long is dropped (404), so an
+    operator has minutes to read why it is stale before it goes away."""
+
     rate_window_seconds: float = Field(
         5.0,
         ge=0.1,
@@ -234,6 +238,13 @@ class SignalsConfig(_Strict):
         description="older values are not served (the HPA holds); at least twice every scrape "
         "interval, so one missed scrape does not make a value stale",
     )
+    forget_after_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="a series without data answers 503 'stale: last data N s ago from TARGET' "
+        "this long, then is dropped (404); at least max_age_seconds",
+    )
     sum_versions: bool = True
     member_failure_drop_seconds: float = Field(
         60.0,
@@ -243,6 +254,15 @@ class SignalsConfig(_Strict):
         "if its pod had left, while another member is healthy; until then the group holds "
         "(README: targets that misbehave)",
     )
+
+    @model_validator(mode="after")
+    def _forget_after_max_age(self) -> SignalsConfig:
+        if self.forget_after_seconds < self.max_age_seconds:
+            raise ValueError(
+                f"forget_after_seconds ({self.forget_after_seconds:g}) must be at least "
+                f"max_age_seconds ({self.max_age_seconds:g})"
+            )
+        return self
 
 
 class TargetConfig(_Strict):
@@ -337,6 +357,10 @@ class PredictiveSeriesConfig(_Strict):
     capacity_rps: float | None = _ranged("capacity_rps", _series_default("capacity_rps"))
     min_replicas: int = _ranged("min_replicas", _series_default("min_replicas"))
     max_replicas: int = _ranged("max_replicas", _series_default("max_replicas"))
+    scale_down_delay_seconds: float = _ranged(
+        "scale_down_delay_seconds", _series_default("scale_down_delay_seconds")
+    )
+    panic_hold_seconds: float = _ranged("panic_hold_seconds", _series_default("panic_hold_seconds"))
 
     @field_validator("forecaster")
     @classmethod
@@ -367,6 +391,8 @@ class PredictiveOverride(_Strict):
     capacity_rps: float | None = _ranged("capacity_rps")
     min_replicas: int | None = _ranged("min_replicas")
     max_replicas: int | None = _ranged("max_replicas")
+    scale_down_delay_seconds: float | None = _ranged("scale_down_delay_seconds")
+    panic_hold_seconds: float | None = _ranged("panic_hold_seconds")
 
 
 class PredictiveConfig(_Strict):

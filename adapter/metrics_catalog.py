@@ -5,6 +5,20 @@ from __future__ import annotations
 
 from adapter.snapshot import MetricInfo
 
+NO_RATE_YET = (
+    "no rate yet: a rate needs two scrapes of every target in the group within the rate "
+    "window (and starts again after a target restarts)"
+)
+NO_DURATIONS = (
+    "these targets do not report nv_inference_queue_duration_us and "
+    "nv_inference_compute_infer_duration_us (Triton's --metrics-config "
+    "counter_latencies=true, the default, serves them)"
+)
+NEEDS_CAPACITY = (
+    "served only for series with a per-replica capacity: set predictive.defaults.capacity_rps, "
+    "or capacity_rps in a predictive.series entry whose match covers these labels"
+)
+
 SERVED_METRICS: tuple[MetricInfo, ...] = (
     MetricInfo(
         "triton_queue_depth",
@@ -16,44 +30,67 @@ SERVED_METRICS: tuple[MetricInfo, ...] = (
         "triton_request_rate",
         "Completed requests per second (success + failure) over the rate window.",
         "requests/s",
+        served_beside="triton_queue_depth",
+        absent_because=NO_RATE_YET,
     ),
     MetricInfo(
         "triton_arrival_rate",
         "Offered load: completions per second plus backlog growth per second; "
         "not capped at capacity when the server is saturated.",
         "requests/s",
+        served_beside="triton_queue_depth",
+        absent_because=NO_RATE_YET,
     ),
     MetricInfo(
         "triton_queue_time_seconds",
         "Mean queue wait per completed request over the window "
         "(delta nv_inference_queue_duration_us / delta successes).",
         "seconds",
+        served_beside="triton_request_rate",
+        absent_because=NO_DURATIONS,
     ),
     MetricInfo(
         "triton_queue_compute_ratio",
         "Queue time over compute time in the window (NVIDIA's reference scaling signal).",
         "ratio",
+        served_beside="triton_request_rate",
+        absent_because=NO_DURATIONS,
     ),
     MetricInfo(
         "gpu_utilization",
         "Mean GPU utilisation (0-1) over the group's GPUs, from Triton or dcgm-exporter.",
         "ratio",
+        served_beside="triton_queue_depth",
+        absent_because=(
+            "these targets report no GPU utilisation (Triton's nv_gpu_utilization needs a GPU "
+            "and GPU metrics on; or scrape dcgm-exporter as a target with kind=dcgm); the "
+            "series has no model label, so select it by deployment only"
+        ),
     ),
     MetricInfo(
         "triton_arrival_rate_forecast",
         "Arrival rate forecast one cold start + HPA sync period ahead, at the configured "
         "quantile (calibrated upper bound).",
         "requests/s",
+        served_beside="triton_arrival_rate",
+        absent_because=(
+            "no forecast yet: the predictive policy publishes its first one step "
+            "(predictive step_seconds) after the series' first arrival rate"
+        ),
     ),
     MetricInfo(
         "triton_queue_depth_forecast",
         "Queue depth expected at the horizon if the current replicas stay.",
         "requests",
+        served_beside="triton_arrival_rate_forecast",
+        absent_because=NEEDS_CAPACITY,
     ),
     MetricInfo(
         "triton_desired_replicas",
         "Replicas the predictive policy wants; use with an HPA AverageValue target of 1.",
         "replicas",
+        served_beside="triton_arrival_rate_forecast",
+        absent_because=NEEDS_CAPACITY,
     ),
 )
 

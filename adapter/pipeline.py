@@ -144,10 +144,23 @@ class Pipeline:
         interval = self._interval(target)
         keep = self._signals.rate_window_seconds + 3 * interval
         started = time.monotonic() if now_mono is None else now_mono
-        history = ReadingHistory(keep, self._scrape.max_models_per_target, started)
+        history = ReadingHistory(
+            keep,
+            self._scrape.max_models_per_target,
+            started,
+            settle_seconds=self._signals.rate_window_seconds,
+        )
         state = TargetState(target, history)
         self._states[target] = state
         return state
+
+    def untrack(self, target: Target) -> None:
+        """Forget ``target``'s readings (it left discovery); its series age out as stale."""
+        del self._states[target]
+        self._left_out.discard(target.url)
+        if self._on_target_removed is not None:
+            self._on_target_removed(target)
+        log.info("target removed", extra={"target": target.url})
 
     # -- running --------------------------------------------------------------------
     async def run(self) -> None:
@@ -179,11 +192,7 @@ class Pipeline:
         self._relabel(targets)
         for gone in set(self._states) - targets:
             self._loops.pop(gone).cancel()
-            del self._states[gone]
-            self._left_out.discard(gone.url)
-            if self._on_target_removed is not None:
-                self._on_target_removed(gone)
-            log.info("target removed", extra={"target": gone.url})
+            self.untrack(gone)
         for target in targets - set(self._states):
             state = self.track(target)
             loop = ScrapeLoop(
@@ -287,7 +296,9 @@ class Pipeline:
         groups = {group: self._in_service(members, now_mono) for group, members in groups.items()}
 
         self._last_points, points = self._with_carried(self._last_points, groups, now_wall)
-        self._last_pod_points, per_pod = self._with_carried(self._last_pod_points, pods, now_wall)
+        self._last_pod_points, per_pod = self._with_carried(
+            self._last_pod_points, pods, now_wall, keep_vanished=False
+        )
 
         replicas = {
             group: sum(1 for member in members if member.kind == "triton")
@@ -320,13 +331,19 @@ class Pipeline:
         last: Mapping[SeriesKey, tuple[Labels, SeriesPoint]],
         owners: Mapping[Labels, list[Member]],
         now_wall: float,
+        *,
+        keep_vanished: bool = True,
     ) -> tuple[dict[SeriesKey, tuple[Labels, SeriesPoint]], PointsByMetric]:
         """This pass's series of each owner (a group, or one pod), plus the carried ones.
 
-        Series whose owner still exists but could not be recomputed this pass (e.g. one
-        reading since a restart) are carried forward: the old value keeps its old timestamp
-        and the API holds it once it is older than max age. Past max age it is dropped, so a
-        model that was unloaded stops blocking wider selectors.
+        A series that had data and cannot be recomputed this pass (its targets stopped
+        answering or left discovery, a target restarted) is carried with its old value and
+        timestamp: the API serves it while younger than max age, then answers 503 naming where
+        the data stopped, and after forget_after_seconds it is dropped (404). A model that the
+        owner's live targets no longer report (unloaded) is dropped at max age, so wider
+        selectors recover. Without ``keep_vanished`` (per-pod series) a series is carried only
+        while its pod is there and at most max age: a deleted or silent pod must not hold its
+        Deployment's Pods metrics for minutes.
         """
         window = self._signals.rate_window_seconds
         fresh: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
@@ -335,9 +352,25 @@ class Pipeline:
                 for point in series:
                     fresh[(metric, tuple(sorted(point.labels.items())))] = (owner, point)
         max_age = self._signals.max_age_seconds
+        forget = self._signals.forget_after_seconds
         for key, (owner, point) in last.items():
-            if key not in fresh and owner in owners and now_wall - point.timestamp <= max_age:
-                fresh[key] = (owner, point)
+            if key in fresh:
+                continue
+            age = now_wall - point.timestamp
+            if not keep_vanished:  # per pod: carried while the pod is there, up to max age
+                if owner in owners and age <= max_age:
+                    fresh[key] = (owner, point)
+                continue
+            if not age <= forget:
+                continue
+            if age > max_age and _no_longer_reported(point, owners.get(owner), now_wall, max_age):
+                continue
+            fresh[key] = (owner, point)
+        fresh = {
+            key: entry
+            for key, entry in fresh.items()
+            if not (math.isfinite(entry[1].timestamp) and now_wall - entry[1].timestamp > forget)
+        }
         points: PointsByMetric = {}
         for (metric, _labels), (_owner, point) in fresh.items():
             points.setdefault(metric, []).append(point)
@@ -375,3 +408,21 @@ def _unknown_if_invalid(point: SeriesPoint) -> SeriesPoint:
     if point.value != point.value or 0.0 <= point.value < math.inf:
         return point
     return dataclasses.replace(point, value=math.nan)
+
+
+def _no_longer_reported(
+    point: SeriesPoint, members: list[Member] | None, now_wall: float, max_age: float
+) -> bool:
+    """True when every Triton target of the point's group answers (data younger than
+    ``max_age``) and none of them reports the point's model (or GPUs) any more: the model
+    was unloaded, which is not staleness. A vanished group or a silent target is not this."""
+    if not members:
+        return False
+    tritons = [m for m in members if m.kind == "triton"]
+    newest = [m.history.newest for m in (tritons or members)]
+    if any(r is None or now_wall - r.wall > max_age for r in newest):
+        return False
+    model = point.labels.get("model")
+    if model is None:
+        return not any(r is not None and r.gpu_utilization for r in newest)
+    return not any(r is not None and any(key[0] == model for key in r.models) for r in newest)

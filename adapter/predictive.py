@@ -160,14 +160,15 @@ class PredictiveStage:
         decision = state.decision
         if decision is None or not math.isfinite(decision.arrival_upper):
             return  # no forecast yet: serve nothing rather than a guess
-        timestamp = min(arrival.timestamp, depth.timestamp)
+        older = arrival if arrival.timestamp <= depth.timestamp else depth
+        timestamp, source = older.timestamp, older.source
         labels = depth.labels
         values = {ARRIVAL_FORECAST: decision.arrival_upper}
         if state.has_capacity:
             values[QUEUE_DEPTH_FORECAST] = decision.queue_depth_forecast
             values[DESIRED_REPLICAS] = float(decision.desired_replicas)
         for metric, value in values.items():
-            out.setdefault(metric, []).append(SeriesPoint(labels, value, timestamp))
+            out.setdefault(metric, []).append(SeriesPoint(labels, value, timestamp, source=source))
 
 
 def _key(labels: Mapping[str, str]) -> Labels:

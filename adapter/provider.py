@@ -67,7 +67,9 @@ class SnapshotProvider:
     """Serves from the pipeline's published snapshot; reads only, never scrapes.
 
     ``current`` returns the snapshot in force; ``clock`` the Unix time (s);
-    ``max_age_seconds``: data older than this is not served (the HPA holds).
+    ``max_age_seconds``: data older than this is not served (the HPA holds). Every error says
+    why: a stale series names the target its data stopped coming from, and a 404 says what is
+    missing where it can (a capacity, a GPU metric, a first forecast, the namespace).
     """
 
     def __init__(
@@ -78,7 +80,7 @@ class SnapshotProvider:
         max_age_seconds: float,
     ) -> None:
         self._metrics = tuple(metrics)
-        self._names = frozenset(m.name for m in metrics)
+        self._by_name = {m.name: m for m in metrics}
         self._current = current
         self._clock = clock
         self._max_age = max_age_seconds
@@ -89,29 +91,18 @@ class SnapshotProvider:
     def get_external_metric(
         self, namespace: str, metric: str, selector: Selector
     ) -> list[ExternalMetricValue]:
-        if metric not in self._names:
+        info = self._by_name.get(metric)
+        if info is None:
             raise MetricNotFoundError(metric)
         snapshot = self._current()
-        matched = [
-            p
-            for p in snapshot.points(metric)
-            if p.labels.get("namespace") == namespace and selector.matches(p.labels)
-        ]
+        matched = _matching(snapshot.points(metric), namespace, selector)
         if not matched:
-            raise NoMatchingSeriesError(
-                f"no series of metric {metric} in namespace {namespace} "
-                f"matches selector {selector.source!r}"
-            )
+            raise NoMatchingSeriesError(self._why_none(snapshot, info, namespace, selector))
         max_age = self._max_age
         now = self._clock()
-        stale = [p for p in matched if now - p.timestamp > max_age]
+        stale = [p for p in matched if not now - p.timestamp <= max_age]
         if stale:
-            oldest = max(now - p.timestamp for p in stale)
-            raise StaleMetricError(
-                f"metric {metric} in namespace {namespace}: {len(stale)} of {len(matched)} "
-                f"matching series have no data younger than {max_age:g}s "
-                f"(oldest {oldest:.1f}s); holding rather than reporting a guess"
-            )
+            raise StaleMetricError(_stale_message(metric, namespace, stale, matched, now, max_age))
         unknown = [p for p in matched if p.value != p.value]
         if unknown:
             raise StaleMetricError(
@@ -129,6 +120,78 @@ class SnapshotProvider:
             )
             for p in matched
         ]
+
+    def _why_none(
+        self, snapshot: Snapshot, info: MetricInfo, namespace: str, selector: Selector
+    ) -> str:
+        """The 404 message: what is missing, as precisely as the snapshot tells."""
+        message = (
+            f"no series of metric {info.name} in namespace {namespace} "
+            f"matches selector {selector.source!r}"
+        )
+        # Walk down the metrics this one is served beside (desired replicas -> forecast ->
+        # arrival rate -> queue depth): the first that matches says what is missing above it.
+        upper = info
+        while upper.served_beside is not None and upper.served_beside in self._by_name:
+            lower = self._by_name[upper.served_beside]
+            beside = _matching(snapshot.points(lower.name), namespace, selector)
+            if beside:
+                return f"{message}: {upper.absent_because} ({lower.name} has {_some(beside)})"
+            upper = lower
+        points = snapshot.points(info.name)
+        in_namespace = [p for p in points if p.labels.get("namespace") == namespace]
+        if in_namespace:
+            return (
+                f"{message}: namespace {namespace} has {len(in_namespace)} series of it, none "
+                f"with these labels: {_some(in_namespace)}"
+            )
+        namespaces = sorted({p.labels.get("namespace", "") for p in points})
+        if namespaces:
+            return f"{message}: it has series only in namespace(s) {', '.join(namespaces[:5])}"
+        return (
+            f"{message}: no target serves it yet (no target discovered or scraped, or none "
+            "reports it)"
+        )
+
+
+def _matching(
+    points: Sequence[SeriesPoint], namespace: str, selector: Selector
+) -> list[SeriesPoint]:
+    return [
+        p for p in points if p.labels.get("namespace") == namespace and selector.matches(p.labels)
+    ]
+
+
+def _some(points: Sequence[SeriesPoint], limit: int = 3) -> str:
+    """Up to ``limit`` label sets, for messages that must show what exists."""
+    shown = "; ".join(
+        "{" + ", ".join(f"{k}={v}" for k, v in sorted(p.labels.items())) + "}"
+        for p in points[:limit]
+    )
+    more = f" and {len(points) - limit} more" if len(points) > limit else ""
+    return f"{shown}{more}"
+
+
+def _stale_message(
+    metric: str,
+    namespace: str,
+    stale: Sequence[SeriesPoint],
+    matched: Sequence[SeriesPoint],
+    now: float,
+    max_age: float,
+) -> str:
+    """``stale: last data N s ago from TARGET`` for the oldest stale series, then context."""
+    oldest = min(stale, key=lambda p: p.timestamp)
+    source = oldest.source or "its targets"
+    if math.isfinite(oldest.timestamp):
+        head = f"stale: last data {now - oldest.timestamp:.0f} s ago from {source}"
+    else:
+        head = f"stale: no data yet from {source}"
+    return (
+        f"{head} (metric {metric} in namespace {namespace}: {len(stale)} of {len(matched)} "
+        f"matching series have no data younger than {max_age:g}s); holding rather than "
+        "reporting a guess"
+    )
 
 
 class SnapshotSource(Protocol):

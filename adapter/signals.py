@@ -44,6 +44,13 @@ class ReadingHistory:
     seen forgotten first), so a target that names new models at every scrape cannot
     grow it without end. ``started_mono`` (monotonic s) is when tracking began: a
     target that never answered usefully counts as failing from then.
+
+    ``settle_seconds`` (the rate window): after a restart Triton exports a model's counters,
+    at zero, before the model serves (while it loads: about 2 s for a Python model, minutes
+    for a large one), and rejects requests meanwhile without counting them. A window based
+    in that phase reads a false 0 and then a ramp. So after a reset no window is given until
+    the target completes its first request (the last reading before that becomes the base),
+    or until ``settle_seconds`` pass without one (an idle model: its zeros are true).
     """
 
     def __init__(
@@ -51,12 +58,16 @@ class ReadingHistory:
         keep_seconds: float,
         max_models: int | None = None,
         started_mono: float | None = None,
+        *,
+        settle_seconds: float = 0.0,
     ) -> None:
         self._keep = keep_seconds
         self._max_models = max_models
+        self._settle = settle_seconds
         self._readings: deque[Reading] = deque()
         self._last_seen: dict[ModelKey, ModelCounters] = {}
         self._since_reset = 0
+        self._settling_since: float | None = None  # mono of the reset, until the target serves
         self.restarts = 0
         self.started_mono = started_mono
         self.last_usable_mono: float | None = None
@@ -75,7 +86,16 @@ class ReadingHistory:
             self._last_seen.clear()
             self._since_reset = 0
             self.restarts += 1
+            if self._settle > 0:
+                self._settling_since = reading.mono
         self._remember(reading.models)
+        if self._settling_since is not None:
+            if any(c.completed > 0 for c in reading.models.values()):
+                while len(self._readings) > 1:  # serving began after the newest of them
+                    self._readings.popleft()
+                self._settling_since = None
+            elif reading.mono - self._settling_since >= self._settle:
+                self._settling_since = None
         self._readings.append(reading)
         self._since_reset += 1
         if reading.clean and self._since_reset >= 2:
@@ -104,8 +124,9 @@ class ReadingHistory:
 
     def window(self, seconds: float) -> tuple[Reading, Reading] | None:
         """(base, newest): base is the oldest reading within ``seconds`` of the newest,
-        or the one just before the newest if none is; None with fewer than two readings."""
-        if len(self._readings) < 2:
+        or the one just before the newest if none is; None with fewer than two readings and
+        while a restarted target has not served yet (see the class docstring)."""
+        if len(self._readings) < 2 or self._settling_since is not None:
             return None
         newest = self._readings[-1]
         base = self._readings[-2]
@@ -198,8 +219,8 @@ def _finite(values: dict[str, float]) -> dict[str, float]:
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """One target of a group: its kind decides which signals it feeds; ``name`` (its
-    URL) is for logs."""
+    """One target of a group: its kind decides which signals it feeds; ``name`` (its URL)
+    is what logs and a stale answer name."""
 
     kind: TargetKind
     history: ReadingHistory
@@ -231,6 +252,16 @@ def members_in_service(
     ]
 
 
+def _stalest(members: Sequence[Member]) -> tuple[float, str]:
+    """(timestamp, name) of the member whose newest reading is oldest; -inf for a member
+    without any reading yet. A series built from these members is as old as that one."""
+    stamps = [
+        (m.history.newest.wall if m.history.newest is not None else -math.inf, m.name)
+        for m in members
+    ]
+    return min(stamps, key=lambda stamp: stamp[0])
+
+
 def group_series(
     group_labels: Labels,
     members: Sequence[Member],
@@ -247,11 +278,11 @@ def group_series(
     out: dict[str, list[SeriesPoint]] = {}
     base_labels = dict(group_labels)
     window_int = max(1, round(window_seconds))
-    tritons = [m.history for m in members if m.kind == "triton"]
-    newest = [h.newest for h in tritons]
-    live = [r for r in newest if r is not None]
+    triton_members = [m for m in members if m.kind == "triton"]
+    tritons = [m.history for m in triton_members]
+    live = [h.newest for h in tritons if h.newest is not None]
     if live:
-        timestamp = min(r.wall for r in live) if len(live) == len(newest) else -math.inf
+        timestamp, source = _stalest(triton_members)
         held = {key for reading in live for key in reading.rejected_models}
         model_keys = sorted({key for reading in live for key in reading.models} - held)
         for key in model_keys:
@@ -263,16 +294,15 @@ def group_series(
             window = _aggregate_window(tritons, key, window_seconds)
             for metric, value in model_signals(window, pending_now, window_seconds).items():
                 window_field = None if metric == QUEUE_DEPTH else window_int
-                point = SeriesPoint(labels, value, timestamp, window_field)
+                point = SeriesPoint(labels, value, timestamp, window_field, source)
                 out.setdefault(metric, []).append(point)
 
-    all_newest = [m.history.newest for m in members]
-    readings = [r for r in all_newest if r is not None]
+    readings = [m.history.newest for m in members if m.history.newest is not None]
     gpus = [u for r in readings for u in r.gpu_utilization]
     mean = sum(gpus) / len(gpus) if gpus else math.nan
     if 0.0 <= mean <= 1.0 and not any(r.gpu_rejected for r in readings):
-        stamp = min(r.wall for r in readings) if len(readings) == len(all_newest) else -math.inf
-        out[GPU_UTILIZATION] = [SeriesPoint(base_labels, mean, stamp)]
+        stamp, source = _stalest(members)
+        out[GPU_UTILIZATION] = [SeriesPoint(base_labels, mean, stamp, source=source)]
     return out
 
 

@@ -20,22 +20,31 @@ class SeriesPoint:
     metric's own unit (requests, requests/s, seconds, ratio); ``timestamp`` is the Unix
     time (s) of the newest scrape the value is built from; ``window_seconds`` is the
     averaging window, if any. ``value`` may be NaN only when no value can be computed yet;
-    such a point is never served.
+    such a point is never served. ``source`` names the scrape target (URL) whose newest data
+    is the oldest behind the value, so a stale answer can say where data stopped coming from.
     """
 
     labels: Mapping[str, str]
     value: float
     timestamp: float
     window_seconds: int | None = None
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class MetricInfo:
-    """A metric the adapter serves, for discovery and OpenAPI."""
+    """A metric the adapter serves, for discovery and OpenAPI.
+
+    ``served_beside``/``absent_because`` explain a 404: where a series of ``served_beside``
+    matches a request but none of this metric does, ``absent_because`` says why (e.g. the
+    replica count needs a capacity), instead of a bare "no series matches".
+    """
 
     name: str
     description: str
     unit: str
+    served_beside: str | None = None
+    absent_because: str = ""
 
 
 PodKey = tuple[str, str]

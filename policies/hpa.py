@@ -1,6 +1,6 @@
 """Model of the Kubernetes HPA controller for External metrics, ported from the Go source.
 
-Sources (see /work/shared/reference/external-metrics-api-and-hpa.md §3):
+Sources (kubernetes/kubernetes, the HPA controller):
 
 - ``pkg/controller/podautoscaler/horizontal.go``: ``reconcileAutoscaler`` (preamble),
   ``computeReplicasForMetrics`` (max over metrics, failure handling),

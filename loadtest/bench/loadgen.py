@@ -38,6 +38,7 @@ async def _bench(process: TritonProcess, quick: bool) -> dict[str, Any]:
     report: dict[str, Any] = {"triton_startup_s": round(process.startup_s or float("nan"), 2)}
     capacity: dict[str, Any] = {}
     for spec in DEMO_MODELS:
+        _progress(f"capacity of {spec.name} at twice its nominal rate")
         result = await run_schedule(
             process.grpc_url,
             spec.name,
@@ -61,6 +62,7 @@ async def _bench(process: TritonProcess, quick: bool) -> dict[str, Any]:
     for protocol in protocols:
         url = process.grpc_url if protocol == "grpc" else process.http_host_port
         for rate in rates:
+            _progress(f"sender over {protocol} at {rate} req/s")
             result = await run_schedule(
                 url,
                 ECHO.name,
@@ -92,11 +94,16 @@ async def _bench(process: TritonProcess, quick: bool) -> dict[str, Any]:
     return report
 
 
+def _progress(what: str) -> None:
+    print(f"  {what} ...", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench.loadgen")
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer rates")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    _progress("starting Triton")
     with TritonProcess([*DEMO_MODELS, ECHO]) as process:
         report = asyncio.run(_bench(process, args.quick))
     report["command"] = " ".join(["python -m loadtest.bench.loadgen", *(argv or sys.argv[1:])])

@@ -14,7 +14,7 @@ from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
 
 DEFAULT_FIXTURE = (
     Path(__file__).resolve().parents[2]
-    / "shared/fixtures/triton-2.51-cpu-two-models-under-load.metrics.txt"
+    / "tests/data/fixtures/triton-2.51-cpu-two-models-under-load.metrics.txt"
 )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 
@@ -27,6 +28,7 @@ from loadtest.harness.loadgen import RateSegment, run_schedule
 from loadtest.harness.prometheus import PrometheusProcess
 from loadtest.harness.triton_server import ModelSpec, TritonProcess
 
+PROGRESS_EVERY_S = 15.0
 Series = list[tuple[float, float]]  # (seconds since the step, value)
 
 
@@ -50,6 +52,8 @@ def lags(series: Series, after_seconds: float) -> tuple[float | None, float | No
 
 async def run(args: argparse.Namespace) -> None:
     model = "resnet"
+    total = args.before + args.after
+    print(f"starting Triton and Prometheus; then {total:.0f} s of load ...", file=sys.stderr)
     triton = TritonProcess((ModelSpec(model, 50.0, 4),))
     triton.start()
     prometheus = PrometheusProcess([triton.metrics_host_port])
@@ -73,14 +77,22 @@ async def run(args: argparse.Namespace) -> None:
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as prom_session,
         ):
             schedule = [RateSegment(0, args.baseline_rps), RateSegment(args.before, args.step_rps)]
-            total = args.before + args.after
             load = asyncio.ensure_future(
                 run_schedule(triton.grpc_url, model, schedule, total, seed=11)
             )
             started = time.monotonic()
             step_at = started + args.before
+            next_report = started
             while time.monotonic() - started < total:
                 now = time.monotonic() - step_at
+                if time.monotonic() >= next_report:
+                    next_report += PROGRESS_EVERY_S
+                    phase = "before the step" if now < 0 else "after the step"
+                    print(
+                        f"  {time.monotonic() - started:5.0f}/{total:.0f} s ({phase})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 snapshot = service.pipeline.snapshot()
                 for metric, series in ours.items():
                     for point in snapshot.points(metric):

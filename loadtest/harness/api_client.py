@@ -1,7 +1,8 @@
 """A small reader of the external metrics API, as the HPA reads it (HTTPS, no verification).
 
-Used by the demo and the live tests: one GET per metric, the items' Kubernetes quantities
-parsed back to floats per ``model`` label.
+Used by the demo, the HPA emulator and the live tests: one GET per metric, the items'
+Kubernetes quantities parsed back to floats (per ``model`` label, or as the HPA takes them:
+the list of every matching item's value).
 """
 
 from __future__ import annotations
@@ -73,3 +74,27 @@ async def read_metric(
         values[model] = float(parse_quantity(item["value"]))
         timestamps[model] = _unix_seconds(item["timestamp"])
     return Served(200, values, timestamps)
+
+
+@dataclass(frozen=True)
+class ExternalAnswer:
+    """What the HPA gets: ``status``; for a 200 every item's value in order, else the Status
+    ``message`` (why the metric is not available)."""
+
+    status: int
+    values: list[float] = field(default_factory=list)
+    message: str = ""
+
+
+async def read_external(
+    session: aiohttp.ClientSession, port: int, namespace: str, metric: str, selector: str = ""
+) -> ExternalAnswer:
+    """GET ``metric`` with ``labelSelector=selector`` as the HPA controller does."""
+    params = {"labelSelector": selector} if selector else None
+    async with session.get(
+        metric_url(port, namespace, metric), params=params, ssl=False
+    ) as response:
+        body = await response.json(content_type=None)
+    if response.status != 200:
+        return ExternalAnswer(response.status, message=str(body.get("message", "")))
+    return ExternalAnswer(200, [float(parse_quantity(i["value"])) for i in body["items"]])

@@ -7,7 +7,9 @@ constant spacing. A cap on in-flight requests bounds client memory; arrivals tha
 full are counted as ``skipped`` (never silently dropped from the report).
 
 gRPC is the default: on this 2-core host it needs about 20-30 % less client CPU than HTTP at the
-same rate (``python -m loadtest.bench.loadgen``). CLI (prints a JSON summary)::
+same rate (``python -m loadtest.bench.loadgen``). Before the first request the server and the
+model must answer ready (a wrong port or protocol is one clear error, not minutes of failures),
+and the CLI reports failures as they happen. CLI (prints a JSON summary)::
 
     python -m loadtest.harness.loadgen --url 127.0.0.1:8001 --model resnet --rate 60 --duration 20
     python -m loadtest.harness.loadgen --url 127.0.0.1:8000 --protocol http --model resnet \
@@ -25,7 +27,7 @@ import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -42,6 +44,14 @@ HTTP_MAX_CONNECTIONS = 1000
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
 IN_FLIGHT_SAMPLE_INTERVAL_S = 0.1
+DEFAULT_LATE_AFTER_S = 0.05
+"""A request sent more than this after its scheduled time counts as late (the sender fell
+behind its schedule, e.g. for lack of CPU); it is still sent and measured."""
+READY_CHECK_TIMEOUT_S = 10.0
+
+
+class LoadTargetError(RuntimeError):
+    """The server or model is not reachable or not ready; the message says which and how."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +182,10 @@ class LoadResult:
         window_s = max(self.duration_s, self.send_elapsed_s)
         return self.sent / window_s if window_s > 0 else float("nan")
 
+    def late(self, after_s: float = DEFAULT_LATE_AFTER_S) -> int:
+        """Requests sent more than ``after_s`` after their scheduled time."""
+        return sum(1 for r in self.records if r.send_s - r.scheduled_s > after_s)
+
     def latencies_s(self) -> npt.NDArray[np.float64]:
         """Send-to-completion seconds of successful requests."""
         return np.array(
@@ -195,6 +209,8 @@ class LoadResult:
             "completed": self.completed,
             "failed": self.failed,
             "skipped": self.skipped,
+            "late": self.late(),
+            "late_after_ms": DEFAULT_LATE_AFTER_S * 1000,
             "unfinished": self.unfinished,
             "achieved_rate_rps": round(self.achieved_rate_rps, 3),
             "max_send_lag_ms": round(self.max_send_lag_s * 1000, 3),
@@ -214,11 +230,21 @@ class _Client:
     """Thin wrapper over tritonclient's asyncio HTTP or gRPC client sending a 1-float request."""
 
     def __init__(
-        self, url: str, model: str, protocol: WireProtocol, max_in_flight: int, timeout_s: float
+        self,
+        url: str,
+        model: str,
+        protocol: WireProtocol,
+        max_in_flight: int,
+        timeout_s: float,
+        close_connections: bool = False,
     ) -> None:
         self.model = model
         self.protocol = protocol
+        self.url = url
         self._timeout_s = timeout_s
+        # one connection per request: a balancer that picks a backend per connection (as a
+        # Kubernetes Service does) then spreads every request
+        self._headers = {"Connection": "close"} if close_connections else None
         payload = np.ones((1, 1), dtype=np.float32)
         if protocol == "http":
             import tritonclient.http as http
@@ -244,7 +270,32 @@ class _Client:
         if self.protocol == "grpc":
             await self._client.infer(self.model, self._inputs, client_timeout=self._timeout_s)
         else:
-            await self._client.infer(self.model, self._inputs)
+            await self._client.infer(self.model, self._inputs, headers=self._headers)
+
+    async def check_ready(self, timeout_s: float = READY_CHECK_TIMEOUT_S) -> None:
+        """Raise LoadTargetError unless the server is live and the model ready."""
+        other = "http" if self.protocol == "grpc" else "grpc"
+        where = f"Triton at {self.url} over {self.protocol}"
+        try:
+            if self.protocol == "grpc":
+                live = await self._client.is_server_live(client_timeout=timeout_s)
+                ready = live and await self._client.is_model_ready(
+                    self.model, client_timeout=timeout_s
+                )
+            else:
+                live = await asyncio.wait_for(self._client.is_server_live(), timeout_s)
+                ready = live and await asyncio.wait_for(
+                    self._client.is_model_ready(self.model), timeout_s
+                )
+        except Exception as error:
+            raise LoadTargetError(
+                f"cannot reach {where}: {type(error).__name__}: {str(error)[:200]} (is it "
+                f"Triton's {self.protocol} port? --protocol {other} for the other one)"
+            ) from None
+        if not live:
+            raise LoadTargetError(f"{where} is not live")
+        if not ready:
+            raise LoadTargetError(f"{where}: model {self.model!r} is not ready (or not loaded)")
 
     async def close(self) -> None:
         await self._client.close()
@@ -265,15 +316,28 @@ async def run_arrivals(
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
+    check_ready: bool = True,
+    close_connections: bool = False,
+    on_sent: Callable[[RequestRecord], None] | None = None,
+    on_done: Callable[[RequestRecord], None] | None = None,
 ) -> LoadResult:
     """Send one request to ``model`` at each offset in ``arrivals_s`` (seconds, sorted).
 
     ``url`` is ``host:port`` of Triton's HTTP (protocol "http") or gRPC (protocol "grpc")
-    endpoint. After the last arrival, waits up to ``drain_timeout_s`` for outstanding requests.
+    endpoint. With ``check_ready`` the server and model must answer ready first (else
+    LoadTargetError). ``close_connections`` (HTTP): one connection per request. ``on_sent`` /
+    ``on_done`` see each request as it is sent / finishes (live views, progress). After the last
+    arrival, waits up to ``drain_timeout_s`` for outstanding requests.
     """
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight {max_in_flight} must be >= 1")
-    client = _Client(url, model, protocol, max_in_flight, request_timeout_s)
+    client = _Client(url, model, protocol, max_in_flight, request_timeout_s, close_connections)
+    if check_ready:
+        try:
+            await client.check_ready()
+        except BaseException:
+            await client.close()
+            raise
     records: list[RequestRecord] = []
     in_flight_samples: list[tuple[float, int]] = []
     pending: set[asyncio.Task[None]] = set()
@@ -292,6 +356,8 @@ async def run_arrivals(
         else:
             record.ok = True
         record.done_s = loop.time() - start
+        if on_done is not None:
+            on_done(record)
 
     async def sample_in_flight() -> None:
         while True:
@@ -314,6 +380,8 @@ async def run_arrivals(
             last_send = now
             record = RequestRecord(scheduled_s=scheduled, send_s=now)
             records.append(record)
+            if on_sent is not None:
+                on_sent(record)
             task = asyncio.create_task(one(record))
             pending.add(task)
             task.add_done_callback(pending.discard)
@@ -368,6 +436,8 @@ async def run_schedule(
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
+    check_ready: bool = True,
+    on_done: Callable[[RequestRecord], None] | None = None,
 ) -> LoadResult:
     """Open-loop run of ``schedule`` for ``duration_s`` seconds (see ``run_arrivals``)."""
     arrivals = arrival_times(schedule, duration_s, process, np.random.default_rng(seed))
@@ -380,6 +450,8 @@ async def run_schedule(
         max_in_flight=max_in_flight,
         request_timeout_s=request_timeout_s,
         drain_timeout_s=drain_timeout_s,
+        check_ready=check_ready,
+        on_done=on_done,
     )
 
 
@@ -389,20 +461,53 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Open-loop load against a Triton model.",
     )
     parser.add_argument(
-        "--url", required=True, help="host:port of Triton's HTTP (or, with --protocol grpc, gRPC)"
+        "--url",
+        required=True,
+        help="host:port of Triton's gRPC endpoint (the default protocol, port 8001 by default), "
+        "or of its HTTP endpoint with --protocol http (port 8000)",
     )
     parser.add_argument("--model", required=True)
     rate = parser.add_mutually_exclusive_group(required=True)
     rate.add_argument("--rate", type=float, help="constant rate in requests/second")
     rate.add_argument("--schedule", help="start_s:rate_rps,... piecewise-constant rates")
     parser.add_argument("--duration", type=float, required=True, help="seconds")
-    parser.add_argument("--protocol", choices=["http", "grpc"], default="grpc")
+    parser.add_argument(
+        "--protocol",
+        choices=["http", "grpc"],
+        default="grpc",
+        help="gRPC (default: less client CPU) or HTTP",
+    )
     parser.add_argument("--arrivals", choices=["poisson", "constant"], default="poisson")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT)
     parser.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S)
     parser.add_argument("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT_S)
     return parser
+
+
+class _FailureReporter:
+    """Prints the first failure at once and a count of requests every 5 s (stderr)."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self.ok = 0
+        self.failed = 0
+        self._next = every_s
+
+    def __call__(self, record: RequestRecord) -> None:
+        if record.ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+            if self.failed == 1:
+                print(f"first failure: {record.error}", file=sys.stderr, flush=True)
+        if record.done_s is not None and record.done_s >= self._next:
+            self._next = record.done_s + self.every_s
+            print(
+                f"{record.done_s:6.0f} s: {self.ok} ok, {self.failed} failed",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -421,20 +526,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         validate_schedule(schedule)
     except ValueError as error:
         parser.error(str(error).replace("rate schedule", "--rate/--schedule", 1))
-    result = asyncio.run(
-        run_schedule(
-            args.url,
-            args.model,
-            schedule,
-            args.duration,
-            process=args.arrivals,
-            seed=args.seed,
-            protocol=args.protocol,
-            max_in_flight=args.max_in_flight,
-            request_timeout_s=args.request_timeout,
-            drain_timeout_s=args.drain_timeout,
+    progress = _FailureReporter()
+    try:
+        result = asyncio.run(
+            run_schedule(
+                args.url,
+                args.model,
+                schedule,
+                args.duration,
+                process=args.arrivals,
+                seed=args.seed,
+                protocol=args.protocol,
+                max_in_flight=args.max_in_flight,
+                request_timeout_s=args.request_timeout,
+                drain_timeout_s=args.drain_timeout,
+                on_done=progress,
+            )
         )
-    )
+    except LoadTargetError as error:
+        print(f"python -m loadtest.harness.loadgen: error: {error}", file=sys.stderr)
+        return 2
     summary = result.summary()
     summary["command"] = " ".join(["python -m loadtest.harness.loadgen", *(argv or sys.argv[1:])])
     print(json.dumps(summary, indent=2))

@@ -20,6 +20,7 @@ server and every model report ready; ``stop()`` then ``start()`` restarts on the
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import logging
@@ -256,6 +257,18 @@ class TritonStartError(RuntimeError):
     """Triton did not become ready; the message carries the server log tail."""
 
 
+_RUNNING: set[TritonProcess] = set()
+"""Started and not yet stopped. Each server runs in its own session (so stop() can reap its
+process group), which also means a Ctrl-C in the terminal does not reach it: whatever is
+still here when the interpreter exits is killed (atexit), so no server outlives its owner."""
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for process in list(_RUNNING):
+        process._kill_group()
+
+
 class TritonProcess(ManagedProcess):
     """``python -m loadtest.harness.triton_server`` as a subprocess on given (default: free) ports.
 
@@ -363,6 +376,7 @@ class TritonProcess(ManagedProcess):
         )
         env.setdefault("PYTHONUNBUFFERED", "1")
         started = time.monotonic()
+        _RUNNING.add(self)
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start {' '.join(self.command())}\n".encode())
             log.flush()
@@ -380,6 +394,7 @@ class TritonProcess(ManagedProcess):
             if not self.is_running():
                 code = self._process.returncode
                 self._kill_group()
+                _RUNNING.discard(self)
                 raise TritonStartError(
                     f"Triton exited with code {code} before ready "
                     f"(log {self.log_path}):\n{self.log_tail()}{self._hint()}"
@@ -408,6 +423,7 @@ class TritonProcess(ManagedProcess):
         A log file this object created is deleted after a clean (code 0) exit and kept otherwise.
         """
         code = self._stop_process(timeout_s)
+        _RUNNING.discard(self)
         if code == 0 and self._owns_log:
             self.log_path.unlink(missing_ok=True)
         return code
@@ -425,6 +441,7 @@ class TritonProcess(ManagedProcess):
                 LOGGER.warning("Triton pid %d ignored SIGTERM for %.0f s", process.pid, timeout_s)
         self._kill_group()
         process.wait()
+        _RUNNING.discard(self)
         self._wait_ports_free(timeout_s)
         return process.returncode
 

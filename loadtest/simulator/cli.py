@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from loadtest.simulator.controllers import POLICY_NAMES, TritonscaleTuning
+from loadtest.simulator.controllers import POLICY_NAMES, RatioPath, TritonscaleTuning
 from loadtest.simulator.engine import SimParams, check_number
 from loadtest.simulator.run import build_workload, choose_model, run_policies, summary_json
 from loadtest.simulator.traces import FORMATS, TraceError, detect_format, load_trace, scale_trace
@@ -127,6 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number("--max-replicas", int, 0, strict=False),
         metavar="N",
         help="(%(default)d)",
+    )
+    p.add_argument(
+        "--initial-replicas",
+        type=_number("--initial-replicas", int, 0, strict=False),
+        metavar="N",
+        help="ready replicas at the start, the same for every policy (default: the oracle's)",
+    )
+    p.add_argument(
+        "--ratio-source",
+        choices=("prometheus", "tritonscale"),
+        default="prometheus",
+        help="where hpa-queue-compute-ratio reads the ratio: NVIDIA's Prometheus recipe "
+        "(default) or tritonscale's API (every --scrape-interval over --rate-window)",
+    )
+    p.add_argument(
+        "--rate-window",
+        type=_number("--rate-window", float, 0, strict=True),
+        default=5.0,
+        metavar="S",
+        help="tritonscale's rate window, seconds (5): the arrival rates the predictive "
+        "policy steps on are means over it, and so is the ratio of --ratio-source tritonscale",
     )
     p.add_argument(
         "--time-scale",
@@ -260,13 +281,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             scrape_interval_seconds=args.scrape_interval,
             min_replicas=args.min_replicas,
             max_replicas=args.max_replicas,
+            initial_replicas=args.initial_replicas,
         )
+        ratio_path = RatioPath(args.ratio_source, args.rate_window)
+        params.ticks(args.rate_window, "--rate-window")
         tuning = TritonscaleTuning(
             step_seconds=args.predictive_step,
             forecaster=args.forecaster,
             quantile=args.quantile,
             scale_down_delay_seconds=args.scale_down_delay,
             hpa_scale_down_stabilization_seconds=args.hpa_scale_down_stabilization,
+            rate_window_seconds=args.rate_window,
         )
         if args.predictive_step is not None:
             params.ticks(args.predictive_step, "--predictive-step")
@@ -285,7 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     workload = build_workload(trace, model, rng, params.tick_seconds)
     if workload.n_requests == 0:
         parser.error(f"{args.trace}: empty trace after scaling (no requests)")
-    output = run_policies(workload, params, names, model, tuning=tuning, workers=args.workers)
+    output = run_policies(
+        workload, params, names, model, tuning=tuning, ratio_path=ratio_path, workers=args.workers
+    )
     summary = summary_json(
         output,
         trace={"path": str(args.trace), "format": fmt, "name": trace.name},
@@ -295,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seed": args.seed,
             "time_scale": args.time_scale,
             "rate_scale": args.rate_scale,
+            "ratio_source": args.ratio_source,
+            "rate_window_seconds": args.rate_window,
             "tritonscale": {
                 "step_seconds": args.predictive_step or args.sync_period,
                 "forecaster": args.forecaster,
@@ -317,7 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from loadtest.simulator.plot import plot_run
 
             plot_run(
-                output, args.plot, f"{trace.name}: D={args.cold_start:g} s, SLO={args.slo:g} s"
+                output,
+                args.plot,
+                f"{trace.name}: D={args.cold_start:g} s, SLO={args.slo:g} s",
+                capacity_rps=args.capacity,
+                slo_seconds=args.slo,
             )
     except OSError as err:
         print(f"{PROG}: error: cannot write output: {err}", file=sys.stderr)

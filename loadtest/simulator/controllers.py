@@ -22,14 +22,21 @@ Policies (``POLICY_NAMES``):
     in the tutorial), modelled as an External ``Value`` 1 target: desired = ceil(ratio x ready
     pods), which is what the Pods path computes when every pod reports the same ratio. A rule
     with fewer than two samples in its window yields no value (the HPA then does not scale).
+    With ``RatioPath("tritonscale")`` the same HPA reads the ratio tritonscale serves instead
+    (``triton_queue_compute_ratio``): recomputed at every adapter scrape over its rate window,
+    as the closed-loop demo runs it.
 ``kpa``
     :class:`policies.kpa.KnativeLikePolicy` on the requests-per-second metric (target 70 % of
     capacity per pod), ticking every 2 s with the rate over the last 2 s (Knative buckets at
     1 s and averages them over its windows); it scales the Deployment directly (no HPA).
 ``tritonscale`` / ``tritonscale-no-headroom``
     The service path: every ``step_seconds`` (default: the sync period) the adapter feeds
-    :class:`policies.sizing.PredictivePolicy` with the arrival rate over the last step, the
-    queue depth at its latest scrape and the ready replicas, and serves its desired replicas
+    :class:`policies.sizing.PredictivePolicy` with the mean of the arrival rates it computed
+    at each scrape of the step, each over its rate window (5 s; as ``adapter/predictive.py``
+    does: measured against real Triton, feeding the exact arrivals of the step instead made the
+    simulated forecasts noisier, its bounds wider and its replica counts higher than the
+    service's), the queue depth at its latest scrape and the ready replicas, and serves its
+    desired replicas
     as ``triton_desired_replicas``; the HPA has an ``AverageValue`` 1 target on it with
     ``behavior`` as we recommend users configure it: scaleUp stabilisation 0 and tolerance 0
     (KEP-4951 per-direction tolerance, so a 5 % shortfall is not ignored), scaleDown
@@ -49,6 +56,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
 from loadtest.simulator.engine import ClusterView, Controller, SimParams
 from loadtest.simulator.oracle import OracleController, OraclePlan
@@ -74,6 +82,23 @@ KPA_TICK_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
+class RatioPath:
+    """Where ``hpa-queue-compute-ratio`` reads the queue/compute ratio: NVIDIA's Prometheus
+    recipe (15 s scrape, rate over 1 min, rule every 6 s) or tritonscale's API (the adapter's
+    scrape interval, ``rate_window_seconds``, recomputed at every scrape)."""
+
+    source: Literal["prometheus", "tritonscale"] = "prometheus"
+    rate_window_seconds: float = 5.0  # tritonscale's signals.rate_window_seconds
+
+    def periods(self, params: SimParams) -> tuple[float, float, float]:
+        """(counter sampling, rule evaluation, rate range) in seconds."""
+        if self.source == "prometheus":
+            return PROMETHEUS_SCRAPE_SECONDS, RECORDING_RULE_SECONDS, RATE_RANGE_SECONDS
+        scrape = params.scrape_interval_seconds
+        return scrape, scrape, self.rate_window_seconds
+
+
+@dataclass(frozen=True)
 class TritonscaleTuning:
     """PredictiveSettings values the simulator uses: the library defaults unless overridden
     (CLI flags; see module docstring), and the tritonscale HPA's behavior."""
@@ -86,6 +111,7 @@ class TritonscaleTuning:
     scale_down_delay_seconds: float = settings_default("scale_down_delay_seconds")
     scale_up_tolerance: float = 0.0
     hpa_scale_down_stabilization_seconds: int = 0
+    rate_window_seconds: float = 5.0  # the service's signals.rate_window_seconds
 
 
 class _HPADriven:
@@ -157,11 +183,12 @@ class QueueComputeRatioHPA(_HPADriven):
 
     name = "hpa-queue-compute-ratio"
 
-    def __init__(self, params: SimParams) -> None:
+    def __init__(self, params: SimParams, path: RatioPath | None = None) -> None:
         metric = MetricTarget("Value", 1.0, name="triton:queue_compute:ratio")
         super().__init__(params, _default_hpa(params, metric))
-        self.prom_scrape_ticks = params.ticks(PROMETHEUS_SCRAPE_SECONDS, "Prometheus scrape")
-        self.rule_ticks = params.ticks(RECORDING_RULE_SECONDS, "recording rule interval")
+        scrape, rule, self.range_seconds = (path or RatioPath()).periods(params)
+        self.prom_scrape_ticks = params.ticks(scrape, "ratio counter sampling")
+        self.rule_ticks = params.ticks(rule, "ratio rule interval")
         self.samples: deque[tuple[float, float, float]] = deque()  # (time, queue_s, compute_s)
         self.queue_total = 0.0
         self.compute_total = 0.0
@@ -174,7 +201,7 @@ class QueueComputeRatioHPA(_HPADriven):
         if (k + 1) % self.prom_scrape_ticks == 0:
             self.samples.append((now, self.queue_total, self.compute_total))
         if (k + 1) % self.rule_ticks == 0:
-            while self.samples and self.samples[0][0] <= now - RATE_RANGE_SECONDS:
+            while self.samples and self.samples[0][0] <= now - self.range_seconds:
                 self.samples.popleft()
             if len(self.samples) < 2:
                 self.rule_value = None
@@ -249,12 +276,22 @@ class TritonscaleController(_HPADriven):
                 scale_down_delay_seconds=tuning.scale_down_delay_seconds,
             )
         )
+        self.window_ticks = params.ticks(tuning.rate_window_seconds, "--rate-window")
+        self.window_rates: list[float] = []
         self.published: float | None = None
 
     def observe(self, k: int, view: ClusterView) -> None:
+        if (k + 1) % self.scrape_ticks == 0:
+            # the adapter's arrival rate at this scrape: arrivals over its rate window
+            span = min(self.window_ticks, k + 1)
+            self.window_rates.append(view.arrivals_in(k, span) / (span * self.dt))
         if (k + 1) % self.step_ticks:
             return
-        rate = view.arrivals_in(k, self.step_ticks) / (self.step_ticks * self.dt)
+        if self.window_rates:  # the service steps on the mean of the step's fresh rates
+            rate = sum(self.window_rates) / len(self.window_rates)
+            self.window_rates.clear()
+        else:
+            rate = view.arrivals_in(k, self.step_ticks) / (self.step_ticks * self.dt)
         j = self._scraped(k)
         depth = float(view.queue_depth[j]) if j >= 0 else math.nan
         decision = self.policy.step(rate, depth, float(view.ready))
@@ -271,6 +308,7 @@ def make_controller(
     plan: OraclePlan,
     initial_ready: int,
     tuning: TritonscaleTuning | None = None,
+    ratio_path: RatioPath | None = None,
 ) -> Controller:
     """Build the controller called ``name`` (one of :data:`POLICY_NAMES`)."""
     tuning = tuning or TritonscaleTuning()
@@ -279,7 +317,7 @@ def make_controller(
     if name == "hpa-queue-depth":
         return QueueDepthHPA(params)
     if name == "hpa-queue-compute-ratio":
-        return QueueComputeRatioHPA(params)
+        return QueueComputeRatioHPA(params, ratio_path)
     if name == "kpa":
         return KpaController(params, initial_ready)
     if name == "tritonscale":

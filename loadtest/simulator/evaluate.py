@@ -3,7 +3,11 @@
 Prints one markdown table per run plus the goal check, and the exact ``tritonscale simulate``
 command of each run. Usage::
 
-    python -m loadtest.simulator.evaluate [--traces DIR] [--out DIR] [--only NAME] [extra CLI flags]
+    python -m loadtest.simulator.evaluate --traces DIR [--out DIR] [--only NAME] [extra CLI flags]
+
+``--traces`` (or ``$TRITONSCALE_TRACES``) is a directory holding the full public traces under
+their original names (tests/data/README.md lists them and where to get them); a plain clone
+ships only slices, so without it the command stops and says so.
 
 Goal (issue 3): ``tritonscale`` meets the SLO for >= 99.5 % of requests at <= 1.15x the
 oracle's replica-seconds, and has >= 5x fewer SLO-violating requests than the best reactive
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -26,6 +31,9 @@ from typing import Any
 
 from loadtest.simulator.cli import format_table
 from loadtest.simulator.cli import main as simulate_main
+
+TRACES_ENV = "TRITONSCALE_TRACES"
+"""The environment variable the tests read the full traces from, used here as the default."""
 
 REACTIVE = ("hpa-gpu-util", "hpa-queue-depth", "hpa-queue-compute-ratio", "kpa")
 
@@ -111,12 +119,35 @@ def goal_check(policies: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.simulator.evaluate")
-    parser.add_argument("--traces", default="../shared/traces")
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.simulator.evaluate",
+        description="Every development trace, two cold starts, all policies (BENCHMARKS.md).",
+    )
+    parser.add_argument(
+        "--traces",
+        metavar="DIR",
+        default=os.environ.get(TRACES_ENV) or None,
+        help=f"directory of the full public traces (default ${TRACES_ENV}); their names: "
+        f"{', '.join(c.file for c in CASES)}",
+    )
     parser.add_argument("--out", default="sim-results")
-    parser.add_argument("--only", action="append", help="case key(s) to run")
+    parser.add_argument(
+        "--only", action="append", help=f"case key(s) to run: {', '.join(c.key for c in CASES)}"
+    )
     parser.add_argument("--cold-starts", default="60,180")
     args, extra = parser.parse_known_args(argv)
+    if not args.traces:
+        parser.error(
+            f"--traces DIR is required: a directory holding the full public traces "
+            f"(tests/data/README.md says which and where from), or set {TRACES_ENV}"
+        )
+    if not Path(args.traces).is_dir():
+        parser.error(f"--traces {args.traces}: not a directory")
+    found = [c for c in CASES if (Path(args.traces) / c.file).exists()]
+    if not found:
+        parser.error(
+            f"--traces {args.traces} holds none of the traces: {', '.join(c.file for c in CASES)}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {}
@@ -150,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 str(out / f"{name}.png"),
                 *extra,
             ]
+            print(f"[{name}] running tritonscale simulate ...", file=sys.stderr, flush=True)
             started = time.perf_counter()
             code = simulate_main(cmd)
             wall = time.perf_counter() - started

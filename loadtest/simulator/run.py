@@ -17,7 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.simulator.controllers import POLICY_NAMES, TritonscaleTuning, make_controller
+from loadtest.simulator.controllers import (
+    POLICY_NAMES,
+    RatioPath,
+    TritonscaleTuning,
+    make_controller,
+)
 from loadtest.simulator.engine import PolicyResult, QueueModel, SimParams, Workload, simulate
 from loadtest.simulator.oracle import OraclePlan, oracle_plan
 from loadtest.simulator.traces import ArrivalTrace, RateTrace, Trace
@@ -88,6 +93,7 @@ def _run_one(name: str) -> PolicyResult:
         plan=_SHARED["plan"],
         initial_ready=_SHARED["initial"],
         tuning=_SHARED["tuning"],
+        ratio_path=_SHARED["ratio_path"],
     )
     result = simulate(
         _SHARED["workload"], params, controller, _SHARED["model"], _SHARED["initial"], progress
@@ -103,6 +109,7 @@ def run_policies(
     model: QueueModel,
     *,
     tuning: TritonscaleTuning | None = None,
+    ratio_path: RatioPath | None = None,
     workers: int | None = None,
     show_progress: bool | None = None,
 ) -> RunOutput:
@@ -132,6 +139,7 @@ def run_policies(
         plan=plan,
         initial=initial,
         tuning=tuning or TritonscaleTuning(),
+        ratio_path=ratio_path,
         workload=workload,
         model=model,
     )
@@ -152,7 +160,12 @@ def run_policies(
         if workers <= 1:
             for name in names:
                 controller = make_controller(
-                    name, params, plan=plan, initial_ready=initial, tuning=_SHARED["tuning"]
+                    name,
+                    params,
+                    plan=plan,
+                    initial_ready=initial,
+                    tuning=_SHARED["tuning"],
+                    ratio_path=ratio_path,
                 )
                 callback = None if bar is None else _bar_callback(bar)
                 results[name] = simulate(workload, params, controller, model, initial, callback)

@@ -98,7 +98,8 @@ async def test_kubectl_reads_discovery(server_url: str, tmp_path: Path) -> None:
         ),
         pytest.param(
             f"{GV}/namespaces/prod/triton_queue_time_seconds",
-            "Error from server (ServiceUnavailable): metric triton_queue_time_seconds",
+            "Error from server (ServiceUnavailable): stale: last data 35 s ago from "
+            "http://resnet-b.prod:8002/metrics",
             id="stale",
         ),
         pytest.param(

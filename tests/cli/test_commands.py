@@ -36,3 +36,33 @@ def test_python_dash_m_adapter_works(tmp_path: Path) -> None:
 def test_serve_without_targets_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--listen", "127.0.0.1:0"]) == 2
     assert "no targets" in capsys.readouterr().err
+
+
+def test_check_config_warns_about_an_empty_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert main(["check-config", str(empty)]) == 0  # valid: every setting has a default
+    captured = capsys.readouterr()
+    assert "ok (0 targets)" in captured.out
+    assert "warning: the file sets nothing" in captured.err
+    assert "no `targets:` and no `discovery:" in captured.err
+    assert "--target" in captured.err
+    assert main(["check-config", str(write(tmp_path, GOOD))]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_every_serve_flag_has_help_text(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = capsys.readouterr().out
+    options = text.split("options:", 1)[1]
+    flags = [line.split()[0] for line in options.splitlines() if line.startswith("  -")]
+    assert len(flags) >= 12
+    for line in options.splitlines():
+        if line.startswith("  -"):
+            # a flag's help follows on its line (after two spaces) or on the next line
+            following = options.split(line, 1)[1].splitlines()[1:2]
+            rest = line.strip().split("  ", 1)
+            assert len(rest) == 2 or (following and following[0].startswith(" " * 10)), line

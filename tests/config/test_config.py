@@ -164,3 +164,24 @@ def test_bad_pod_settings_name_the_field(tmp_path: Path, target: str, expected: 
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert f"{path}:2: {expected}" in str(error.value)
+
+
+def test_every_time_setting_of_the_policy_is_configurable() -> None:
+    """Seconds the policy counts in can be set, so a time-compressed run (the closed-loop demo)
+    compresses every one of them, and each default is the policy's own."""
+    from policies.predictive import settings_default
+
+    config = load_config(
+        None,
+        {
+            "predictive": {
+                "defaults": {"scale_down_delay_seconds": 3, "panic_hold_seconds": 2},
+                "series": [{"match": {"model": "m"}, "scale_down_delay_seconds": 9}],
+            }
+        },
+    )
+    assert config.predictive.for_series({"model": "x"}).scale_down_delay_seconds == 3
+    assert config.predictive.for_series({"model": "m"}).scale_down_delay_seconds == 9
+    assert config.predictive.for_series({"model": "m"}).panic_hold_seconds == 2
+    default = load_config(None).predictive.for_series({})
+    assert default.scale_down_delay_seconds == settings_default("scale_down_delay_seconds")

@@ -24,7 +24,7 @@ from adapter.discovery import (
 )
 from adapter.kube.client import KubernetesClientError
 from adapter.targets import PodRef, StaticTargets, Target
-from tests.support.discovery_support import TOKEN, FakePodAPI, make_pod
+from loadtest.harness.kube_api import TOKEN, FakePodAPI, make_pod
 from tests.support.helpers import async_wait_until
 
 DEADLINE = 5.0

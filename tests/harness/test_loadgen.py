@@ -122,3 +122,35 @@ def test_duplicate_model_names_are_rejected(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         triton_server.main(["--model", "a:1:1", "--model", "a:2:2"])
     assert "duplicate model names" in capsys.readouterr().err
+
+
+def test_help_names_grpc_as_the_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        loadgen.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "gRPC endpoint (the default protocol" in text
+    assert loadgen._build_parser().get_default("protocol") == "grpc"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_unreachable_server_is_one_clear_error_before_any_request(
+    protocol: loadgen.WireProtocol, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"127.0.0.1:{triton_server.free_port()}"  # nothing listens there
+    argv = ["--url", url, "--model", "m", "--rate", "50", "--duration", "60"]
+    assert loadgen.main([*argv, "--protocol", protocol]) == 2  # returns at once, not in 60 s
+    err = capsys.readouterr().err
+    assert f"cannot reach Triton at {url} over {protocol}" in err
+    assert "--protocol" in err
+
+
+def test_late_requests_are_counted_by_how_far_behind_they_were_sent() -> None:
+    records = [
+        loadgen.RequestRecord(scheduled_s=1.0, send_s=1.001),
+        loadgen.RequestRecord(scheduled_s=2.0, send_s=2.3),
+    ]
+    result = loadgen.LoadResult(
+        "m", "http", 3.0, 2, 2, 2, 0, 0, 0, 2.3, 3.0, 0.3, 0.0, records, [], 0.0
+    )
+    assert result.late(0.05) == 1 and result.late(0.5) == 0
+    assert result.summary()["late"] == 1

@@ -208,3 +208,130 @@ def test_dcgm_target_in_a_group_is_not_a_replica() -> None:
     pipeline.track(dcgm).history.add(Reading(0, T0, {}, (0.5,)))
     pipeline.publish(0.0, T0)
     assert seen == [{triton.group: 1}]
+
+
+def stale_answer(pipeline: Pipeline, at: float, metric: str = "triton_queue_depth") -> str:
+    """Publish at ``T0 + at`` and return the provider's answer: a value, or the error text."""
+    pipeline.publish(at, T0 + at)
+    try:
+        (value,) = provider(pipeline, T0 + at).get_external_metric(
+            "prod", metric, Selector.everything()
+        )
+    except (StaleMetricError, NoMatchingSeriesError) as err:
+        return f"{type(err).__name__}: {err}"
+    return f"value {value.value:g}"
+
+
+def test_silent_target_is_503_naming_it_for_minutes_then_forgotten() -> None:
+    pipeline, (prod, _dev) = make()
+    state = pipeline.track(prod)
+    for t in range(3):
+        state.history.add(reading(t, success=10 * t, pending=2))
+    assert stale_answer(pipeline, 2.0) == "value 2"
+    assert stale_answer(pipeline, 31.0) == "value 2"  # younger than max age (30 s): held
+    answer = stale_answer(pipeline, 45.0)
+    assert answer.startswith("StaleMetricError: stale: last data 43 s ago from http://a/metrics"), (
+        answer
+    )
+    assert "holding rather than reporting a guess" in answer
+    assert stale_answer(pipeline, 2.0 + 299).startswith("StaleMetricError: stale: last data 299 s")
+    gone = stale_answer(pipeline, 2.0 + 301)  # forget_after_seconds (300 s) passed
+    assert gone.startswith("NoMatchingSeriesError: no series of metric triton_queue_depth"), gone
+
+
+def test_group_that_left_discovery_is_held_as_stale_not_dropped() -> None:
+    pipeline, (prod, _dev) = make()
+    state = pipeline.track(prod)
+    for t in range(3):
+        state.history.add(reading(t, success=10 * t, pending=2))
+    assert stale_answer(pipeline, 2.0, "triton_request_rate") == "value 10"
+    pipeline.untrack(prod)  # e.g. the pod went NotReady after Triton died
+    assert stale_answer(pipeline, 10.0, "triton_request_rate") == "value 10"
+    answer = stale_answer(pipeline, 100.0, "triton_request_rate")
+    assert answer.startswith("StaleMetricError: stale: last data 98 s ago from http://a/metrics")
+    gone = stale_answer(pipeline, 400.0, "triton_request_rate")
+    assert gone.startswith("NoMatchingSeriesError"), gone
+
+
+def test_forget_after_must_cover_max_age() -> None:
+    with pytest.raises(ValueError, match=r"forget_after_seconds \(30\) must be at least max_age"):
+        load_config(None, {"signals": {"max_age_seconds": 60, "forget_after_seconds": 30}})
+
+
+@pytest.mark.parametrize(
+    ("capacity", "steps", "metric", "selector", "why"),
+    [
+        pytest.param(
+            False,
+            40,
+            DESIRED_REPLICAS,
+            "",
+            "served only for series with a per-replica "
+            "capacity: set predictive.defaults.capacity_rps",
+            id="replicas-need-capacity",
+        ),
+        pytest.param(
+            False,
+            40,
+            QUEUE_DEPTH_FORECAST,
+            "",
+            "per-replica capacity",
+            id="depth-forecast",
+        ),
+        pytest.param(
+            True,
+            3,
+            DESIRED_REPLICAS,
+            "",
+            "no forecast yet: the predictive policy publishes its first one step",
+            id="before-the-first-step",
+        ),
+        pytest.param(
+            True,
+            1,
+            "triton_request_rate",
+            "",
+            "no rate yet: a rate needs two scrapes",
+            id="one-scrape-no-rate",
+        ),
+        pytest.param(
+            True,
+            40,
+            "gpu_utilization",
+            "",
+            "these targets report no GPU utilisation",
+            id="no-gpu-metrics",
+        ),
+        pytest.param(
+            True,
+            40,
+            "triton_queue_depth",
+            "model=bert",
+            "namespace prod has 1 series of it, "
+            "none with these labels: {deployment=llm, model=resnet, namespace=prod}",
+            id="selector-matches-nothing",
+        ),
+    ],
+)
+def test_404_says_what_is_missing(
+    capacity: bool, steps: int, metric: str, selector: str, why: str
+) -> None:
+    pipeline, (prod, _dev) = make(capacity=capacity)
+    state = pipeline.track(prod)
+    for t in range(steps):
+        state.history.add(reading(t, success=20 * t, pending=0))
+        pipeline.publish(float(t), T0 + t)
+    with pytest.raises(NoMatchingSeriesError) as raised:
+        provider(pipeline, T0 + steps).get_external_metric("prod", metric, Selector.parse(selector))
+    assert why in str(raised.value)
+
+
+def test_404_names_the_namespaces_that_have_the_metric() -> None:
+    pipeline, (prod, _dev) = make()
+    state = pipeline.track(prod)
+    state.history.add(reading(0, success=0, pending=1))
+    pipeline.publish(0.0, T0)
+    with pytest.raises(NoMatchingSeriesError, match=r"has series only in namespace\(s\) prod"):
+        provider(pipeline, T0).get_external_metric(
+            "staging", "triton_queue_depth", Selector.everything()
+        )

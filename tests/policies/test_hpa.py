@@ -1,7 +1,7 @@
 """Table tests for the HPA controller model (policies/hpa.py).
 
-Expected values come from the reference (/work/shared/reference/external-metrics-api-and-hpa.md
-§3) and from Kubernetes' own tests in kubernetes/kubernetes
+Expected values come from the HPA controller's Go source and from Kubernetes' own tests in
+kubernetes/kubernetes
 ``pkg/controller/podautoscaler/horizontal_test.go`` (TestConvertDesiredReplicasWithRules,
 TestNormalizeDesiredReplicas, TestScalingWithRules, TestStoreScaleEvents,
 TestNormalizeDesiredReplicasWithBehavior, TestScaleUpCMExternal); each ported case keeps its Go

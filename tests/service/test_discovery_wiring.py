@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import aiohttp
 
 from adapter.config import load_config
 from adapter.service import running_service
+from loadtest.harness.kube_api import FakePodAPI, make_pod
 from tests.pipeline.test_targets import counter_server
-from tests.support.discovery_support import FakePodAPI, make_pod
 from tests.support.helpers import async_wait_until
 
 API = "/apis/external.metrics.k8s.io/v1beta1/namespaces/prod/triton_request_rate"
@@ -25,7 +26,11 @@ async def test_discovered_pods_are_scraped_and_served(tmp_path: Path) -> None:
         {
             "listen": "127.0.0.1:0",
             "scrape": {"interval_seconds": 0.2},
-            "signals": {"rate_window_seconds": 1},
+            "signals": {
+                "rate_window_seconds": 1,
+                "max_age_seconds": 2,
+                "forget_after_seconds": 4,
+            },
             "discovery": {
                 "kubeconfig": str(fake.write_kubeconfig(tmp_path / "kubeconfig")),
                 "kubernetes": [
@@ -40,9 +45,12 @@ async def test_discovered_pods_are_scraped_and_served(tmp_path: Path) -> None:
         async with running_service(config) as service, aiohttp.ClientSession() as session:
             base = f"https://127.0.0.1:{service.port}{API}"
 
+            messages: list[str] = []
+
             async def served() -> tuple[int, list[dict[str, object]]]:
                 async with session.get(base, ssl=False) as response:
                     body = await response.json()
+                    messages.append(body.get("message", ""))
                     return response.status, body.get("items", [])
 
             async def rate_served() -> bool:
@@ -61,11 +69,14 @@ async def test_discovered_pods_are_scraped_and_served(tmp_path: Path) -> None:
 
             fake.delete("prod", "triton-7d9f8b6c5d-a")
 
-            async def gone() -> bool:
+            async def status_is(code: int) -> bool:
                 status, _items = await served()
-                return status == 404
+                return status == code
 
-            await async_wait_until(gone, timeout=15, message="series gone with its pod")
+            # held while younger than max age, then a 503 naming where data stopped, then 404
+            await async_wait_until(lambda: status_is(503), timeout=15, message="stale 503")
+            assert re.match(rf"stale: last data \d+ s ago from {re.escape(url)}", messages[-1])
+            await async_wait_until(lambda: status_is(404), timeout=15, message="series forgotten")
             assert not service.pipeline.targets
     finally:
         await runner.cleanup()

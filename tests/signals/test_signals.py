@@ -268,3 +268,29 @@ def test_absent_families_are_not_served_as_zero(absent: str, missing: set[str]) 
     served = set(values([history(*readings)]))
     assert not served & missing
     assert REQUEST_RATE in served
+
+
+def test_restarted_model_that_loads_before_serving_reads_no_false_zero() -> None:
+    # Triton exports a restarted model's counters at 0 while it loads and rejects requests.
+    h = ReadingHistory(keep_seconds=60, settle_seconds=WINDOW)
+    for t in range(3):
+        h.add(reading(t, success=1000 + 10 * t, pending=0))
+    assert h.add(reading(10, success=0, pending=0))
+    for t in (11, 12):  # loading: counters flat at 0
+        h.add(reading(t, success=0, pending=0))
+        assert REQUEST_RATE not in values([h]), "a loading model must not read as 0 req/s"
+    h.add(reading(13, success=10, pending=0))  # serving began between t=12 and t=13
+    v = values([h])
+    assert v[REQUEST_RATE] == pytest.approx(10.0)  # not 10/3 (a ramp from a loading base)
+    assert v[ARRIVAL_RATE] == pytest.approx(10.0)
+
+
+def test_restarted_model_that_stays_idle_reads_zero_after_the_window() -> None:
+    h = ReadingHistory(keep_seconds=60, settle_seconds=WINDOW)
+    h.add(reading(0, success=1000, pending=0))
+    h.add(reading(1, success=1010, pending=0))
+    h.add(reading(10, success=0, pending=0))
+    h.add(reading(12, success=0, pending=0))
+    assert REQUEST_RATE not in values([h])
+    h.add(reading(15, success=0, pending=0))  # a full window with no request: truly idle
+    assert values([h])[REQUEST_RATE] == 0.0

@@ -44,7 +44,8 @@ def point(
     age: float = 2.0,
     window: int | None = None,
 ) -> SeriesPoint:
-    return SeriesPoint(labels(namespace, model, deployment), value, NOW - age, window)
+    source = f"http://{deployment}.{namespace}:8002/metrics"
+    return SeriesPoint(labels(namespace, model, deployment), value, NOW - age, window, source)
 
 
 SERIES: dict[str, tuple[SeriesPoint, ...]] = {

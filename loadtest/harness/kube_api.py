@@ -1,8 +1,13 @@
-"""An in-process fake Kubernetes API for pod discovery: LIST and WATCH of pods in the real wire
+"""A small local Kubernetes API for pod discovery: LIST and WATCH of pods in the real wire
 format (PodList with ``metadata.resourceVersion``, ``continue`` pagination, newline-delimited
 watch events including BOOKMARK and ERROR 410), label selectors filtered as the apiserver does,
 and knobs to expire the history, drop or end watches and fail requests. Every request is
-recorded (path and query) so tests assert what the client sent."""
+recorded (path and query) so tests assert what the client sent.
+
+One implementation for two users: the discovery tests drive it by hand, and the closed-loop
+demo's replica manager (:mod:`loadtest.harness.replicas`) keeps it current with the Triton
+processes it runs, so the adapter finds them through the same list + watch code a cluster
+runs (``adapter/discovery.py``)."""
 
 from __future__ import annotations
 
@@ -202,6 +207,10 @@ class FakePodAPI:
         """Cut every open watch connection mid-stream."""
         for watcher in self._watchers:
             watcher.queue.put_nowait(("drop", None))
+
+    def stored(self) -> list[dict[str, Any]]:
+        """Every pod as stored now (copies), ordered by namespace and name."""
+        return [copy.deepcopy(pod) for _key, pod in sorted(self._pods.items())]
 
     @property
     def open_watches(self) -> int:
