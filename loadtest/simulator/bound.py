@@ -111,7 +111,10 @@ The curves and the budget
   tick's work as that many equal parts); ``B`` = the ``k`` largest of those sizes. When sizes are
   unknown (``tick_sizes="unknown"``) the slope is ``mu`` (the worst case is one request holding
   the tick's work) and ``B`` = the ``k`` largest tick works (``k`` requests lie in at most ``k``
-  ticks and hold at most their work). Both forms also bound the fluid model: its work of tick
+  ticks and hold at most their work); step 3 then uses ``u_j(t) = min(x, missed work of tick
+  j)`` with ``x = mu (t - (j+1) dt - S)+``: if ``x`` is below the size of some on-time request
+  of the tick, that request alone has ``x`` processed, else all of them are done, so
+  ``C + u >= Due`` either way. Both forms also bound the fluid model: its work of tick
   ``j`` is served no earlier than the tick starts and, if on time, within ``S`` of the tick's end;
   it counts fractions of a tick's requests as missing, so with ``"equal"`` ``k = (1 - A) N`` is
   not rounded down and ``B`` takes the last size in part (fractional knapsack).
@@ -161,12 +164,15 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 from scipy.optimize import OptimizeWarning, linprog
+
+if TYPE_CHECKING:  # only for the annotation: the bound itself works on arrays
+    from loadtest.simulate import Workload
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -615,6 +621,44 @@ def replica_seconds_bound(
     return replica_seconds_bounds(work, counts, attainments=(attainment,), **kwargs)[0]
 
 
+def workload_bounds(
+    workload: Workload,
+    *,
+    per_request: bool,
+    capacity_rps: float,
+    slo_seconds: float,
+    cold_start_seconds: float,
+    min_replicas: int,
+    max_replicas: int,
+    attainments: Sequence[float],
+    initial_ready: int | None = None,
+    block_ticks: int | None = None,
+) -> tuple[LowerBound, ...]:
+    """The bounds for a simulator ``Workload``, matched to the queue model its policies ran
+    with: ``per_request=True`` (the per-request model) uses the requests' own times and work;
+    ``False`` (the fluid model) the per-tick curves with equal sizes per tick, which is how the
+    fluid model counts misses and what rate traces draw (unit-size requests)."""
+    use_requests = per_request and workload.times is not None
+    if per_request and not use_requests:
+        raise ValueError("per_request=True needs a workload with per-request times")
+    return replica_seconds_bounds(
+        workload.work,
+        workload.counts,
+        tick_seconds=workload.tick_seconds,
+        capacity_rps=capacity_rps,
+        slo_seconds=slo_seconds,
+        cold_start_seconds=cold_start_seconds,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        attainments=attainments,
+        initial_ready=initial_ready,
+        times=workload.times if use_requests else None,
+        request_work=workload.request_work if use_requests else None,
+        tick_sizes="equal",
+        block_ticks=block_ticks,
+    )
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -735,12 +779,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             initial = int(args.initial_ready)
         except ValueError:
             parser.error(f"--initial-ready {args.initial_ready!r}: a number or `oracle`")
-    per_request = model == "request" and workload.times is not None
+    per_request = model == "request"
     try:
-        bounds = replica_seconds_bounds(
-            workload.work,
-            workload.counts,
-            tick_seconds=workload.tick_seconds,
+        bounds = workload_bounds(
+            workload,
+            per_request=per_request,
             capacity_rps=args.capacity,
             slo_seconds=args.slo,
             cold_start_seconds=args.cold_start,
@@ -748,10 +791,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_replicas=args.max_replicas,
             attainments=attainments,
             initial_ready=initial,
-            times=workload.times if per_request else None,
-            request_work=workload.request_work if per_request else None,
-            # Rate traces draw unit-size requests; the fluid model splits a tick's work evenly.
-            tick_sizes="equal",
             block_ticks=args.block_ticks,
         )
     except ValueError as err:

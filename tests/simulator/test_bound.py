@@ -31,6 +31,7 @@ from loadtest.simulator.bound import (
     replica_seconds_bound,
     replica_seconds_bounds,
     violation_budget,
+    workload_bounds,
 )
 from loadtest.traces import crop, load_trace
 
@@ -465,16 +466,10 @@ def test_no_simulated_policy_beats_the_bound(
     )
     output = run_policies(workload, params, POLICY_NAMES, model, workers=1, show_progress=False)
     names = list(output.results)
-    per_request = (
-        {"times": workload.times, "request_work": workload.request_work}
-        if model == "request"
-        else {"tick_sizes": "equal"}
-    )
-    bounds = replica_seconds_bounds(
-        workload.work,
-        workload.counts,
+    bounds = workload_bounds(
+        workload,
+        per_request=model == "request",
         attainments=[output.results[p].slo_attainment for p in names],
-        tick_seconds=1.0,
         capacity_rps=capacity,
         slo_seconds=slo,
         cold_start_seconds=cold_start,
@@ -483,7 +478,6 @@ def test_no_simulated_policy_beats_the_bound(
         # the simulator starts every policy from the oracle's initial count, clamped
         initial_ready=min(params.max_replicas, max(params.min_replicas, output.plan.initial)),
         block_ticks=block,
-        **per_request,
     )
     for policy, bound in zip(names, bounds, strict=True):
         result = output.results[policy]
