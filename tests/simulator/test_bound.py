@@ -56,12 +56,20 @@ class Tiny:
     work: tuple[float, ...]
     allowed: int
 
-    def bound(self, block_ticks: int = 1, **changes: Any) -> LowerBound:
+    def bound(
+        self, block_ticks: int = 1, tick_sizes: str | None = None, **changes: Any
+    ) -> LowerBound:
+        """The LP bound from the requests (or, with ``tick_sizes``, from per-tick sums)."""
         case = replace(self, **changes)
         workload = Workload.from_arrivals(
             np.asarray(case.times), np.asarray(case.work), float(case.n)
         )
         requests = len(case.times)
+        per_request: dict[str, Any] = (
+            {"times": workload.times, "request_work": workload.request_work}
+            if tick_sizes is None
+            else {"tick_sizes": tick_sizes}
+        )
         return replica_seconds_bound(
             workload.work,
             workload.counts,
@@ -73,9 +81,8 @@ class Tiny:
             min_replicas=case.min_replicas,
             max_replicas=case.max_replicas,
             initial_ready=case.initial,
-            times=workload.times,
-            request_work=workload.request_work,
             block_ticks=block_ticks,
+            **per_request,
         )
 
 
@@ -244,6 +251,11 @@ def test_bound_never_exceeds_the_cheapest_integer_plan(seed: int) -> None:
         assert optimum == math.inf, "the LP claims no plan exists, but brute force found one"
     else:
         assert result.replica_seconds <= optimum + 1e-6, (case, optimum, result)
+    # From per-tick sums only: the worst case over sizes is always a bound; "equal" is one
+    # whenever the requests of a tick do share a size.
+    assert case.bound(tick_sizes="unknown").replica_seconds <= optimum + 1e-6
+    same_size = replace(case, work=(case.work[0],) * len(case.work))
+    assert same_size.bound(tick_sizes="equal").replica_seconds <= brute_force(same_size) + 1e-6
 
 
 def test_brute_force_cases_include_binding_ones() -> None:
