@@ -134,7 +134,9 @@ both solve (BENCHMARKS.md, "Lower bound"): under 0.3 % on ServeGen, a few % on A
 
 Solving, and why the answer is certified
 ----------------------------------------
-One LP per call; the attainments differ only in ``B``, one right-hand side. HiGHS's interior
+One LP per call; the attainments differ only in ``B``, one right-hand side. They are solved
+from the largest budget down, and once one is infeasible the higher attainments are reported
+unattainable without solving (a smaller budget only shrinks the feasible set). HiGHS's interior
 point (no crossover) goes first above ``SIMPLEX_UP_TO_BLOCKS`` blocks, its dual simplex below
 (and as the fallback, and to confirm an infeasibility). Whatever the method, the reported bound
 is not the solver's objective but a weak-duality bound: for any row duals ``y >= 0``,
@@ -575,17 +577,21 @@ def replica_seconds_bounds(
     )
     floor_ticks = float(min_replicas * n)
     setup = time.perf_counter() - started
-    out: list[LowerBound] = []
-    for attainment in attainments:
+    out: dict[int, LowerBound] = {}
+    infeasible_budget = -math.inf  # the largest budget found infeasible so far
+    # Largest budget first: once one is infeasible, every smaller one is (a subset of it).
+    for index in sorted(range(len(attainments)), key=lambda i: attainments[i]):
+        attainment = attainments[index]
         allowed, budget = violation_budget(work, counts, attainment, request_work, tick_sizes)
         b = program.b.copy()
         b[program.budget_row] = budget / unit
         solve_started = time.perf_counter()
-        result = _solve(program, b)
+        result = None if budget <= infeasible_budget else _solve(program, b)
         solve = time.perf_counter() - solve_started
-        if result.status == 2:  # infeasible: no plan reaches this attainment
+        if result is None or result.status == 2:  # infeasible: no plan reaches it
             status: Literal["optimal", "unattainable"] = "unattainable"
             bound, primal = math.inf, math.nan
+            infeasible_budget = max(infeasible_budget, budget)
         elif result.status == 0:
             status = "optimal"
             certified = _certified(
@@ -596,22 +602,20 @@ def replica_seconds_bounds(
             primal = (floor_ticks + float(result.fun)) * tick_seconds
         else:
             raise BoundError(f"HiGHS did not solve the bound LP: {result.message}")
-        out.append(
-            LowerBound(
-                attainment=attainment,
-                replica_seconds=bound,
-                lp_replica_seconds=primal,
-                min_replica_seconds=floor_ticks * tick_seconds,
-                allowed_violations=allowed,
-                budget_work=budget,
-                block_ticks=block,
-                n_blocks=n_blocks,
-                status=status,
-                solve_seconds=solve,
-                setup_seconds=setup,
-            )
+        out[index] = LowerBound(
+            attainment=attainment,
+            replica_seconds=bound,
+            lp_replica_seconds=primal,
+            min_replica_seconds=floor_ticks * tick_seconds,
+            allowed_violations=allowed,
+            budget_work=budget,
+            block_ticks=block,
+            n_blocks=n_blocks,
+            status=status,
+            solve_seconds=solve,
+            setup_seconds=setup,
         )
-    return tuple(out)
+    return tuple(out[i] for i in range(len(attainments)))
 
 
 def replica_seconds_bound(

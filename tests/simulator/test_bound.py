@@ -290,6 +290,29 @@ def test_unattainable_when_the_first_cold_start_cannot_be_bridged() -> None:
     assert brute_force(replace(case, allowed=2)) == pytest.approx(4.0)
 
 
+def test_several_attainments_come_back_in_order_and_unattainable_ones_stay_so() -> None:
+    case = Tiny(4, 1.0, 0.5, 3.0, 1, 2, 1, (0.0, 0.0, 0.0), (1.0,) * 3, 0)
+    workload = Workload.from_arrivals(np.zeros(3), np.ones(3), 4.0)
+    results = replica_seconds_bounds(
+        workload.work,
+        workload.counts,
+        attainments=(1.0, 0.0, 2 / 3, 1.0),
+        tick_seconds=1.0,
+        capacity_rps=case.capacity,
+        slo_seconds=case.slo,
+        cold_start_seconds=case.cold_start,
+        min_replicas=case.min_replicas,
+        max_replicas=case.max_replicas,
+        initial_ready=case.initial,
+        times=workload.times,
+        request_work=workload.request_work,
+    )
+    assert [r.attainment for r in results] == [1.0, 0.0, 2 / 3, 1.0]
+    assert [r.status for r in results] == ["unattainable", "optimal", "optimal", "unattainable"]
+    assert [r.allowed_violations for r in results] == [0, 3, 1, 0]
+    assert results[1].replica_seconds <= results[2].replica_seconds
+
+
 # --------------------------------------------------------------------------- coarse blocks
 
 
