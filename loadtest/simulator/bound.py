@@ -132,7 +132,8 @@ tick LP. What coarsening gives up is the timing inside a block (work can use the
 the whole block); ``D`` is not rounded. ``block_ticks=None`` picks the smallest uniform block
 with at most ``MAX_AUTO_BLOCKS`` blocks: tick level for traces up to 5.5 hours, 13-tick blocks
 for 3 days, 61 for 14 days. How much looser the coarse bound is was measured on traces where
-both solve (BENCHMARKS.md, "Lower bound"): under 0.3 % on ServeGen, a few % on Azure conv.
+both solve (BENCHMARKS.md, "Lower bound"): under 1 % on ServeGen with 61-tick blocks, 2-6 % on
+the Azure and Mooncake conversation traces with 13-tick blocks.
 
 Solving, and why the answer is certified
 ----------------------------------------
