@@ -179,12 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     from adapter.kube.client import KubernetesClientError
-    from adapter.kube.reviews import RequestHeaderConfigError
+    from adapter.kube.reviews import CAFileError, RequestHeaderConfigError
     from adapter.service import StartupError
 
     try:
         asyncio.run(serve_forever(config))
-    except (RequestHeaderConfigError, KubernetesClientError, StartupError) as err:
+    except (RequestHeaderConfigError, KubernetesClientError, StartupError, CAFileError) as err:
         print(f"tritonscale serve: {err}", file=sys.stderr)
         return 2
     return 0
