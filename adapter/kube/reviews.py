@@ -15,6 +15,7 @@ tokens never appear in messages or logs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -476,7 +477,8 @@ class KubernetesReviewClient:
 
     async def read_authentication_config_map(self) -> tuple[str, Mapping[str, str]]:
         """``(resourceVersion, data)`` of ``kube-system/extension-apiserver-authentication``;
-        raises ReviewError when it cannot be read."""
+        raises ReviewError when it cannot be read. (An API server always sets the version;
+        without one, a hash of the data stands in, so a change is still seen.)"""
         namespace, name = CONFIG_MAP.split("/")
         config_map = await self._call(
             f"reading ConfigMap {CONFIG_MAP}",
@@ -484,7 +486,11 @@ class KubernetesReviewClient:
         )
         metadata = config_map.metadata
         version = str(metadata.resource_version or "") if metadata is not None else ""
-        return version, dict(config_map.data or {})
+        data = {str(key): str(value) for key, value in (config_map.data or {}).items()}
+        if not version:
+            encoded = json.dumps(data, sort_keys=True).encode()
+            version = "sha256:" + hashlib.sha256(encoded).hexdigest()
+        return version, data
 
     async def close(self) -> None:
         await self._api_client.close()
