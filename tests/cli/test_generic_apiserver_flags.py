@@ -287,12 +287,11 @@ async def test_tls_cipher_suites_limit_tls12() -> None:
     # the self-signed certificate is ECDSA: ECDHE-ECDSA suites
     argv = ["--listen", "127.0.0.1:0"]
     argv += ["--tls-cipher-suites", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"]
-    tls12 = {"maximum_version": ssl.TLSVersion.TLSv1_2}
     async with running_service(config_of(argv)) as service:
-        allowed = _client(**tls12)
+        allowed = _client(maximum_version=ssl.TLSVersion.TLSv1_2)
         allowed.set_ciphers("ECDHE-ECDSA-AES256-GCM-SHA384")
         assert await _get(service.port, allowed) == 200
-        other = _client(**tls12)
+        other = _client(maximum_version=ssl.TLSVersion.TLSv1_2)
         other.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
         with pytest.raises(aiohttp.ClientError):
             await _get(service.port, other)
