@@ -63,7 +63,7 @@ from adapter.kube.reviews import (
 from adapter.memory import keep_large_buffers_out_of_the_heap
 from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
-from adapter.predictive import PredictiveStage
+from adapter.predictive import PredictiveStage, WarmReadiness
 from adapter.provider import SnapshotCustomMetricsProvider, SnapshotProvider
 from adapter.selfmetrics import SelfMetrics
 from adapter.targets import StaticTargets, Target, TargetSource
@@ -478,7 +478,7 @@ async def running_service(
             source = await start_sources(
                 config.targets, config.discovery, config.auth.kubeconfig, stack
             )
-        predictive = PredictiveStage(config.predictive)
+        predictive = PredictiveStage(config.predictive, wall_clock=time.time)
         pipeline = Pipeline(
             config.scrape,
             config.signals,
@@ -525,7 +525,15 @@ async def running_service(
             max_age,
             metrics,
             auth=auth_setup.auth if auth_setup is not None else None,
-            readiness=all_ready(pipeline.readiness, scaler.readiness if scaler else None),
+            readiness=all_ready(
+                pipeline.readiness,
+                scaler.readiness if scaler else None,
+                WarmReadiness(
+                    predictive,
+                    pipeline.published_after_every_target_scraped,
+                    config.predictive.readiness_max_wait_seconds,
+                ),
+            ),
         )
         metrics.observe_serving_certificate(serving.context)
         try:
