@@ -47,10 +47,20 @@ _SUMMARIES = (
 )
 
 
+def completed(elapsed_seconds: float, rate_rps: float) -> int:
+    """Requests per model a target has completed ``elapsed_seconds`` after it started."""
+    return int(rate_rps * max(0.0, elapsed_seconds))
+
+
 def exposition(elapsed_seconds: float, rate_rps: float, pending: float) -> str:
     """The ``/metrics`` text of a target that has served ``rate_rps`` per model for
     ``elapsed_seconds``."""
-    done = float(int(rate_rps * max(0.0, elapsed_seconds)))
+    return exposition_after(completed(elapsed_seconds, rate_rps), pending)
+
+
+def exposition_after(requests: int, pending: float) -> str:
+    """The ``/metrics`` text once each model has completed ``requests``."""
+    done = float(requests)
     lines: list[str] = []
 
     def family(name: str, kind: str, samples: list[tuple[str, str]]) -> None:
@@ -121,18 +131,23 @@ def exposition(elapsed_seconds: float, rate_rps: float, pending: float) -> str:
 
 
 class FakeTargets:
-    """The targets' shared state: when they started, their rate and queue."""
+    """The targets' shared state: when they started, their rate and queue. They all started
+    together, so they all say the same at one moment: the body is rendered once per change
+    of the counters, not once per request (the fake must cost far less than the adapter)."""
 
     def __init__(self, rate_rps: float, pending: float) -> None:
         self.rate_rps = rate_rps
         self.pending = pending
         self.started = time.monotonic()
         self.scrapes = 0
+        self._body: tuple[int, bytes] = (-1, b"")
 
     async def handle(self, _request: web.Request) -> web.Response:
         self.scrapes += 1
-        body = exposition(time.monotonic() - self.started, self.rate_rps, self.pending)
-        return web.Response(text=body, content_type="text/plain", charset="utf-8")
+        done = completed(time.monotonic() - self.started, self.rate_rps)
+        if self._body[0] != done:
+            self._body = (done, exposition_after(done, self.pending).encode())
+        return web.Response(body=self._body[1], content_type="text/plain", charset="utf-8")
 
     def app(self) -> web.Application:
         app = web.Application()
