@@ -228,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = asyncio.run(run(args))
     print(table(results))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
     return 0
 
