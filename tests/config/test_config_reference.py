@@ -46,7 +46,9 @@ def test_every_setting_is_in_its_section() -> None:
 
 def test_check_fails_on_a_stale_file(tmp_path: Path) -> None:
     stale = tmp_path / "config-reference.md"
-    stale.write_text(render().replace("Lowest level logged.", "Old words."), encoding="utf-8")
+    current = render()
+    assert "lowest level logged" in current
+    stale.write_text(current.replace("lowest level logged", "old words"), encoding="utf-8")
     assert main(["--check", "--output", str(stale)]) == 1
     assert main(["--output", str(stale)]) == 0
     assert main(["--check", "--output", str(stale)]) == 0
