@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from adapter.config import ConfigError, load_config, parse_target_flag
+from adapter.config import Config, ConfigError, load_config, parse_listen, parse_target_flag
+from adapter.kube.tls_names import GO_TLS_VERSIONS
 
 
 def _serve_parser(sub: Any) -> None:
@@ -97,6 +98,97 @@ def _serve_parser(sub: Any) -> None:
         choices=["json", "text"],
         help="json (default, one object per line) or text for a terminal",
     )
+    _generic_apiserver_flags(serve)
+
+
+def _generic_apiserver_flags(serve: Any) -> None:
+    """The Go generic apiserver's flags, each equal to one config setting (README: "Flags of
+    the Go apiserver"), so manifests written for metrics-server or prometheus-adapter carry
+    over."""
+    go = serve.add_argument_group("flags of the Go generic apiserver")
+    go.add_argument(
+        "--secure-port",
+        type=int,
+        metavar="PORT",
+        help="HTTPS port: the port of `listen` (0: any free port, not off as in Go)",
+    )
+    go.add_argument(
+        "--bind-address", metavar="IP", help="address to listen on: the host of `listen`"
+    )
+    go.add_argument("--tls-min-version", choices=list(GO_TLS_VERSIONS), help="tls.min_version")
+    go.add_argument(
+        "--tls-cipher-suites", metavar="NAME[,NAME...]", help="tls.cipher_suites (Go's names)"
+    )
+    go.add_argument("--client-ca-file", metavar="FILE", help="auth.client_ca_file")
+    go.add_argument(
+        "--requestheader-username-headers",
+        metavar="HEADER[,HEADER...]",
+        help="auth.requestheader_username_headers",
+    )
+    go.add_argument(
+        "--requestheader-group-headers",
+        metavar="HEADER[,HEADER...]",
+        help="auth.requestheader_group_headers",
+    )
+    go.add_argument(
+        "--requestheader-extra-headers-prefix",
+        metavar="PREFIX[,PREFIX...]",
+        help="auth.requestheader_extra_headers_prefix",
+    )
+    go.add_argument(
+        "--authentication-kubeconfig", metavar="FILE", help="auth.authentication_kubeconfig"
+    )
+    go.add_argument(
+        "--authorization-kubeconfig", metavar="FILE", help="auth.authorization_kubeconfig"
+    )
+    go.add_argument(
+        "--authentication-skip-lookup",
+        nargs="?",
+        const="true",
+        type=_go_bool,
+        metavar="true|false",
+        help="auth.authentication_skip_lookup",
+    )
+    go.add_argument(
+        "--authorization-always-allow-paths",
+        metavar="PATH[,PATH...]",
+        help="auth.always_allow_paths",
+    )
+
+
+def _go_bool(text: str) -> bool:
+    """A Go boolean flag's value (``strconv.ParseBool``)."""
+    lowered = text.lower()
+    if lowered in ("1", "t", "true"):
+        return True
+    if lowered in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _names(text: str) -> list[str]:
+    """A Go string-slice flag: comma separated, blanks dropped (empty: an empty list)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def serve_config(args: argparse.Namespace) -> Config:
+    """The config ``serve`` runs with: the file, then the flags (``--secure-port`` and
+    ``--bind-address`` replace one half of ``listen`` each)."""
+    overrides = _overrides(args)
+    config = load_config(args.config, overrides)
+    if args.secure_port is None and args.bind_address is None:
+        return config
+    if args.listen:
+        raise ValueError(
+            "--listen and --secure-port/--bind-address name the same address: give one or the other"
+        )
+    host, port = parse_listen(config.listen)
+    if args.bind_address is not None:
+        host = args.bind_address.strip("[]") or None
+    if args.secure_port is not None:
+        port = args.secure_port
+    bracketed = f"[{host}]" if host is not None and ":" in host else (host or "")
+    return load_config(args.config, {**overrides, "listen": f"{bracketed}:{port}"})
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,11 +197,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["listen"] = args.listen
     if args.target:
         overrides["targets"] = [parse_target_flag(t) for t in args.target]
+    tls: dict[str, Any] = {}
     if args.tls_cert_file or args.tls_private_key_file:
-        overrides["tls"] = {
-            "cert_file": args.tls_cert_file,
-            "private_key_file": args.tls_private_key_file,
-        }
+        tls["cert_file"] = args.tls_cert_file
+        tls["private_key_file"] = args.tls_private_key_file
+    if args.tls_min_version:
+        tls["min_version"] = args.tls_min_version
+    if args.tls_cipher_suites is not None:
+        tls["cipher_suites"] = _names(args.tls_cipher_suites)
+    if tls:
+        overrides["tls"] = tls
     if args.keda_scaler_listen:
         overrides["keda_scaler"] = {"listen": args.keda_scaler_listen}
     if args.scrape_interval is not None:
@@ -125,6 +222,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.kubeconfig:
         auth["kubeconfig"] = args.kubeconfig
         overrides["discovery"] = {"kubeconfig": args.kubeconfig}
+    for flag, setting in (
+        ("requestheader_username_headers", "requestheader_username_headers"),
+        ("requestheader_group_headers", "requestheader_group_headers"),
+        ("requestheader_extra_headers_prefix", "requestheader_extra_headers_prefix"),
+        ("authorization_always_allow_paths", "always_allow_paths"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            auth[setting] = _names(value)
+    for flag in ("client_ca_file", "authentication_kubeconfig", "authorization_kubeconfig"):
+        if getattr(args, flag):
+            auth[flag] = getattr(args, flag)
+    if args.authentication_skip_lookup is not None:
+        auth["authentication_skip_lookup"] = args.authentication_skip_lookup
     if auth:
         overrides["auth"] = auth
     log: dict[str, str] = {}
@@ -205,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     try:
-        config = load_config(args.config, _overrides(args))
+        config = serve_config(args)
     except (ConfigError, ValueError) as err:
         print(f"tritonscale serve: {err}", file=sys.stderr)
         return 2
@@ -221,12 +332,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     from adapter.kube.client import KubernetesClientError
-    from adapter.kube.reviews import RequestHeaderConfigError
+    from adapter.kube.reviews import CAFileError, RequestHeaderConfigError
     from adapter.service import StartupError
 
     try:
         asyncio.run(serve_forever(config))
-    except (RequestHeaderConfigError, KubernetesClientError, StartupError) as err:
+    except (RequestHeaderConfigError, KubernetesClientError, StartupError, CAFileError) as err:
         print(f"tritonscale serve: {err}", file=sys.stderr)
         return 2
     return 0

@@ -29,6 +29,7 @@ from adapter.kube.reviews import (
     GO_DEFAULT_USERNAME_HEADERS,
 )
 from adapter.kube.selectors import Selector, SelectorError, label_key_problem
+from adapter.kube.tls_names import GO_CIPHER_SUITES, cipher_suite_problem
 from adapter.targets import TargetKind
 from policies.forecast import FORECASTER_NAMES
 from policies.predictive import SETTING_RANGES, PredictiveSettings, settings_default
@@ -121,9 +122,45 @@ class _Strict(BaseModel):
 
 
 class TLSConfig(_Strict):
-    cert_file: str | None = None
-    private_key_file: str | None = None
-    hostnames: tuple[str, ...] = ()
+    """The serving certificate of the HTTPS API (and of KEDA's scaler), and its TLS settings."""
+
+    cert_file: str | None = Field(
+        None,
+        description="PEM certificate (chain) served (--tls-cert-file), re-read when it "
+        "changes; unset with private_key_file: a self-signed certificate made at start",
+    )
+    private_key_file: str | None = Field(
+        None, description="PEM private key of cert_file (--tls-private-key-file)"
+    )
+    hostnames: tuple[str, ...] = Field(
+        (),
+        description="extra DNS names or IPs of the self-signed certificate, besides "
+        "localhost, 127.0.0.1 and ::1 (e.g. tritonscale.tritonscale.svc)",
+    )
+    min_version: Literal["VersionTLS12", "VersionTLS13"] = Field(
+        "VersionTLS12", description="lowest TLS version accepted (--tls-min-version)"
+    )
+    cipher_suites: tuple[str, ...] = Field(
+        (),
+        description="TLS 1.2 cipher suites by Go's (IANA) names (--tls-cipher-suites); TLS "
+        "1.3 suites are not configurable, as in Go; empty: OpenSSL's defaults",
+    )
+    reload_interval_seconds: float = Field(
+        10.0,
+        ge=0.01,
+        le=3600,
+        description="how often the certificate, the key and every CA file are checked for "
+        "changes; a change is served to new connections without a restart",
+    )
+
+    @field_validator("cipher_suites")
+    @classmethod
+    def _known_suites(cls, suites: tuple[str, ...]) -> tuple[str, ...]:
+        for suite in suites:
+            problem = cipher_suite_problem(suite)
+            if problem is not None:
+                raise ValueError(problem)
+        return suites
 
     @field_validator("hostnames")
     @classmethod
@@ -143,6 +180,15 @@ class TLSConfig(_Strict):
     def _both_or_neither(self) -> TLSConfig:
         if (self.cert_file is None) != (self.private_key_file is None):
             raise ValueError("cert_file and private_key_file must be given together")
+        if (
+            self.cipher_suites
+            and self.min_version == "VersionTLS12"
+            and not any(suite in GO_CIPHER_SUITES for suite in self.cipher_suites)
+        ):
+            raise ValueError(
+                "cipher_suites names TLS 1.3 suites only: TLS 1.2 clients could not connect "
+                "(add TLS 1.2 suites, or set min_version: VersionTLS13)"
+            )
         return self
 
 
@@ -178,6 +224,8 @@ class ServerConfig(_Strict):
 
 
 class ScrapeConfig(_Strict):
+    """How every target is scraped."""
+
     interval_seconds: float = Field(
         1.0,
         ge=MIN_SCRAPE_INTERVAL_SECONDS,
@@ -245,7 +293,9 @@ class SignalsConfig(_Strict):
         description="a series without data answers 503 'stale: last data N s ago from TARGET' "
         "this long, then is dropped (404); at least max_age_seconds",
     )
-    sum_versions: bool = True
+    sum_versions: bool = Field(
+        True, description="sum a model's versions into one series; false: one per version"
+    )
     member_failure_drop_seconds: float = Field(
         60.0,
         ge=1,
@@ -266,15 +316,24 @@ class SignalsConfig(_Strict):
 
 
 class TargetConfig(_Strict):
-    url: str
-    kind: TargetKind = "triton"
-    labels: dict[str, str] = Field(default_factory=dict)
+    """A static target: one Triton (or dcgm-exporter) /metrics endpoint."""
+
+    url: str = Field(description="http(s) URL of the /metrics endpoint, without credentials")
+    kind: TargetKind = Field("triton", description="triton or dcgm (dcgm-exporter)")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="labels of the target's series; targets with equal labels form one group "
+        "(give namespace and deployment)",
+    )
     scrape_interval_seconds: float | None = Field(
         None, ge=MIN_SCRAPE_INTERVAL_SECONDS, le=300, description="default: scrape.interval"
     )
-    # The pod this target scrapes (custom metrics: per-pod values, labelSelector over pods).
-    pod: str | None = None
-    pod_labels: dict[str, str] = Field(default_factory=dict)
+    pod: str | None = Field(
+        None, description="the pod this target scrapes (custom metrics: per-pod values)"
+    )
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict, description="that pod's labels (labelSelector over pods)"
+    )
 
     @field_validator("pod")
     @classmethod
@@ -351,8 +410,16 @@ class PredictiveSeriesConfig(_Strict):
     hpa_sync_period_seconds: float = _ranged(
         "hpa_sync_period_seconds", _series_default("hpa_sync_period_seconds")
     )
-    forecaster: str = _series_default("forecaster")
-    quantile: float = Field(_series_default("quantile"), gt=0, lt=1)
+    forecaster: str = Field(
+        _series_default("forecaster"),
+        description=f"arrival-rate forecaster: one of {', '.join(FORECASTER_NAMES)}",
+    )
+    quantile: float = Field(
+        _series_default("quantile"),
+        gt=0,
+        lt=1,
+        description="coverage of the calibrated upper bound on the forecast rate",
+    )
     slo_seconds: float = _ranged("slo_seconds", _series_default("slo_seconds"))
     capacity_rps: float | None = _ranged("capacity_rps", _series_default("capacity_rps"))
     min_replicas: int = _ranged("min_replicas", _series_default("min_replicas"))
@@ -378,15 +445,20 @@ class PredictiveSeriesConfig(_Strict):
         return PredictiveSettings(**self.model_dump())
 
 
+_INHERITED = "as in predictive.defaults, for the matching series; unset: inherited"
+
+
 class PredictiveOverride(_Strict):
     """Settings for the series whose labels include every ``match`` pair; unset: inherited."""
 
-    match: dict[str, str]
+    match: dict[str, str] = Field(
+        description="series labels (namespace, deployment, model) this entry applies to"
+    )
     step_seconds: float | None = _ranged("step_seconds")
     cold_start_seconds: float | None = _ranged("cold_start_seconds")
     hpa_sync_period_seconds: float | None = _ranged("hpa_sync_period_seconds")
-    forecaster: str | None = None
-    quantile: float | None = Field(None, gt=0, lt=1)
+    forecaster: str | None = Field(None, description=_INHERITED)
+    quantile: float | None = Field(None, gt=0, lt=1, description=_INHERITED)
     slo_seconds: float | None = _ranged("slo_seconds")
     capacity_rps: float | None = _ranged("capacity_rps")
     min_replicas: int | None = _ranged("min_replicas")
@@ -398,8 +470,27 @@ class PredictiveOverride(_Strict):
 class PredictiveConfig(_Strict):
     """The ``predictive:`` section: ``defaults`` for every series, then ``series`` overrides."""
 
-    defaults: PredictiveSeriesConfig = PredictiveSeriesConfig()
-    series: tuple[PredictiveOverride, ...] = ()
+    defaults: PredictiveSeriesConfig = Field(
+        PredictiveSeriesConfig(), description="settings of every series"
+    )
+    series: tuple[PredictiveOverride, ...] = Field(
+        (), description="overrides, applied in order to the series whose labels they match"
+    )
+    warm_steps: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="steps with a known arrival rate after which a series' forecast is warm "
+        "(a warm-started series counts its history); unset: the series' horizon in steps "
+        "plus the 20 forecast errors its calibrated headroom needs",
+    )
+    readiness_max_wait_seconds: float = Field(
+        480.0,
+        ge=0,
+        le=3600,
+        description="/readyz waits until every series is warm, but at most this long after "
+        "the service starts; keep it below the Deployment's progressDeadlineSeconds",
+    )
 
     @model_validator(mode="after")
     def _overrides_valid(self) -> PredictiveConfig:
@@ -442,14 +533,52 @@ class AuthConfig(_Strict):
     ConfigMap ``kube-system/extension-apiserver-authentication`` at start.
     """
 
-    mode: Literal["none", "delegated"] = "none"
-    requestheader_client_ca_file: str | None = None
-    requestheader_allowed_names: tuple[str, ...] = ()  # empty: any CN from the CA
-    requestheader_username_headers: tuple[str, ...] = Field(
-        GO_DEFAULT_USERNAME_HEADERS, min_length=1
+    mode: Literal["none", "delegated"] = Field(
+        "none",
+        description="delegated: authenticate and authorise as aggregated API servers do; "
+        "none: no authentication (local runs, tests)",
     )
-    requestheader_group_headers: tuple[str, ...] = GO_DEFAULT_GROUP_HEADERS
-    requestheader_extra_headers_prefix: tuple[str, ...] = GO_DEFAULT_EXTRA_HEADERS_PREFIXES
+    requestheader_client_ca_file: str | None = Field(
+        None,
+        description="front-proxy CA (PEM), re-read when it changes; unset: every "
+        "requestheader setting comes from the ConfigMap "
+        "kube-system/extension-apiserver-authentication, re-read every "
+        "config_map_poll_seconds",
+    )
+    requestheader_allowed_names: tuple[str, ...] = Field(
+        (), description="front-proxy certificate CNs allowed; empty: any CN from the CA"
+    )
+    requestheader_username_headers: tuple[str, ...] = Field(
+        GO_DEFAULT_USERNAME_HEADERS,
+        min_length=1,
+        description="headers holding the user name; the first non-empty one counts",
+    )
+    requestheader_group_headers: tuple[str, ...] = Field(
+        GO_DEFAULT_GROUP_HEADERS, description="headers holding the groups (every value)"
+    )
+    requestheader_extra_headers_prefix: tuple[str, ...] = Field(
+        GO_DEFAULT_EXTRA_HEADERS_PREFIXES,
+        description="prefixes of the headers holding extra user information",
+    )
+    client_ca_file: str | None = Field(
+        None,
+        description="CA (PEM) of client certificates accepted from callers other than the "
+        "front proxy: user = the certificate's CN, groups = its O values (Go's "
+        "--client-ca-file); re-read when it changes; unset: no client-certificate users",
+    )
+    authentication_skip_lookup: bool = Field(
+        False,
+        description="do not read the ConfigMap kube-system/extension-apiserver-authentication; "
+        "without requestheader_client_ca_file front-proxy authentication is then off (tokens "
+        "and client certificates only)",
+    )
+    config_map_poll_seconds: float = Field(
+        10.0,
+        ge=0.01,
+        le=3600,
+        description="how often the ConfigMap extension-apiserver-authentication is re-read "
+        "(only a new resourceVersion is parsed)",
+    )
     authorization_cache_seconds: float = Field(
         10.0,
         ge=0,
@@ -457,8 +586,21 @@ class AuthConfig(_Strict):
         description="TokenReview and SubjectAccessReview answers are reused this long (Go's "
         "default 10 s); 0 asks every time, an hour at most keeps a revoked grant short-lived",
     )
-    always_allow_paths: tuple[str, ...] = DEFAULT_ALWAYS_ALLOW_PATHS
-    kubeconfig: str | None = None  # default: in-cluster, else $KUBECONFIG / ~/.kube/config
+    always_allow_paths: tuple[str, ...] = Field(
+        DEFAULT_ALWAYS_ALLOW_PATHS,
+        description="paths served without authorisation; a trailing * matches a prefix",
+    )
+    kubeconfig: str | None = Field(
+        None,
+        description="Kubernetes API for auth (and discovery, unless discovery.kubeconfig); "
+        "unset: in-cluster, else $KUBECONFIG / ~/.kube/config",
+    )
+    authentication_kubeconfig: str | None = Field(
+        None, description="Kubernetes API for TokenReview and the ConfigMap; unset: kubeconfig"
+    )
+    authorization_kubeconfig: str | None = Field(
+        None, description="Kubernetes API for SubjectAccessReview; unset: kubeconfig"
+    )
     review_timeout_seconds: float = Field(
         10.0,
         ge=0.1,
@@ -485,9 +627,14 @@ class AuthConfig(_Strict):
             if name.startswith("requestheader_") and name != "requestheader_client_ca_file"
         )
         if self.mode == "none":
-            configured = explicit + (
-                ["requestheader_client_ca_file"] if self.requestheader_client_ca_file else []
+            delegated_only = (
+                "requestheader_client_ca_file",
+                "client_ca_file",
+                "authentication_skip_lookup",
+                "authentication_kubeconfig",
+                "authorization_kubeconfig",
             )
+            configured = explicit + [name for name in delegated_only if getattr(self, name)]
             if configured:
                 raise ValueError(
                     f"{', '.join(configured)}: only used with mode: delegated (mode is none)"
@@ -502,8 +649,12 @@ class AuthConfig(_Strict):
 
 
 class LogConfig(_Strict):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "text"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="lowest level logged"
+    )
+    format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object per line; text: for people"
+    )
 
 
 class KubernetesDiscoveryConfig(_Strict):
@@ -513,14 +664,27 @@ class KubernetesDiscoveryConfig(_Strict):
     name. Times are seconds.
     """
 
-    namespaces: tuple[str, ...] = ()  # empty: every namespace (needs a ClusterRole)
-    label_selector: str = ""  # Kubernetes syntax, e.g. "app=triton,tier in (gpu)"
-    port: int | str = DEFAULT_METRICS_PORT  # a number or a container port name
-    path: str = "/metrics"
-    scheme: Literal["http", "https"] = "http"
-    kind: TargetKind = "triton"
-    deployment_label: str | None = None  # pod label naming the workload; default: the owner
-    copy_labels: dict[str, str] = Field(default_factory=dict)
+    namespaces: tuple[str, ...] = Field(
+        (), description="namespaces to watch; empty: every namespace (needs a ClusterRole)"
+    )
+    label_selector: str = Field(
+        "", description='pods to scrape, Kubernetes syntax (e.g. "app=triton,tier in (gpu)")'
+    )
+    port: int | str = Field(
+        DEFAULT_METRICS_PORT, description="metrics port: a number or a container port name"
+    )
+    path: str = Field("/metrics", description="URL path of the metrics endpoint")
+    scheme: Literal["http", "https"] = Field("http", description="http or https")
+    kind: TargetKind = Field("triton", description="triton or dcgm (dcgm-exporter pods)")
+    deployment_label: str | None = Field(
+        None,
+        description="pod label naming the workload (the series' deployment label); unset: "
+        "the owning ReplicaSet's Deployment",
+    )
+    copy_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="pod label -> series label; a list copies each under its own name",
+    )
     watch_timeout_seconds: float = Field(
         300.0, ge=1, le=3600, description="a pod watch is renewed after this (an hour at most)"
     )
@@ -634,8 +798,14 @@ def _check_label_key(name: str) -> None:
 class DiscoveryConfig(_Strict):
     """Where targets come from besides ``targets:``: Kubernetes pods, watched."""
 
-    kubernetes: tuple[KubernetesDiscoveryConfig, ...] = ()
-    kubeconfig: str | None = None  # default: auth.kubeconfig, then in-cluster / $KUBECONFIG
+    kubernetes: tuple[KubernetesDiscoveryConfig, ...] = Field(
+        (), description="pod discoveries; each lists and watches pods"
+    )
+    kubeconfig: str | None = Field(
+        None,
+        description="Kubernetes API for discovery; unset: auth.kubeconfig, then in-cluster / "
+        "$KUBECONFIG / ~/.kube/config",
+    )
 
 
 class KedaScalerConfig(_Strict):
@@ -647,9 +817,17 @@ class KedaScalerConfig(_Strict):
     often an open ``StreamIsActive`` re-reads the snapshot (s).
     """
 
-    listen: str | None = None  # HOST:PORT, e.g. 0.0.0.0:9443
-    client_ca_file: str | None = None
-    client_allowed_names: tuple[str, ...] = ()  # empty: any certificate client_ca_file issued
+    listen: str | None = Field(
+        None, description="HOST:PORT of the gRPC scaler (e.g. 0.0.0.0:9443); unset: off"
+    )
+    client_ca_file: str | None = Field(
+        None,
+        description="CA (PEM) that must have issued each client's certificate (mutual TLS), "
+        "re-read when it changes; required when auth.mode is delegated",
+    )
+    client_allowed_names: tuple[str, ...] = Field(
+        (), description="client certificate CNs allowed; empty: any that client_ca_file issued"
+    )
     stream_check_seconds: float = Field(
         1.0,
         ge=0.1,
@@ -679,12 +857,15 @@ class KedaScalerConfig(_Strict):
 
 
 class Config(_Strict):
-    listen: str = "0.0.0.0:6443"
+    listen: str = Field(
+        "0.0.0.0:6443",
+        description="HOST:PORT of the HTTPS API ([::]:6443 for IPv6; port 0: any free port)",
+    )
     tls: TLSConfig = TLSConfig()
     server: ServerConfig = ServerConfig()
     scrape: ScrapeConfig = ScrapeConfig()
     signals: SignalsConfig = SignalsConfig()
-    targets: tuple[TargetConfig, ...] = ()
+    targets: tuple[TargetConfig, ...] = Field((), description="static targets")
     predictive: PredictiveConfig = PredictiveConfig()
     log: LogConfig = LogConfig()
     auth: AuthConfig = AuthConfig()

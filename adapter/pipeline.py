@@ -76,6 +76,8 @@ class Pipeline:
         self._dirty = asyncio.Event()
         self._snapshot = Snapshot()
         self._published_once = False
+        self._reconciled_once = False
+        self._published_complete = False
         self._failure: str | None = None
         self._publish_failures = 0  # in a row
         self._failing_since: float | None = None  # monotonic time of the first of them
@@ -106,6 +108,17 @@ class Pipeline:
                 f"({self._publish_error}); the values served are not being renewed"
             )
         return None
+
+    def published_after_every_target_scraped(self) -> bool:
+        """True once a snapshot (and the stages' step) was built after the target source had
+        delivered and every target had been scraped at least once, successfully or not: from
+        then on every series the targets give has appeared."""
+        return self._published_complete
+
+    def _every_target_scraped(self) -> bool:
+        return self._reconciled_once and all(
+            state.scrapes > 0 or state.consecutive_failures > 0 for state in self._states.values()
+        )
 
     def liveness(self, now_mono: float | None = None) -> str | None:
         """None while the pipeline runs; why not otherwise (for /livez and every probe).
@@ -211,6 +224,7 @@ class Pipeline:
             )
             self._loops[target] = asyncio.create_task(loop.run(), name=f"scrape {target.url}")
             log.info("target added", extra={"target": target.url, "labels": dict(target.labels)})
+        self._reconciled_once = True
         self._dirty.set()
 
     def _relabel(self, targets: frozenset[Target]) -> None:
@@ -282,6 +296,7 @@ class Pipeline:
         how long a series that can no longer be computed is carried forward.
         """
         now_wall = time.time() if now_wall is None else now_wall
+        complete = self._published_complete or self._every_target_scraped()
         groups: dict[Labels, list[Member]] = {}
         pods: dict[Labels, list[Member]] = {}  # keyed by the group's labels plus the pod's
         pod_labels: dict[PodKey, Mapping[str, str]] = {}
@@ -324,6 +339,7 @@ class Pipeline:
         )
         self._snapshot = snapshot
         self._published_once = True
+        self._published_complete = complete
         return snapshot
 
     def _with_carried(

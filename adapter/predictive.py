@@ -10,6 +10,18 @@ the forecast is served. Outputs carry their newest inputs' timestamps, so they a
 together: when the inputs go stale the outputs do too, and the API holds instead of serving a
 guess.
 
+**Replicas agree.** With ``wall_clock`` given (the service gives it), every series steps at
+the multiples of its step in Unix time, so two replicas scraping the same targets average
+the arrival rate over the same windows and feed their policies the same steps.
+
+**Warm.** A series' forecast is *warm* once its policy has been fed ``warm_steps`` steps
+with a known arrival rate (by default its horizon in steps plus the forecast errors its
+calibrated headroom needs, 9 + 20 = 29 steps, 7.25 min, at the defaults: from then on its
+upper bound is the calibrated one, as on a replica that has run for hours). A warm start
+that replays history through the policy counts that history. :class:`WarmReadiness` holds
+``/readyz`` until every series is warm (bounded), so a restarted replica does not serve a
+cold forecast beside a warm one.
+
 Each series also keeps score of its own forecasts (:class:`ForecastCheck`): the upper bound
 published one horizon ago is compared with the mean arrival rate of the step it was made
 for. The adapter's /metrics exports the score, so an alert can tell when the realised
@@ -20,15 +32,19 @@ time it forecasts.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from adapter.config import PredictiveConfig
 from adapter.signals import ARRIVAL_RATE, QUEUE_DEPTH, Labels
 from adapter.snapshot import SeriesPoint
 from policies.predictive import Decision, PredictivePolicy, build_predictive_policy
+
+log = logging.getLogger(__name__)
 
 ARRIVAL_FORECAST = "triton_arrival_rate_forecast"
 QUEUE_DEPTH_FORECAST = "triton_queue_depth_forecast"
@@ -69,6 +85,7 @@ class _SeriesState:
     decision: Decision | None = None
     # (point, upper) made at each of the last horizon_steps steps, oldest first
     pending: deque[tuple[float, float]] = field(default_factory=deque)
+    live: bool = False  # seen in the raw signals (False: made by policy_for, waiting)
 
     def score(self, actual: float, decision: Decision) -> None:
         """Compare the forecast due now with ``actual``; queue this step's forecast."""
@@ -96,12 +113,67 @@ class _SeriesState:
         )
 
 
-class PredictiveStage:
-    """Runs one :class:`PredictivePolicy` per series, built from that series' settings."""
+@dataclass(frozen=True, slots=True)
+class ColdSeries:
+    """A series whose forecast is not warm yet: steps fed a known rate, of ``needed``."""
 
-    def __init__(self, settings: PredictiveConfig) -> None:
+    labels: Mapping[str, str]
+    steps: int
+    needed: int
+
+
+class PredictiveStage:
+    """Runs one :class:`PredictivePolicy` per series, built from that series' settings.
+
+    ``wall_clock`` (Unix s): align each series' steps to the multiples of its step in wall
+    time (replicas then agree); None: a series' first step is one step after it appears.
+    """
+
+    def __init__(
+        self, settings: PredictiveConfig, *, wall_clock: Callable[[], float] | None = None
+    ) -> None:
         self._settings = settings
         self._series: dict[Labels, _SeriesState] = {}
+        self._wall_clock = wall_clock
+
+    def _first_step(self, now_mono: float, step_seconds: float) -> float:
+        """When a new series takes its first step (monotonic s)."""
+        if self._wall_clock is None:
+            return now_mono + step_seconds
+        return now_mono + step_seconds - self._wall_clock() % step_seconds
+
+    def warm_steps(self, policy: PredictivePolicy) -> int:
+        """Steps with a known rate after which ``policy``'s forecast is warm."""
+        if self._settings.warm_steps is not None:
+            return self._settings.warm_steps
+        return policy.horizon_steps + policy.headroom.min_samples
+
+    def cold_series(self) -> tuple[ColdSeries, ...]:
+        """The live series whose forecast is not warm yet."""
+        cold = []
+        for state in self._series.values():
+            if not state.live:
+                continue
+            needed = self.warm_steps(state.policy)
+            if state.policy.steps_with_rate < needed:
+                cold.append(ColdSeries(state.check.labels, state.policy.steps_with_rate, needed))
+        return tuple(cold)
+
+    def series_count(self) -> int:
+        """Series seen in the raw signals."""
+        return sum(1 for state in self._series.values() if state.live)
+
+    def policy_for(self, labels: Mapping[str, str]) -> PredictivePolicy:
+        """The policy of the series with ``labels`` (a namespace, deployment and model
+        series), made now if the series has not appeared yet: a warm start replays the
+        series' history through its ``step`` before live data arrives, and every replayed
+        step with a known rate counts towards warm. A series whose queue depth does not
+        appear is kept, waiting, and not counted by readiness."""
+        key = _key(labels)
+        state = self._series.get(key)
+        if state is None:
+            state = self._series[key] = self._new_state(labels)
+        return state.policy
 
     def _new_state(self, labels: Mapping[str, str]) -> _SeriesState:
         settings = self._settings.for_series(labels)
@@ -112,7 +184,7 @@ class PredictiveStage:
 
     def forecast_checks(self) -> tuple[ForecastCheck, ...]:
         """Every live series' forecast score (immutable; read by /metrics at scrape time)."""
-        return tuple(state.check for state in self._series.values())
+        return tuple(state.check for state in self._series.values() if state.live)
 
     def step(
         self,
@@ -124,13 +196,16 @@ class PredictiveStage:
         arrivals = {_key(p.labels): p for p in raw.get(ARRIVAL_RATE, ())}
         depths = {_key(p.labels): p for p in raw.get(QUEUE_DEPTH, ())}
         for gone in set(self._series) - set(depths):
-            del self._series[gone]
+            if self._series[gone].live:
+                del self._series[gone]
         out: dict[str, list[SeriesPoint]] = {}
         for key, depth in depths.items():
             state = self._series.get(key)
             if state is None:
                 state = self._series[key] = self._new_state(depth.labels)
-                state.next_step = now_mono + state.step_seconds
+            if not state.live:  # new, or made by policy_for (a warm start)
+                state.live = True
+                state.next_step = self._first_step(now_mono, state.step_seconds)
             arrival = arrivals.get(key)
             if (
                 arrival is not None
@@ -177,3 +252,64 @@ def _key(labels: Mapping[str, str]) -> Labels:
 
 def _group(labels: Mapping[str, str]) -> Labels:
     return tuple(sorted((k, v) for k, v in labels.items() if k not in ("model", "version")))
+
+
+class WarmReadiness:
+    """``/readyz``'s predictive check: not ready while a series' forecast is cold.
+
+    Ready once the pipeline has scraped every target at least once (``inputs_seen``; a
+    target that is down counts once its first attempt failed: it has no series to wait for)
+    and every series is warm; or, whatever the series, ``max_wait_seconds`` after this check
+    was made (a pod must become Ready even when a series never warms up, e.g. its rate is
+    never known). Once ready it stays ready: a series that appears later (a new Deployment)
+    is equally cold on every replica, and a pod that left the Service for it would take the
+    APIService down for every HPA. One log line when it becomes ready.
+    """
+
+    def __init__(
+        self,
+        stage: PredictiveStage,
+        inputs_seen: Callable[[], bool],
+        max_wait_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stage = stage
+        self._inputs_seen = inputs_seen
+        self._clock = clock
+        self._deadline = clock() + max_wait_seconds
+        self._max_wait = max_wait_seconds
+        self._ready = False
+
+    def __call__(self) -> str | None:
+        if self._ready:
+            return None
+        waited_out = self._clock() >= self._deadline
+        inputs_seen = self._inputs_seen()
+        cold = self._stage.cold_series() if inputs_seen else ()
+        if not waited_out:
+            if not inputs_seen:
+                return "waiting for the first scrape of every target"
+            if cold:
+                first = cold[0]
+                labels = "/".join(
+                    first.labels.get(key, "") for key in ("namespace", "deployment", "model")
+                )
+                left = max(0.0, self._deadline - self._clock())
+                return (
+                    f"{len(cold)} of {self._stage.series_count()} forecasts not warm yet "
+                    f"({labels}: {first.steps} of {first.needed} steps); ready in at most "
+                    f"{left:.0f} s"
+                )
+        self._ready = True
+        if inputs_seen and not cold:
+            log.info("ready: every forecast is warm", extra={"series": self._stage.series_count()})
+        else:
+            log.warning(
+                "ready after the longest wait allowed, with forecasts not warm",
+                extra={
+                    "waited_seconds": self._max_wait,
+                    "every_target_scraped": inputs_seen,
+                    "cold_series": [dict(c.labels) for c in cold],
+                },
+            )
+        return None

@@ -5,20 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from aiohttp import web
 
-from adapter.api.auth import DelegatedAuth
+from adapter.api.auth import CertificateAuthority, DelegatedAuth
+from adapter.api.rotation import (
+    CredentialReloader,
+    apply_client_ca,
+    apply_front_proxy,
+    certificate_summary,
+)
 from adapter.api.server import ReadinessCheck, create_app
 from adapter.api.tls import (
     CONNECTION_STATS_KEY,
+    ClientTrust,
+    ServingTLS,
+    TLSOptions,
     bound_port,
     make_server_ssl_context,
     serving_certificate,
@@ -31,22 +41,29 @@ from adapter.config import (
     DiscoveryConfig,
     KedaScalerConfig,
     TargetConfig,
+    TLSConfig,
 )
 from adapter.config_yaml import read_yaml
 from adapter.discovery import CombinedTargets, discovery_from_config
 from adapter.keda.scaler import ExternalScaler
 from adapter.keda.server import ScalerServer
+from adapter.kube.mounted import MountedFiles
 from adapter.kube.reviews import (
+    CAFileError,
     KubernetesReviewClient,
+    RequestHeaderConfig,
     RequestHeaderConfigError,
     ReviewError,
+    ca_bundle,
     connect,
+    request_header_config_from_config_map,
     request_header_config_from_file,
+    request_header_config_from_pem,
 )
 from adapter.memory import keep_large_buffers_out_of_the_heap
 from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
-from adapter.predictive import PredictiveStage
+from adapter.predictive import PredictiveStage, WarmReadiness
 from adapter.provider import SnapshotCustomMetricsProvider, SnapshotProvider
 from adapter.selfmetrics import SelfMetrics
 from adapter.targets import StaticTargets, Target, TargetSource
@@ -96,6 +113,7 @@ def check_files(config: Config) -> FileCheck:
             problems.append(str(err))
     for setting, ca_file in (
         ("auth.requestheader_client_ca_file", config.auth.requestheader_client_ca_file),
+        ("auth.client_ca_file", config.auth.client_ca_file),
         ("keda_scaler.client_ca_file", config.keda_scaler.client_ca_file),
     ):
         if present(setting, ca_file):
@@ -106,6 +124,8 @@ def check_files(config: Config) -> FileCheck:
                 problems.append(str(err))
     for setting, kubeconfig in (
         ("auth.kubeconfig", config.auth.kubeconfig),
+        ("auth.authentication_kubeconfig", config.auth.authentication_kubeconfig),
+        ("auth.authorization_kubeconfig", config.auth.authorization_kubeconfig),
         ("discovery.kubeconfig", config.discovery.kubeconfig),
     ):
         if present(setting, kubeconfig):
@@ -175,44 +195,92 @@ class RunningService:
     scaler: ScalerServer | None = None
 
 
+def read_mounted(files: MountedFiles, setting: str) -> tuple[bytes, ...]:
+    """``files.read()``; CAFileError naming ``setting`` and the path when one cannot be read."""
+    try:
+        return files.read()
+    except OSError as exc:
+        raise CAFileError(
+            f"{setting} {exc.filename or files.paths[0]!r}: cannot read: {exc.strerror or exc}"
+        ) from None
+
+
 @dataclass
 class AuthSetup:
-    """Delegated auth ready to serve: the middleware, its Kubernetes client, the front-proxy CA."""
+    """Delegated auth ready to serve: the middleware, its Kubernetes client, the CAs the
+    serving context must trust, and where the front-proxy settings are re-read from
+    (``front_proxy_files``: the CA file; ``config_map_version``: the ConfigMap's
+    resourceVersion; neither: front-proxy authentication is off)."""
 
     auth: DelegatedAuth
     client: KubernetesReviewClient
-    client_ca_pem: str
+    trust: ClientTrust
+    front_proxy_files: MountedFiles | None = None
+    config_map_version: str | None = None
+    client_ca_files: MountedFiles | None = None
 
     async def close(self) -> None:
         await self.client.close()
 
 
+async def _front_proxy_settings(
+    settings: AuthConfig, client: KubernetesReviewClient
+) -> tuple[RequestHeaderConfig | None, MountedFiles | None, str | None]:
+    """The front-proxy settings: from ``requestheader_client_ca_file``, else (unless
+    ``authentication_skip_lookup``) the ConfigMap; with where to re-read them."""
+    ca_file = settings.requestheader_client_ca_file
+    if ca_file is not None:
+        files = MountedFiles((ca_file,))
+        setting = "auth.requestheader_client_ca_file"
+        try:
+            (content,) = read_mounted(files, setting)
+            pem = content.decode("utf-8")
+        except (CAFileError, UnicodeDecodeError) as exc:
+            raise RequestHeaderConfigError(str(exc)) from None
+        config = request_header_config_from_pem(
+            pem,
+            source=f"{setting} {ca_file!r}",
+            allowed_names=settings.requestheader_allowed_names,
+            username_headers=settings.requestheader_username_headers,
+            group_headers=settings.requestheader_group_headers,
+            extra_headers_prefixes=settings.requestheader_extra_headers_prefix,
+        )
+        return config, files, None
+    if settings.authentication_skip_lookup:
+        return None, None, None
+    try:
+        version, data = await client.read_authentication_config_map()
+    except ReviewError as exc:
+        raise RequestHeaderConfigError(
+            f"auth: cannot load the front-proxy settings from {client.host}: {exc} "
+            "(bind the Role kube-system/extension-apiserver-authentication-reader, "
+            "or set auth.requestheader_client_ca_file)"
+        ) from None
+    return request_header_config_from_config_map(data), None, version
+
+
 async def start_auth(settings: AuthConfig) -> AuthSetup | None:
     """None for ``mode: none``; else connect to the Kubernetes API and load the front-proxy CA
     (from ``requestheader_client_ca_file``, or the ``extension-apiserver-authentication``
-    ConfigMap when it is not given). Any failure is fatal, as in the Go servers
-    (``--authentication-tolerate-lookup-failure=false``): a ValueError naming what to fix."""
+    ConfigMap when it is not given and lookup is not skipped) and the client CA. Any failure
+    is fatal, as in the Go servers (``--authentication-tolerate-lookup-failure=false``): a
+    ValueError naming what to fix."""
     if settings.mode == "none":
         return None
-    client = await connect(settings.kubeconfig, timeout_seconds=settings.review_timeout_seconds)
+    client = await connect(
+        settings.authentication_kubeconfig or settings.kubeconfig,
+        timeout_seconds=settings.review_timeout_seconds,
+        authorization_kubeconfig=settings.authorization_kubeconfig or settings.kubeconfig,
+    )
     try:
-        if settings.requestheader_client_ca_file is not None:
-            request_header = request_header_config_from_file(
-                settings.requestheader_client_ca_file,
-                allowed_names=settings.requestheader_allowed_names,
-                username_headers=settings.requestheader_username_headers,
-                group_headers=settings.requestheader_group_headers,
-                extra_headers_prefixes=settings.requestheader_extra_headers_prefix,
-            )
-        else:
-            try:
-                request_header = await client.read_request_header_config()
-            except ReviewError as exc:
-                raise RequestHeaderConfigError(
-                    f"auth: cannot load the front-proxy settings from {client.host}: {exc} "
-                    "(bind the Role kube-system/extension-apiserver-authentication-reader, "
-                    "or set auth.requestheader_client_ca_file)"
-                ) from None
+        request_header, front_proxy_files, version = await _front_proxy_settings(settings, client)
+        client_ca: CertificateAuthority | None = None
+        client_ca_files: MountedFiles | None = None
+        if settings.client_ca_file is not None:
+            client_ca_files = MountedFiles((settings.client_ca_file,))
+            source = f"auth.client_ca_file {settings.client_ca_file!r}"
+            (content,) = read_mounted(client_ca_files, "auth.client_ca_file")
+            client_ca = CertificateAuthority(ca_bundle(content, source), "client_ca", source)
     except BaseException:
         await client.close()
         raise
@@ -221,16 +289,25 @@ async def start_auth(settings: AuthConfig) -> AuthSetup | None:
         request_header,
         cache_seconds=settings.authorization_cache_seconds,
         always_allow_paths=settings.always_allow_paths,
+        client_ca=client_ca,
     )
     log.info(
         "delegated authentication and authorization",
         extra={
             "kubernetes_api": client.host,
-            "requestheader_source": request_header.source,
-            "requestheader_allowed_names": list(request_header.allowed_names),
+            "authorization_api": client.authorization_host,
+            "requestheader_source": request_header.source if request_header else "off",
+            "requestheader_allowed_names": (
+                list(request_header.allowed_names) if request_header else []
+            ),
+            "client_ca": client_ca.source if client_ca else "off",
         },
     )
-    return AuthSetup(auth, client, request_header.client_ca_pem)
+    trust = ClientTrust(
+        request_header.client_ca_pem if request_header else None,
+        client_ca.pem if client_ca else None,
+    )
+    return AuthSetup(auth, client, trust, front_proxy_files, version, client_ca_files)
 
 
 def build_app(
@@ -263,22 +340,20 @@ async def start_keda_scaler(
     provider: SnapshotProvider,
     certificate: tuple[bytes, bytes],
     stack: contextlib.AsyncExitStack,
+    reloader: CredentialReloader | None = None,
 ) -> ScalerServer | None:
     """KEDA's external scaler over gRPC when ``settings.listen`` is set (stopped by ``stack``).
 
     A client CA that cannot be read is fatal (a ValueError naming the setting); a port that
-    cannot be bound is not: the server keeps trying and readiness reports it."""
+    cannot be bound is not: the server keeps trying and readiness reports it. With
+    ``reloader`` the client CA file is re-read when it changes."""
     if settings.listen is None:
         return None
     client_ca: bytes | None = None
+    client_ca_files: MountedFiles | None = None
     if settings.client_ca_file is not None:
-        try:
-            client_ca = Path(settings.client_ca_file).read_bytes()
-        except OSError as exc:
-            raise ValueError(
-                f"keda_scaler.client_ca_file {settings.client_ca_file!r}: cannot read: "
-                f"{exc.strerror}"
-            ) from None
+        client_ca_files = MountedFiles((settings.client_ca_file,))
+        (client_ca,) = read_mounted(client_ca_files, "keda_scaler.client_ca_file")
     scaler = ExternalScaler(
         provider,
         stream_check_seconds=settings.stream_check_seconds,
@@ -293,7 +368,90 @@ async def start_keda_scaler(
     )
     await server.start()
     stack.push_async_callback(server.stop)
+    if reloader is not None and client_ca_files is not None:
+        source = f"keda_scaler.client_ca_file {settings.client_ca_file!r}"
+
+        def new_client_ca(contents: tuple[bytes, ...]) -> dict[str, object]:
+            (content,) = contents
+            ca_bundle(content, source)  # CAFileError (a ValueError) when unusable
+            server.replace_client_ca(content)
+            return {}
+
+        reloader.watch_files(source, client_ca_files, new_client_ca)
     return server
+
+
+def serving_certificate_files(tls: TLSConfig) -> MountedFiles | None:
+    """The certificate and key files to watch; None for a self-signed certificate."""
+    if tls.cert_file is None or tls.private_key_file is None:
+        return None
+    return MountedFiles((tls.cert_file, tls.private_key_file))
+
+
+def credential_reloader(
+    config: Config,
+    serving: ServingTLS,
+    certificate_files: MountedFiles | None,
+    auth_setup: AuthSetup | None,
+    certificate_listeners: Sequence[Callable[[tuple[bytes, bytes]], None]] = (),
+) -> CredentialReloader:
+    """What follows rotations: the serving certificate (or the self-signed one's renewal)
+    for the HTTPS API and ``certificate_listeners`` (the KEDA scaler), and delegated auth's
+    front-proxy settings (file or ConfigMap) and client CA."""
+    reloader = CredentialReloader(
+        interval_seconds=config.tls.reload_interval_seconds,
+        config_map_poll_seconds=config.auth.config_map_poll_seconds,
+    )
+
+    def new_certificate(certificate: tuple[bytes, bytes]) -> None:
+        for listener in certificate_listeners:
+            listener(certificate)
+
+    if certificate_files is None:
+        reloader.renew_self_signed(serving, config.tls.hostnames, new_certificate)
+    else:
+
+        def certificate_changed(contents: tuple[bytes, ...]) -> dict[str, object]:
+            cert_pem, key_pem = contents
+            serving.replace(certificate=(cert_pem, key_pem))  # ValueError: keep the old one
+            new_certificate((cert_pem, key_pem))
+            return dict(certificate_summary(cert_pem))
+
+        reloader.watch_files(
+            f"serving certificate {config.tls.cert_file!r}", certificate_files, certificate_changed
+        )
+    if auth_setup is None:
+        return reloader
+    auth = auth_setup.auth
+    if auth_setup.front_proxy_files is not None and auth.request_header is not None:
+        current = auth.request_header
+
+        def front_proxy_changed(contents: tuple[bytes, ...]) -> dict[str, object]:
+            try:
+                config_now = dataclasses.replace(
+                    current, client_ca_pem=ca_bundle(contents[0], current.source)
+                )
+            except CAFileError as exc:
+                raise ValueError(str(exc)) from None
+            apply_front_proxy(serving, auth, config_now)
+            return {}
+
+        reloader.watch_files(current.source, auth_setup.front_proxy_files, front_proxy_changed)
+    if auth_setup.config_map_version is not None:
+        reloader.watch_config_map(
+            auth_setup.client.read_authentication_config_map,
+            lambda request_header: apply_front_proxy(serving, auth, request_header),
+            auth_setup.config_map_version,
+        )
+    if auth_setup.client_ca_files is not None and auth.client_ca is not None:
+        client_source = auth.client_ca.source
+
+        def client_ca_changed(contents: tuple[bytes, ...]) -> dict[str, object]:
+            apply_client_ca(serving, auth, ca_bundle(contents[0], client_source), client_source)
+            return {}
+
+        reloader.watch_files(client_source, auth_setup.client_ca_files, client_ca_changed)
+    return reloader
 
 
 def all_ready(*checks: ReadinessCheck | None) -> ReadinessCheck:
@@ -320,7 +478,7 @@ async def running_service(
             source = await start_sources(
                 config.targets, config.discovery, config.auth.kubeconfig, stack
             )
-        predictive = PredictiveStage(config.predictive)
+        predictive = PredictiveStage(config.predictive, wall_clock=time.time)
         pipeline = Pipeline(
             config.scrape,
             config.signals,
@@ -338,37 +496,54 @@ async def running_service(
         provider = SnapshotProvider(SERVED_METRICS, pipeline.snapshot, time.time, max_age)
         tls = config.tls
         try:
+            certificate_files = serving_certificate_files(tls)
             certificate = serving_certificate(
-                tls.cert_file, tls.private_key_file, hostnames=tls.hostnames
+                tls.cert_file,
+                tls.private_key_file,
+                hostnames=tls.hostnames,
+                files=certificate_files,
             )
-            scaler = await start_keda_scaler(config.keda_scaler, provider, certificate, stack)
+            serving = ServingTLS(
+                certificate,
+                auth_setup.trust if auth_setup is not None else ClientTrust(),
+                TLSOptions.from_config(tls),
+            )
+            certificate_listeners: list[Callable[[tuple[bytes, bytes]], None]] = []
+            reloader = credential_reloader(
+                config, serving, certificate_files, auth_setup, certificate_listeners
+            )
+            scaler = await start_keda_scaler(
+                config.keda_scaler, provider, certificate, stack, reloader
+            )
         except (OSError, ValueError) as err:
             raise StartupError(str(err)) from None
+        if scaler is not None:
+            certificate_listeners.append(scaler.replace_certificate)
         app = build_app(
             pipeline,
             provider,
             max_age,
             metrics,
             auth=auth_setup.auth if auth_setup is not None else None,
-            readiness=all_ready(pipeline.readiness, scaler.readiness if scaler else None),
+            readiness=all_ready(
+                pipeline.readiness,
+                scaler.readiness if scaler else None,
+                WarmReadiness(
+                    predictive,
+                    pipeline.published_after_every_target_scraped,
+                    config.predictive.readiness_max_wait_seconds,
+                ),
+            ),
         )
+        metrics.observe_serving_certificate(serving.context)
         try:
-            ssl_context = make_server_ssl_context(
-                tls.cert_file,
-                tls.private_key_file,
-                hostnames=tls.hostnames,
-                client_ca_data=auth_setup.client_ca_pem if auth_setup is not None else None,
-                certificate=certificate,
-            )
-        except (OSError, ValueError) as err:
-            raise StartupError(str(err)) from None
-        metrics.observe_serving_certificate(ssl_context)
-        try:
-            runner = await start_server(app, config.listen, ssl_context, config.server)
+            runner = await start_server(app, config.listen, serving.context, config.server)
         except OSError as err:
             raise StartupError(f"cannot listen on {config.listen}: {err.strerror or err}") from None
         stack.push_async_callback(runner.cleanup)
         metrics.serve_connection_stats(app[CONNECTION_STATS_KEY])
+        reloader.start()
+        stack.push_async_callback(reloader.stop)
         port = bound_port(runner)
         task = asyncio.create_task(pipeline.run(), name="pipeline")
         stack.push_async_callback(_stop, task)

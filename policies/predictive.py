@@ -263,6 +263,9 @@ class PredictivePolicy:
         self._damping = WindowMax(settings.steps_for(settings.scale_down_delay_seconds) + 1)
         self._warm = False  # the damping window has been seeded with the running replicas
         self._previous: Decision | None = None
+        # Steps fed a known arrival rate: how much history the forecaster and headroom have
+        # learnt from (a warm start that replays history through step() counts it too).
+        self.steps_with_rate = 0
 
     @property
     def previous(self) -> Decision | None:
@@ -286,6 +289,7 @@ class PredictivePolicy:
             nan = math.nan
             return Decision(desired, Forecast(nan, nan), nan, nan, False)
         rate = max(0.0, arrival_rate)
+        self.steps_with_rate += 1
         self.forecaster.update(rate)
         self.headroom.observe_actual(rate)
         if self.forecaster.ready:

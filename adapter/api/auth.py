@@ -5,11 +5,13 @@ and ``DelegatingAuthorizationOptions`` with their defaults). Per request:
 
 1. **Authenticate**, first success wins (``authenticatorfactory/delegating.go``):
 
-   - *front proxy*: the peer presented a client certificate that the TLS handshake verified
-     against the request-header CA (the serving context trusts only that CA), whose extended
-     key usage allows client authentication and whose CN is an allowed name (none listed = any
-     CN). Only then are ``X-Remote-User`` / ``X-Remote-Group`` (repeated) /
-     ``X-Remote-Extra-<%-escaped key>`` believed;
+   - *front proxy*: the peer presented a client certificate that the TLS handshake verified,
+     that the *current* request-header CA issued, whose extended key usage allows client
+     authentication and whose CN is an allowed name (none listed = any CN). Only then are
+     ``X-Remote-User`` / ``X-Remote-Group`` (repeated) / ``X-Remote-Extra-<%-escaped key>``
+     believed;
+   - *client certificate* (``auth.client_ca_file``, Go's ``--client-ca-file``): a verified
+     certificate that CA issued, with client-auth usage: user = its CN, groups = its O values;
    - *bearer token*: ``Authorization: Bearer <token>`` checked with a TokenReview, cached;
    - otherwise *anonymous*: ``system:anonymous`` in ``system:unauthenticated``.
 
@@ -22,6 +24,11 @@ and ``DelegatingAuthorizationOptions`` with their defaults). Per request:
    else is a SubjectAccessReview with the attributes Go's ``RequestInfoFactory`` derives from
    the path (a metric GET is verb ``list`` on resource ``<metric>``). Allowed and denied
    decisions are cached for ``cache_seconds``; a failed review is a 500, never an allow.
+
+Which CA issued a certificate is checked on every request, as Go's x509 authenticators do:
+the handshake verified it against every CA the serving context trusted when the connection
+opened, and a keep-alive connection outlives CA rotations (:class:`CertificateAuthority`).
+The CAs and front-proxy settings can be replaced while serving (:meth:`DelegatedAuth.update`).
 
 The Kubernetes calls sit behind :class:`ReviewClient` (the kubernetes-asyncio implementation
 is :mod:`adapter.kube.reviews`); handlers never see identity headers or tokens.
@@ -38,15 +45,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 from urllib.parse import unquote
 
 from aiohttp import web
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from multidict import CIMultiDict, MultiMapping
 
 from adapter.api import status
+from adapter.api.tls import ClientTrust, client_trust_of
 from adapter.kube.reviews import (
     ANONYMOUS,
     AUTHENTICATED_GROUP,
@@ -66,9 +76,11 @@ from adapter.logging_setup import LogLimiter
 __all__ = [
     "USER_KEY",
     "AuthenticationError",
+    "CertificateAuthority",
     "DelegatedAuth",
     "PeerCertificate",
     "bearer_token",
+    "client_certificate_user",
     "forbidden_message",
     "front_proxy_rejection",
     "user_from_headers",
@@ -99,10 +111,12 @@ class PeerCertificate:
     ``verified`` is True when the handshake verified it (Python's ``getpeercert()`` returns
     an empty dict for an unverified certificate). With ``CERT_OPTIONAL`` OpenSSL refuses a
     certificate that does not verify, so in practice a presented certificate is verified.
+    ``trust``: the CAs the handshake verified against (None: not known).
     """
 
     certificate: x509.Certificate
     verified: bool
+    trust: ClientTrust | None = None
 
     @classmethod
     def of_request(cls, request: web.BaseRequest) -> PeerCertificate | None:
@@ -116,7 +130,79 @@ class PeerCertificate:
         if not der:
             return None
         verified = bool(ssl_object.getpeercert())
-        return cls(x509.load_der_x509_certificate(der), verified)
+        trust = client_trust_of(ssl_object.context)
+        return cls(x509.load_der_x509_certificate(der), verified, trust)
+
+
+_ISSUED_CACHE_ENTRIES = 1024
+
+
+class CertificateAuthority:
+    """One purpose's CA bundle (PEM) and the answer to "did it issue this certificate?".
+
+    A handshake verified against exactly this bundle and nothing else settles it (and keeps
+    chains with intermediates working). Otherwise (the connection opened before a rotation,
+    or the serving context trusts the front-proxy and the client CA together) the leaf must be
+    directly issued by one of the bundle's certificates (signature checked) and be within its
+    validity period now. Answers are cached per certificate and time-checked per request.
+    """
+
+    def __init__(
+        self,
+        pem: str,
+        purpose: Literal["front_proxy_ca", "client_ca"],
+        source: str,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pem = pem
+        self.source = source
+        self._purpose = purpose
+        self._certificates = tuple(x509.load_pem_x509_certificates(pem.encode()))
+        self._wall_clock = wall_clock
+        self._issued: OrderedDict[bytes, bool] = OrderedDict()
+
+    def _settled_by_handshake(self, trust: ClientTrust | None) -> bool:
+        if trust is None:
+            return False
+        if self._purpose == "front_proxy_ca":
+            return trust.front_proxy_ca == self.pem and trust.client_ca is None
+        return trust.client_ca == self.pem and trust.front_proxy_ca is None
+
+    def _directly_issued(self, certificate: x509.Certificate) -> bool:
+        key = certificate.fingerprint(hashes.SHA256())
+        known = self._issued.get(key)
+        if known is None:
+            known = False
+            for ca in self._certificates:
+                try:
+                    certificate.verify_directly_issued_by(ca)
+                except (ValueError, TypeError, InvalidSignature):
+                    continue
+                known = True
+                break
+            self._issued[key] = known
+            while len(self._issued) > _ISSUED_CACHE_ENTRIES:
+                self._issued.popitem(last=False)
+        return known
+
+    def rejection(self, peer: PeerCertificate) -> str | None:
+        """Why this CA does not vouch for ``peer``'s certificate now; None when it does."""
+        if not peer.verified:
+            return f"x509: client certificate was not verified against {self.source}"
+        if self._settled_by_handshake(peer.trust):
+            return None
+        certificate = peer.certificate
+        if not self._directly_issued(certificate):
+            return f"x509: certificate signed by unknown authority (not issued by {self.source})"
+        now = self._wall_clock()
+        if not (
+            certificate.not_valid_before_utc.timestamp()
+            <= now
+            <= certificate.not_valid_after_utc.timestamp()
+        ):
+            return "x509: certificate has expired or is not yet valid"
+        return None
 
 
 def _common_name(certificate: x509.Certificate) -> str:
@@ -138,16 +224,52 @@ def _allows_client_auth(certificate: x509.Certificate) -> bool:
     )
 
 
-def front_proxy_rejection(peer: PeerCertificate, config: RequestHeaderConfig) -> str | None:
-    """Why ``peer`` may not assert X-Remote-* identities; None when it may (``x509.go``)."""
+def front_proxy_rejection(
+    peer: PeerCertificate,
+    config: RequestHeaderConfig,
+    authority: CertificateAuthority | None = None,
+) -> str | None:
+    """Why ``peer`` may not assert X-Remote-* identities; None when it may (``x509.go``).
+
+    ``authority`` is ``config``'s CA (made from it when not given)."""
+    if authority is None:
+        authority = CertificateAuthority(config.client_ca_pem, "front_proxy_ca", config.source)
     if not peer.verified:
         return f"x509: client certificate was not verified against {config.source}"
     if not _allows_client_auth(peer.certificate):
         return "x509: certificate specifies an incompatible key usage (needs clientAuth)"
+    issuer_rejection = authority.rejection(peer)
+    if issuer_rejection is not None:
+        return issuer_rejection
     common_name = _common_name(peer.certificate)
     if config.allowed_names and common_name not in config.allowed_names:
         return f"x509: subject with cn={common_name} is not in the allowed list"
     return None
+
+
+def client_certificate_user(
+    peer: PeerCertificate, authority: CertificateAuthority
+) -> tuple[UserInfo | None, str | None]:
+    """Go's x509 authenticator with ``CommonNameUserConversion``: (user, None) when
+    ``authority`` issued the certificate (user = CN, groups = O values), else (None, why)."""
+    if not _allows_client_auth(peer.certificate):
+        return None, "x509: certificate specifies an incompatible key usage (needs clientAuth)"
+    rejection = authority.rejection(peer)
+    if rejection is not None:
+        return None, rejection
+    common_name = _common_name(peer.certificate)
+    if not common_name:
+        return None, None  # Go abstains: no user name, not an error
+    organizations = [
+        value if isinstance(value, str) else value.decode(errors="replace")
+        for value in (
+            attribute.value
+            for attribute in peer.certificate.subject.get_attributes_for_oid(
+                NameOID.ORGANIZATION_NAME
+            )
+        )
+    ]
+    return UserInfo.create(common_name, groups=organizations), None
 
 
 def _first_value(headers: MultiMapping[str], names: Sequence[str]) -> str:
@@ -310,8 +432,9 @@ class DelegatedAuth:
     """Authentication and authorisation delegated to the Kubernetes API, as an aiohttp
     middleware (:meth:`middleware`).
 
-    ``request_header`` None disables front-proxy authentication (tokens and anonymous only).
-    ``clock`` (monotonic seconds) drives the caches; tests pass a fake one.
+    ``request_header`` None disables front-proxy authentication; ``client_ca`` (PEM, Go's
+    ``--client-ca-file``) enables client-certificate users. ``clock`` (monotonic seconds)
+    drives the caches; tests pass a fake one.
     """
 
     def __init__(
@@ -322,10 +445,15 @@ class DelegatedAuth:
         cache_seconds: float,
         always_allow_paths: Sequence[str],
         always_allow_groups: Sequence[str] = (MASTERS_GROUP,),
+        client_ca: CertificateAuthority | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._reviews = reviews
-        self._request_header = request_header
+        self._request_header: RequestHeaderConfig | None = None
+        self._front_proxy_authority: CertificateAuthority | None = None
+        self._identity_headers: tuple[str, ...] = ()
+        self._identity_prefixes: tuple[str, ...] = ()
+        self.update(request_header=request_header, client_ca=client_ca)
         self._always_allow_paths = tuple(always_allow_paths)
         self._always_allow_groups = frozenset(always_allow_groups)
         self._decisions: _TTLCache[RequestAttributes, AccessDecision] = _TTLCache(
@@ -337,9 +465,35 @@ class DelegatedAuth:
         self._review_failed_log = LogLimiter()
         # tokens are cached under a keyed hash, so the cache never holds a usable token
         self._token_key = secrets.token_bytes(32)
+
+    @property
+    def request_header(self) -> RequestHeaderConfig | None:
+        return self._request_header
+
+    @property
+    def client_ca(self) -> CertificateAuthority | None:
+        return self._client_authority
+
+    def update(
+        self,
+        *,
+        request_header: RequestHeaderConfig | None,
+        client_ca: CertificateAuthority | None,
+    ) -> None:
+        """Authenticate with these front-proxy settings and client CA from now on (both are
+        replaced: pass the current value to keep one). Open connections are judged by them
+        at their next request."""
+        authority = None
+        if request_header is not None:
+            authority = CertificateAuthority(
+                request_header.client_ca_pem, "front_proxy_ca", request_header.source
+            )
         header_names = ["Authorization"]
         if request_header is not None:
             header_names += request_header.identity_header_names()
+        self._request_header = request_header
+        self._front_proxy_authority = authority
+        self._client_authority = client_ca
         self._identity_headers = tuple(name.lower() for name in header_names)
         self._identity_prefixes = tuple(
             prefix.lower()
@@ -353,12 +507,19 @@ class DelegatedAuth:
     ) -> UserInfo:
         """The request's user; raises AuthenticationError when it must be refused (401)."""
         failures: list[str] = []
-        if self._request_header is not None and peer is not None:
-            rejection = front_proxy_rejection(peer, self._request_header)
+        request_header = self._request_header
+        if request_header is not None and peer is not None:
+            rejection = front_proxy_rejection(peer, request_header, self._front_proxy_authority)
             if rejection is not None:
                 failures.append(rejection)
-            elif (user := user_from_headers(headers, self._request_header)) is not None:
+            elif (user := user_from_headers(headers, request_header)) is not None:
                 return _with_authenticated_group(user)
+        if self._client_authority is not None and peer is not None:
+            certificate_user, rejection = client_certificate_user(peer, self._client_authority)
+            if certificate_user is not None:
+                return _with_authenticated_group(certificate_user)
+            if rejection is not None:
+                failures.append(rejection)
         token = bearer_token(headers)
         if token is not None:
             try:

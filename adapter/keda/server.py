@@ -2,7 +2,11 @@
 
 It serves the HTTPS API's certificate (one pair per process, so one ``caCert`` verifies both)
 and, with a client CA, requires a client certificate it issued: KEDA's TriggerAuthentication
-gives ``caCert``, ``tlsClientCert`` and ``tlsClientKey``. gRPC's asyncio server runs on the
+gives ``caCert``, ``tlsClientCert`` and ``tlsClientKey``. Both follow rotations without a
+restart: gRPC asks :meth:`ScalerServer._configuration` before each handshake
+(``grpc.dynamic_ssl_server_credentials``), and it answers with the material last given to
+:meth:`~ScalerServer.replace_certificate` / :meth:`~ScalerServer.replace_client_ca` when that
+changed; open connections keep theirs. gRPC's asyncio server runs on the
 service's event loop. A start that fails (the port is taken) does not stop the service: it is
 logged, ``/readyz`` reports it, and the start is retried until it works.
 """
@@ -53,8 +57,11 @@ class ScalerServer:
     ) -> None:
         self._scaler = scaler
         self._listen = listen
-        self._certificate = certificate
-        self._client_ca = client_ca_pem
+        # (cert, key, client CA) as one tuple: gRPC's handshake threads read it while the
+        # event loop replaces it, and one attribute swap is atomic
+        self._material: tuple[bytes, bytes, bytes | None] = (*certificate, client_ca_pem)
+        self._given: tuple[bytes, bytes, bytes | None] | None = None
+        self._require_client_certificate = client_ca_pem is not None
         self._retry_seconds = retry_seconds
         self._server: grpc.aio.Server | None = None
         self._retry: asyncio.Task[None] | None = None
@@ -73,12 +80,40 @@ class ScalerServer:
             return
         self._retry = asyncio.create_task(self._retry_until_started(), name="keda scaler start")
 
+    def replace_certificate(self, certificate: tuple[bytes, bytes]) -> None:
+        """Serve ``certificate`` (PEM cert, key) from the next handshake on."""
+        self._material = (*certificate, self._material[2])
+
+    def replace_client_ca(self, client_ca_pem: bytes) -> None:
+        """Require client certificates from ``client_ca_pem`` from the next handshake on."""
+        if not self._require_client_certificate:
+            raise ValueError("the scaler was started without a client CA")
+        self._material = (self._material[0], self._material[1], client_ca_pem)
+
+    @staticmethod
+    def _certificate_configuration(
+        material: tuple[bytes, bytes, bytes | None],
+    ) -> grpc.ServerCertificateConfiguration:
+        cert_pem, key_pem, client_ca = material
+        return grpc.ssl_server_certificate_configuration(
+            [(key_pem, cert_pem)], root_certificates=client_ca
+        )
+
+    def _configuration(self) -> grpc.ServerCertificateConfiguration | None:
+        """gRPC's per-handshake fetcher (runs on gRPC's threads): the new configuration when
+        the material changed since it last asked, else None (keep the current one)."""
+        material = self._material
+        if material is self._given:
+            return None
+        self._given = material
+        return self._certificate_configuration(material)
+
     async def _try_start(self) -> bool:
-        cert_pem, key_pem = self._certificate
-        credentials = grpc.ssl_server_credentials(
-            [(key_pem, cert_pem)],
-            root_certificates=self._client_ca,
-            require_client_auth=self._client_ca is not None,
+        self._given = self._material
+        credentials = grpc.dynamic_ssl_server_credentials(
+            self._certificate_configuration(self._material),
+            self._configuration,
+            require_client_authentication=self._require_client_certificate,
         )
         # no SO_REUSEPORT: a second process on the same port is an error, not a silent share
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
@@ -103,7 +138,9 @@ class ScalerServer:
             extra={
                 "listen": self._listen,
                 "port": port,
-                "client_certificates": "required" if self._client_ca else "not asked",
+                "client_certificates": (
+                    "required" if self._require_client_certificate else "not asked"
+                ),
             },
         )
         return True

@@ -15,6 +15,7 @@ tokens never appear in messages or logs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -98,15 +99,30 @@ class RequestHeaderConfig:
         return (*self.username_headers, *self.group_headers)
 
 
-def _check_ca_pem(pem: str, source: str) -> None:
+class CAFileError(ValueError):
+    """A CA file cannot be used; the message names the setting and the path."""
+
+
+def _check_ca_pem(
+    pem: str, source: str, error: type[ValueError] = RequestHeaderConfigError
+) -> None:
     try:
         certificates = x509.load_pem_x509_certificates(pem.encode())
     except ValueError as exc:
-        raise RequestHeaderConfigError(
-            f"{source}: not a PEM bundle of CA certificates ({exc})"
-        ) from None
+        raise error(f"{source}: not a PEM bundle of CA certificates ({exc})") from None
     if not certificates:
-        raise RequestHeaderConfigError(f"{source}: holds no certificate")
+        raise error(f"{source}: holds no certificate")
+
+
+def ca_bundle(content: bytes, source: str) -> str:
+    """``content`` as PEM text holding CA certificates; CAFileError naming ``source`` (the
+    setting and path) otherwise."""
+    try:
+        pem = content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CAFileError(f"{source}: not a PEM (text) file") from None
+    _check_ca_pem(pem, source, CAFileError)
+    return pem
 
 
 def request_header_config_from_file(
@@ -127,6 +143,27 @@ def request_header_config_from_file(
         raise RequestHeaderConfigError(f"{source}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise RequestHeaderConfigError(f"{source}: not a PEM (text) file") from None
+    return request_header_config_from_pem(
+        pem,
+        source=source,
+        allowed_names=allowed_names,
+        username_headers=username_headers,
+        group_headers=group_headers,
+        extra_headers_prefixes=extra_headers_prefixes,
+    )
+
+
+def request_header_config_from_pem(
+    pem: str,
+    *,
+    source: str,
+    allowed_names: Sequence[str] = (),
+    username_headers: Sequence[str] = GO_DEFAULT_USERNAME_HEADERS,
+    group_headers: Sequence[str] = GO_DEFAULT_GROUP_HEADERS,
+    extra_headers_prefixes: Sequence[str] = GO_DEFAULT_EXTRA_HEADERS_PREFIXES,
+) -> RequestHeaderConfig:
+    """The front-proxy settings with ``pem`` as CA; RequestHeaderConfigError naming
+    ``source`` when it holds no CA certificate."""
     _check_ca_pem(pem, source)
     return RequestHeaderConfig(
         client_ca_pem=pem,
@@ -349,18 +386,32 @@ T = TypeVar("T")
 
 
 class KubernetesReviewClient:
-    """TokenReview / SubjectAccessReview / the authentication ConfigMap over one ApiClient."""
+    """TokenReview and the authentication ConfigMap over one ApiClient, SubjectAccessReview
+    over ``authorization_client`` (the same one when not given), as the Go servers'
+    ``--authentication-kubeconfig`` and ``--authorization-kubeconfig``."""
 
-    def __init__(self, api_client: k8s_client.ApiClient, *, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        api_client: k8s_client.ApiClient,
+        *,
+        timeout_seconds: float,
+        authorization_client: k8s_client.ApiClient | None = None,
+    ) -> None:
         self._api_client = api_client
+        self._authorization_client = authorization_client
         self._timeout = timeout_seconds
         self._authentication: Any = k8s_client.AuthenticationV1Api(api_client)
-        self._authorization: Any = k8s_client.AuthorizationV1Api(api_client)
+        self._authorization: Any = k8s_client.AuthorizationV1Api(authorization_client or api_client)
         self._core: Any = k8s_client.CoreV1Api(api_client)
 
     @property
     def host(self) -> str:
         return server_for_logs(self._api_client)
+
+    @property
+    def authorization_host(self) -> str:
+        client = self._authorization_client or self._api_client
+        return str(client.configuration.host)
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
         try:
@@ -421,16 +472,30 @@ class KubernetesReviewClient:
         ``extension-apiserver-authentication-reader`` Role in kube-system) and
         RequestHeaderConfigError when it holds no usable request-header settings.
         """
+        _version, data = await self.read_authentication_config_map()
+        return request_header_config_from_config_map(data)
+
+    async def read_authentication_config_map(self) -> tuple[str, Mapping[str, str]]:
+        """``(resourceVersion, data)`` of ``kube-system/extension-apiserver-authentication``;
+        raises ReviewError when it cannot be read. (An API server always sets the version;
+        without one, a hash of the data stands in, so a change is still seen.)"""
         namespace, name = CONFIG_MAP.split("/")
         config_map = await self._call(
             f"reading ConfigMap {CONFIG_MAP}",
             self._core.read_namespaced_config_map(name, namespace, _request_timeout=self._timeout),
         )
-        data: Mapping[str, str] = config_map.data or {}
-        return request_header_config_from_config_map(data)
+        metadata = config_map.metadata
+        version = str(metadata.resource_version or "") if metadata is not None else ""
+        data = {str(key): str(value) for key, value in (config_map.data or {}).items()}
+        if not version:
+            encoded = json.dumps(data, sort_keys=True).encode()
+            version = "sha256:" + hashlib.sha256(encoded).hexdigest()
+        return version, data
 
     async def close(self) -> None:
         await self._api_client.close()
+        if self._authorization_client is not None:
+            await self._authorization_client.close()
 
 
 async def connect(
@@ -440,17 +505,37 @@ async def connect(
     token_file: str = SERVICE_TOKEN_FILENAME,
     ca_file: str = SERVICE_CERT_FILENAME,
     timeout_seconds: float,
+    authorization_kubeconfig: str | None = None,
 ) -> KubernetesReviewClient:
-    """The review client of delegated auth (see :func:`api_client` for the lookup order)."""
+    """The review client of delegated auth (see :func:`api_client` for the lookup order):
+    TokenReview and the ConfigMap through ``kubeconfig``, SubjectAccessReview through
+    ``authorization_kubeconfig`` when it is given and differs."""
+    hint = (
+        "delegated auth needs the API server; set auth.kubeconfig / --kubeconfig, "
+        "run in a pod, or use auth.mode: none"
+    )
     client = await api_client(
         kubeconfig,
         purpose="auth",
-        hint=(
-            "delegated auth needs the API server; set auth.kubeconfig / --kubeconfig, "
-            "run in a pod, or use auth.mode: none"
-        ),
+        hint=hint,
         environ=environ,
         token_file=token_file,
         ca_file=ca_file,
     )
-    return KubernetesReviewClient(client, timeout_seconds=timeout_seconds)
+    authorization_client = None
+    if authorization_kubeconfig is not None and authorization_kubeconfig != kubeconfig:
+        try:
+            authorization_client = await api_client(
+                authorization_kubeconfig,
+                purpose="auth (authorization)",
+                hint=hint,
+                environ=environ,
+                token_file=token_file,
+                ca_file=ca_file,
+            )
+        except BaseException:
+            await client.close()
+            raise
+    return KubernetesReviewClient(
+        client, timeout_seconds=timeout_seconds, authorization_client=authorization_client
+    )

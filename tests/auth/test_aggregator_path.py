@@ -43,7 +43,7 @@ async def test_hpa_through_the_aggregator_gets_the_metric(
     assert setup is not None
     kube_api.decide = lambda spec: (spec["user"] == HPA_USER, "RBAC: allowed by ClusterRoleBinding")
     runner = await serve_app(
-        create_app(make_provider(FakeClock()), auth=setup.auth), pki, setup.client_ca_pem
+        create_app(make_provider(FakeClock()), auth=setup.auth), pki, setup.trust.front_proxy_ca
     )
     try:
         served = Served(pki, f"https://127.0.0.1:{bound_port(runner)}", FakeReviews(), FakeClock())

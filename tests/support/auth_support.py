@@ -193,6 +193,7 @@ class FakeKubeAPI:
     ``credentials`` the Authorization header of each call."""
 
     config_map_data: dict[str, str] | None = None
+    config_map_version: int = 1
     decide: Callable[[dict[str, Any]], tuple[bool, str]] = allow_spec
     tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # token -> status.user
     sar_http_status: int = 201
@@ -201,6 +202,11 @@ class FakeKubeAPI:
     credentials: list[str | None] = field(default_factory=list)
     runner: web.AppRunner | None = None
     port: int = 0
+
+    def update_config_map(self, data: dict[str, str]) -> None:
+        """Write the ConfigMap as the kube-apiserver does: new data, new resourceVersion."""
+        self.config_map_data = data
+        self.config_map_version += 1
 
     def bodies(self, path: str) -> list[Any]:
         return [body for received_path, body in self.received if received_path == path]
@@ -239,6 +245,7 @@ class FakeKubeAPI:
                 "metadata": {
                     "name": "extension-apiserver-authentication",
                     "namespace": "kube-system",
+                    "resourceVersion": str(self.config_map_version),
                 },
                 "data": self.config_map_data,
             }
