@@ -67,13 +67,20 @@ async def fetch_text(
 
 @dataclass(slots=True)
 class TargetState:
-    """What the pipeline knows about one target."""
+    """What the pipeline knows about one target.
+
+    ``last_attempt``: Unix time (s) the last scrape ended, None before the first;
+    ``last_error`` / ``last_error_detail``: the reason label and message of the last failed
+    scrape, None after a success.
+    """
 
     target: Target
     history: ReadingHistory
     last_error: str | None = None
     consecutive_failures: int = 0
     scrapes: int = 0
+    last_attempt: float | None = None
+    last_error_detail: str | None = None
 
 
 ScrapeObserver = Callable[[Target, float, str | None], None]  # target, seconds, error reason
@@ -155,6 +162,7 @@ class ScrapeLoop:
         except asyncio.CancelledError:
             raise
         except Exception as raised:  # a bug must not end this target's loop for good
+            state.last_attempt = time.time()
             if isinstance(raised, ScrapeError):
                 err = raised
             else:
@@ -172,7 +180,9 @@ class ScrapeLoop:
                     },
                 )
             state.last_error = err.reason
+            state.last_error_detail = str(err)
             return
+        state.last_attempt = time.time()
         if state.consecutive_failures:
             log.info(
                 "scrape recovered",
@@ -180,6 +190,7 @@ class ScrapeLoop:
             )
         state.consecutive_failures = 0
         state.last_error = None
+        state.last_error_detail = None
         state.scrapes += 1
         if state.history.add(reading):
             log.warning(
