@@ -11,11 +11,13 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from aiohttp import web
 
 from adapter.api.auth import DelegatedAuth
+from adapter.api.explain import add_explain_routes
 from adapter.api.server import ReadinessCheck, create_app
 from adapter.api.tls import (
     CONNECTION_STATS_KEY,
@@ -24,6 +26,7 @@ from adapter.api.tls import (
     serving_certificate,
     start_server,
 )
+from adapter.api.ui import add_ui_routes
 from adapter.config import (
     MAX_CONFIG_BYTES,
     AuthConfig,
@@ -34,6 +37,7 @@ from adapter.config import (
 )
 from adapter.config_yaml import read_yaml
 from adapter.discovery import CombinedTargets, discovery_from_config
+from adapter.explain import Explainer
 from adapter.keda.scaler import ExternalScaler
 from adapter.keda.server import ScalerServer
 from adapter.kube.reviews import (
@@ -48,6 +52,7 @@ from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage
 from adapter.provider import SnapshotCustomMetricsProvider, SnapshotProvider
+from adapter.recorder import SeriesRecorder
 from adapter.selfmetrics import SelfMetrics
 from adapter.targets import StaticTargets, Target, TargetSource
 
@@ -241,9 +246,12 @@ def build_app(
     *,
     auth: DelegatedAuth | None = None,
     readiness: ReadinessCheck | None = None,
+    recorder: SeriesRecorder | None = None,
+    explainer: Explainer | None = None,
 ) -> web.Application:
     """The HTTPS app: external and custom metrics from the pipeline's snapshot; ``readiness``
-    defaults to the pipeline's."""
+    defaults to the pipeline's; the live page with a ``recorder``, ``/explain`` with an
+    ``explainer``."""
     custom = SnapshotCustomMetricsProvider(pipeline.snapshot, time.time, max_age_seconds)
     # metrics observe outside auth, so 401/403 answers are counted too
     app = create_app(
@@ -255,6 +263,14 @@ def build_app(
         custom=custom,
     )
     app.router.add_get("/metrics", metrics.handle_metrics)
+
+    def get(path: str, handler: Any) -> None:
+        app.router.add_get(path, handler, allow_head=False)
+
+    if recorder is not None:
+        add_ui_routes(app, recorder, auth, get)
+    if explainer is not None:
+        add_explain_routes(app, explainer, auth, get)
     return app
 
 
@@ -321,6 +337,17 @@ async def running_service(
                 config.targets, config.discovery, config.auth.kubeconfig, stack
             )
         predictive = PredictiveStage(config.predictive)
+        recorder = (
+            SeriesRecorder(
+                step_seconds=config.scrape.interval_seconds,
+                max_age_seconds=config.signals.max_age_seconds,
+                window_seconds=config.ui.history_seconds,
+                max_series=config.ui.max_series,
+                forecasts=predictive.forecast_views,
+            )
+            if config.ui.enabled
+            else None
+        )
         pipeline = Pipeline(
             config.scrape,
             config.signals,
@@ -328,6 +355,7 @@ async def running_service(
             stages=(predictive,),
             scrape_observer=metrics.observe_scrape,
             on_target_removed=metrics.forget_target,
+            on_publish=(recorder.record,) if recorder is not None else (),
         )
         metrics.serve_snapshots(pipeline.snapshot)
         metrics.serve_forecast_checks(predictive.forecast_checks)
@@ -351,6 +379,15 @@ async def running_service(
             metrics,
             auth=auth_setup.auth if auth_setup is not None else None,
             readiness=all_ready(pipeline.readiness, scaler.readiness if scaler else None),
+            recorder=recorder,
+            explainer=Explainer(
+                pipeline,
+                predictive.forecast_views,
+                provider,
+                SERVED_METRICS,
+                config.signals,
+                time.time,
+            ),
         )
         try:
             ssl_context = make_server_ssl_context(
