@@ -379,14 +379,8 @@ def _series_labels(target: Target, model: str, version: str) -> dict[str, str]:
 
 
 def _could_match(selector: Selector, state: TargetState) -> bool:
-    """Whether some series of the target can match: requirements on the series-only labels
-    (model, version) are checked against the models it reported, if any."""
-    newest = state.history.newest
-    if newest is not None and newest.models:
-        return any(
-            selector.matches(_series_labels(state.target, model, version))
-            for model, version in newest.models
-        )
+    """Whether the target's group labels satisfy the selector's requirements on group labels
+    (those on the series-only labels, model and version, are checked against the models)."""
     labels = dict(state.target.labels)
     return all(r.matches(labels) for r in selector.requirements if r.key not in _SERIES_ONLY_LABELS)
 

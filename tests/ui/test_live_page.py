@@ -9,68 +9,24 @@ serves for the same series. Screenshots are kept under out/test-artifacts/ui/ (a
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from adapter.api.tls import bound_port, start_server
 from adapter.config import load_config
 from adapter.service import running_service
 from tests.support.browser import ARTIFACTS, Page, chromium_binary, chromium_page
+from tests.support.fake_triton import FakeTriton, serving
 from tests.support.helpers import async_wait_until
-
-PERIOD_SECONDS = 20.0
-
-
-@dataclass
-class FakeTriton:
-    """A Triton /metrics whose request counter grows at ``base + swing * sin(2 pi t / P)``
-    per second, with a constant queue; answers 503 once ``failing`` is set."""
-
-    base: float
-    swing: float
-    depth: float
-    failing: bool = False
-    url: str = ""
-
-    def __post_init__(self) -> None:
-        self.started = time.monotonic()
-
-    def completed(self) -> float:
-        t = time.monotonic() - self.started
-        w = 2 * math.pi / PERIOD_SECONDS
-        return self.base * t + self.swing * (1 - math.cos(w * t)) / w
-
-    async def metrics(self, _: web.Request) -> web.Response:
-        if self.failing:
-            return web.Response(status=503, text="unavailable")
-        done = self.completed()
-        return web.Response(
-            text=f'nv_inference_request_success{{model="resnet",version="1"}} {done:.6f}\n'
-            f'nv_inference_request_failure{{model="resnet",version="1",reason="OTHER"}} 0\n'
-            f'nv_inference_pending_request_count{{model="resnet",version="1"}} {self.depth}\n'
-        )
 
 
 @pytest.fixture
-async def tritons() -> AsyncIterator[tuple[FakeTriton, FakeTriton]]:
-    fakes = (FakeTriton(30.0, 15.0, 3.0), FakeTriton(8.0, 4.0, 0.0))
-    runners = []
-    for fake in fakes:
-        app = web.Application()
-        app.router.add_get("/metrics", fake.metrics)
-        runner = await start_server(app, "127.0.0.1:0", None)
-        runners.append(runner)
-        fake.url = f"http://127.0.0.1:{bound_port(runner)}/metrics"
-    yield fakes
-    for runner in runners:
-        await runner.cleanup()
+async def tritons() -> AsyncIterator[tuple[FakeTriton, ...]]:
+    async with serving(FakeTriton(30.0, 15.0, 3.0), FakeTriton(8.0, 4.0, 0.0)) as fakes:
+        yield fakes
 
 
 async def get_json(base: str, path: str) -> tuple[int, Any]:
@@ -130,7 +86,7 @@ async def page_cards(page: Page) -> list[dict[str, Any]]:
 
 
 async def test_the_live_page_shows_what_the_api_serves(
-    tritons: tuple[FakeTriton, FakeTriton], tmp_path: Path
+    tritons: tuple[FakeTriton, ...], tmp_path: Path
 ) -> None:
     chromium_binary()  # skip early, naming the package, when Chromium is missing
     prod, staging = tritons
