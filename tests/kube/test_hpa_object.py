@@ -94,3 +94,15 @@ def test_selectors_and_missing_objects() -> None:
     assert selector_text({"matchExpressions": expressions}, "s") == "a,!b,c notin (x)"
     with pytest.raises(HPAObjectError, match="no HorizontalPodAutoscaler"):
         find_hpa([{"kind": "Deployment"}])
+
+
+def test_every_shipped_hpa_example_can_be_explained() -> None:
+    import yaml
+
+    from tests.support.paths import REPO_ROOT
+
+    examples = sorted((REPO_ROOT / "manifests" / "examples" / "hpa").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        parsed = hpa_from_object(find_hpa(list(yaml.safe_load_all(path.read_text()))))
+        assert parsed.metrics, path
