@@ -73,6 +73,8 @@ PAGE_VALUES = """
 
 def shown(value: float) -> str:
     """The page's number format (app.js fmt)."""
+    if float(value).is_integer():
+        return str(int(value))
     if abs(value) >= 100:
         return f"{value:.0f}"
     if abs(value) >= 10:
