@@ -62,8 +62,8 @@ async def service() -> AsyncIterator[tuple[RunningService, FakeTriton, FakeTrito
                 "predictive": {
                     "defaults": {
                         "step_seconds": 0.5,
-                        "cold_start_seconds": 1,
-                        "hpa_sync_period_seconds": 0.5,
+                        "cold_start_seconds": 0.5,
+                        "hpa_sync_period_seconds": 1,
                     },
                     "series": [{"match": {"namespace": "prod"}, "capacity_rps": 10}],
                 },
@@ -113,7 +113,7 @@ async def test_a_served_series_with_its_targets_and_forecast(
     in_window = [r for r in target["readings"] if r["in_window"]]
     assert len(in_window) >= 2 and all(r["pending"] == 2.0 for r in in_window)
     forecast = series["forecast"]
-    assert forecast["horizon_seconds"] == 1.5  # cold start 1 + sync 0.5, whole steps
+    assert forecast["horizon_seconds"] == 1.5  # cold start 0.5 + sync 1, whole steps
     assert forecast["forecaster"]["name"] == "holt"
     assert set(forecast["forecaster"]["state"]) >= {"level", "trend", "alpha"}
     assert forecast["headroom"]["method"] == "quantile"
