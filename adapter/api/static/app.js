@@ -214,9 +214,10 @@
         root.append(svg("text", { x: left - 4, y: y(v) + 3, "text-anchor": "end" }, fmt(v)));
       }
     }
-    for (let t = Math.ceil(x0 / 600) * 600; t <= x1; t += 600) {
-      root.append(svg("text", { x: x(t), y: height - 4, "text-anchor": "middle" },
-                      clock(t).slice(0, 5)));
+    const tick = state.window >= 1800 ? 600 : state.window >= 300 ? 60 : 10;
+    for (let t = Math.ceil(x0 / tick) * tick; t <= x1; t += tick) {
+      const label = tick >= 60 ? clock(t).slice(0, 5) : clock(t);
+      root.append(svg("text", { x: x(t), y: height - 4, "text-anchor": "middle" }, label));
     }
     root.append(svg("line", { class: "now", x1: x(now), x2: x(now), y1: top, y2: height - bottom }));
     if (kind === "rates") {
