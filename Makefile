@@ -25,6 +25,7 @@ system-deps:
 	[ -x $(PY_SYS) ] || need="$$need python3.11"; \
 	$(PY_SYS) -c 'import ensurepip' 2>/dev/null || need="$$need python3.11-venv"; \
 	command -v prometheus >/dev/null || need="$$need prometheus"; \
+	command -v chromium >/dev/null || need="$$need chromium"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing Debian packages:$$need"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \

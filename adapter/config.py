@@ -856,6 +856,16 @@ class KedaScalerConfig(_Strict):
         return self
 
 
+class UIConfig(_Strict):
+    """The live page (``/ui``) and its history: one ring per series, ``history_seconds`` long
+    at the publish step (the scrape interval), for at most ``max_series`` series (a series
+    beyond is not recorded, and the page says how many are not)."""
+
+    enabled: bool = True
+    history_seconds: float = Field(3600.0, gt=0, le=86400)
+    max_series: int = Field(200, ge=1, le=10000)
+
+
 class Config(_Strict):
     listen: str = Field(
         "0.0.0.0:6443",
@@ -871,6 +881,7 @@ class Config(_Strict):
     auth: AuthConfig = AuthConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     keda_scaler: KedaScalerConfig = KedaScalerConfig()
+    ui: UIConfig = UIConfig()
 
     @field_validator("listen")
     @classmethod

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Protocol
 
@@ -63,6 +63,7 @@ class Pipeline:
         stages: tuple[SignalStage, ...] = (),
         scrape_observer: ScrapeObserver | None = None,
         on_target_removed: Callable[[Target], None] | None = None,
+        on_publish: Sequence[Callable[[Snapshot], None]] = (),
     ) -> None:
         self._scrape = scrape
         self._signals = signals
@@ -70,6 +71,7 @@ class Pipeline:
         self._stages = stages
         self._observer = scrape_observer
         self._on_target_removed = on_target_removed
+        self._on_publish = tuple(on_publish)  # downstream readers (the page's recorder)
         self._parser = ExpositionParser(TRITON_FAMILIES + DCGM_FAMILIES)
         self._states: dict[Target, TargetState] = {}
         self._loops: dict[Target, asyncio.Task[None]] = {}
@@ -340,6 +342,11 @@ class Pipeline:
         self._snapshot = snapshot
         self._published_once = True
         self._published_complete = complete
+        for subscriber in self._on_publish:
+            try:
+                subscriber(snapshot)
+            except Exception:  # a reader's bug must not stop publishing
+                log.exception("publish subscriber failed")
         return snapshot
 
     def _with_carried(

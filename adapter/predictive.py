@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from adapter.config import PredictiveConfig
 from adapter.signals import ARRIVAL_RATE, QUEUE_DEPTH, Labels
 from adapter.snapshot import SeriesPoint
+from adapter.views import ForecastView
 from policies.predictive import Decision, PredictivePolicy, build_predictive_policy
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,26 @@ class _SeriesState:
     # (point, upper) made at each of the last horizon_steps steps, oldest first
     pending: deque[tuple[float, float]] = field(default_factory=deque)
     live: bool = False  # seen in the raw signals (False: made by policy_for, waiting)
+    # what the last step was fed: mean rate, depth, replicas, time of the newest rate
+    inputs: tuple[float, float, float, float] = (math.nan, math.nan, math.nan, -math.inf)
+
+    def view(self) -> ForecastView:
+        settings = self.policy.settings
+        rate, depth, replicas, at = self.inputs
+        return ForecastView(
+            labels=self.check.labels,
+            settings=settings,
+            horizon_seconds=self.check.horizon_seconds,
+            sizes_replicas=self.has_capacity,
+            input_rate=rate,
+            input_depth=depth,
+            input_replicas=replicas,
+            input_time=at,
+            decision=self.decision,
+            policy=self.policy.state(),
+            checks=self.check.checks,
+            misses=self.check.misses,
+        )
 
     def score(self, actual: float, decision: Decision) -> None:
         """Compare the forecast due now with ``actual``; queue this step's forecast."""
@@ -186,6 +207,10 @@ class PredictiveStage:
         """Every live series' forecast score (immutable; read by /metrics at scrape time)."""
         return tuple(state.check for state in self._series.values() if state.live)
 
+    def forecast_views(self) -> tuple[ForecastView, ...]:
+        """Every live series' predictive state (immutable copies; for the page and explain)."""
+        return tuple(state.view() for state in self._series.values() if state.live)
+
     def step(
         self,
         now_mono: float,
@@ -220,6 +245,7 @@ class PredictiveStage:
                 state.rates.clear()
                 replica_count = replicas.get(_group(depth.labels), 1)
                 state.decision = state.policy.step(mean_rate, depth.value, float(replica_count))
+                state.inputs = (mean_rate, depth.value, float(replica_count), state.last_rate_time)
                 state.score(mean_rate, state.decision)
             if arrival is not None:
                 self._emit(state, arrival, depth, out)

@@ -109,7 +109,12 @@ async def fetch_body(
 
 @dataclass(slots=True)
 class TargetState:
-    """What the pipeline knows about one target."""
+    """What the pipeline knows about one target.
+
+    ``last_attempt``: Unix time (s) the last scrape ended, None before the first;
+    ``last_error`` / ``last_error_detail``: the reason label and message of the last failed
+    scrape, None after a success.
+    """
 
     target: Target
     history: ReadingHistory
@@ -118,6 +123,8 @@ class TargetState:
     scrapes: int = 0
     rejecting: frozenset[tuple[str, str]] = frozenset()  # (family, reason) being rejected
     consecutive_resets: int = 0
+    last_attempt: float | None = None
+    last_error_detail: str | None = None
 
 
 # target, seconds, error reason (None: success), the reading (None on failure)
@@ -239,6 +246,7 @@ class ScrapeLoop:
         except asyncio.CancelledError:
             raise
         except Exception as raised:  # a bug must not end this target's loop for good
+            state.last_attempt = time.time()
             if isinstance(raised, ScrapeError):
                 err = raised
             else:
@@ -256,7 +264,9 @@ class ScrapeLoop:
                     },
                 )
             state.last_error = err.reason
+            state.last_error_detail = str(err)
             return
+        state.last_attempt = time.time()
         if state.consecutive_failures:
             log.info(
                 "scrape recovered",
@@ -264,6 +274,7 @@ class ScrapeLoop:
             )
         state.consecutive_failures = 0
         state.last_error = None
+        state.last_error_detail = None
         state.scrapes += 1
         self._note_rejections(reading)
         self._note_reset(state.history.add(reading))

@@ -12,11 +12,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from aiohttp import web
 
 from adapter.api.auth import CertificateAuthority, DelegatedAuth
+from adapter.api.explain import add_explain_routes
 from adapter.api.rotation import (
     CredentialReloader,
     apply_client_ca,
@@ -34,6 +36,7 @@ from adapter.api.tls import (
     serving_certificate,
     start_server,
 )
+from adapter.api.ui import add_ui_routes
 from adapter.config import (
     MAX_CONFIG_BYTES,
     AuthConfig,
@@ -45,6 +48,7 @@ from adapter.config import (
 )
 from adapter.config_yaml import read_yaml
 from adapter.discovery import CombinedTargets, discovery_from_config
+from adapter.explain import Explainer
 from adapter.keda.scaler import ExternalScaler
 from adapter.keda.server import ScalerServer
 from adapter.kube.mounted import MountedFiles
@@ -65,6 +69,7 @@ from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage, WarmReadiness
 from adapter.provider import SnapshotCustomMetricsProvider, SnapshotProvider
+from adapter.recorder import SeriesRecorder
 from adapter.selfmetrics import SelfMetrics
 from adapter.targets import StaticTargets, Target, TargetSource
 
@@ -318,9 +323,12 @@ def build_app(
     *,
     auth: DelegatedAuth | None = None,
     readiness: ReadinessCheck | None = None,
+    recorder: SeriesRecorder | None = None,
+    explainer: Explainer | None = None,
 ) -> web.Application:
     """The HTTPS app: external and custom metrics from the pipeline's snapshot; ``readiness``
-    defaults to the pipeline's."""
+    defaults to the pipeline's; the live page with a ``recorder``, ``/explain`` with an
+    ``explainer``."""
     custom = SnapshotCustomMetricsProvider(pipeline.snapshot, time.time, max_age_seconds)
     # metrics observe outside auth, so 401/403 answers are counted too
     app = create_app(
@@ -332,6 +340,14 @@ def build_app(
         custom=custom,
     )
     app.router.add_get("/metrics", metrics.handle_metrics)
+
+    def get(path: str, handler: Any) -> None:
+        app.router.add_get(path, handler, allow_head=False)
+
+    if recorder is not None:
+        add_ui_routes(app, recorder, auth, get)
+    if explainer is not None:
+        add_explain_routes(app, explainer, auth, get)
     return app
 
 
@@ -479,6 +495,17 @@ async def running_service(
                 config.targets, config.discovery, config.auth.kubeconfig, stack
             )
         predictive = PredictiveStage(config.predictive, wall_clock=time.time)
+        recorder = (
+            SeriesRecorder(
+                step_seconds=config.scrape.interval_seconds,
+                max_age_seconds=config.signals.max_age_seconds,
+                window_seconds=config.ui.history_seconds,
+                max_series=config.ui.max_series,
+                forecasts=predictive.forecast_views,
+            )
+            if config.ui.enabled
+            else None
+        )
         pipeline = Pipeline(
             config.scrape,
             config.signals,
@@ -486,6 +513,7 @@ async def running_service(
             stages=(predictive,),
             scrape_observer=metrics.observe_scrape,
             on_target_removed=metrics.forget_target,
+            on_publish=(recorder.record,) if recorder is not None else (),
         )
         metrics.serve_snapshots(pipeline.snapshot)
         metrics.serve_forecast_checks(predictive.forecast_checks)
@@ -533,6 +561,15 @@ async def running_service(
                     pipeline.published_after_every_target_scraped,
                     config.predictive.readiness_max_wait_seconds,
                 ),
+            ),
+            recorder=recorder,
+            explainer=Explainer(
+                pipeline,
+                predictive.forecast_views,
+                provider,
+                SERVED_METRICS,
+                config.signals,
+                time.time,
             ),
         )
         metrics.observe_serving_certificate(serving.context)

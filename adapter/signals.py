@@ -122,6 +122,10 @@ class ReadingHistory:
     def newest(self) -> Reading | None:
         return self._readings[-1] if self._readings else None
 
+    def readings(self) -> tuple[Reading, ...]:
+        """Every kept reading, oldest first (a copy: for explanations, not the hot path)."""
+        return tuple(self._readings)
+
     def window(self, seconds: float) -> tuple[Reading, Reading] | None:
         """(base, newest): base is the oldest reading within ``seconds`` of the newest,
         or the one just before the newest if none is; None with fewer than two readings and

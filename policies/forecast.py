@@ -42,6 +42,11 @@ class Forecaster(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    def state(self) -> dict[str, float]:
+        """The model's parameters and current state by name (NaN: not known yet), for
+        explanations; read-only."""
+        ...
+
 
 def _check_horizon(horizon_steps: int) -> None:
     if horizon_steps < 1:
@@ -77,6 +82,11 @@ class _ErrorScale:
     def spread(self, horizon_steps: int) -> float:
         return Z_ONE_SIDED_95 * math.sqrt(self._variance * horizon_steps)
 
+    @property
+    def rms(self) -> float:
+        """Root mean square of the one-step errors (NaN before the first)."""
+        return math.sqrt(self._variance) if self._count else math.nan
+
 
 class LastValue:
     """Naive forecaster: the last observed value, at every horizon."""
@@ -101,6 +111,10 @@ class LastValue:
         if self._last is None:
             raise ValueError("LastValue has no observations yet; check .ready first")
         return _clamped(self._last, self._errors.spread(horizon_steps))
+
+    def state(self) -> dict[str, float]:
+        last = math.nan if self._last is None else self._last
+        return {"last": last, "one_step_error_rms": self._errors.rms}
 
 
 class Ewma:
@@ -130,6 +144,10 @@ class Ewma:
         if self._level is None:
             raise ValueError("Ewma has no observations yet; check .ready first")
         return _clamped(self._level, self._errors.spread(horizon_steps))
+
+    def state(self) -> dict[str, float]:
+        level = math.nan if self._level is None else self._level
+        return {"alpha": self.alpha, "level": level, "one_step_error_rms": self._errors.rms}
 
 
 def _damped_sum(phi: float, horizon_steps: int) -> float:
@@ -192,6 +210,16 @@ class DampedHolt:
         trend = self._trend or 0.0
         point = self._level + _damped_sum(self.phi, horizon_steps) * trend
         return _clamped(point, self._errors.spread(horizon_steps))
+
+    def state(self) -> dict[str, float]:
+        return {
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "phi": self.phi,
+            "level": math.nan if self._level is None else self._level,
+            "trend": math.nan if self._trend is None else self._trend,
+            "one_step_error_rms": self._errors.rms,
+        }
 
 
 class HoltWinters:
@@ -277,6 +305,21 @@ class HoltWinters:
             + float(self._season[slot])
         )
         return _clamped(point, self._errors.spread(horizon_steps))
+
+    def state(self) -> dict[str, float]:
+        nan = math.nan
+        season_now = float(self._season[(self._steps - 1) % self.period_steps])
+        return {
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "phi": self.phi,
+            "period_steps": float(self.period_steps),
+            "level": self._level if self._ready else nan,
+            "trend": self._trend if self._ready else nan,
+            "season_now": season_now if self._ready else nan,
+            "one_step_error_rms": self._errors.rms,
+        }
 
 
 class LinearRegression:
@@ -370,6 +413,21 @@ class LinearRegression:
             Z_ONE_SIDED_95 * sigma * math.sqrt(1.0 + 1.0 / n + (horizon_steps - mean_x) ** 2 / sxx)
         )
         return _clamped(point, spread)
+
+    def state(self) -> dict[str, float]:
+        n = self._n
+        slope = math.nan
+        if n >= 3:
+            mean_x = self._sx / n
+            sxx = self._sxx - n * mean_x * mean_x
+            if sxx > 1e-12:
+                slope = (self._sxy - n * mean_x * self._sy / n) / sxx
+        return {
+            "window_steps": float(self.window_steps),
+            "points": float(n),
+            "mean": self._sy / n if n else math.nan,
+            "slope_per_step": slope,
+        }
 
 
 def detect_period(
@@ -566,6 +624,14 @@ class AutoSeasonal:
         base = self.holt.forecast(horizon_steps)
         shift = self.seasonal(self._steps - 1 + horizon_steps)
         return _clamped(base.point + shift, base.upper - base.point)
+
+    def state(self) -> dict[str, float]:
+        period = self.period_steps
+        return {
+            **self.holt.state(),
+            "period_steps": math.nan if period is None else float(period),
+            "seasonal_now": self.seasonal(self._steps - 1) if self._steps else math.nan,
+        }
 
 
 FORECASTER_NAMES = ("last", "ewma", "holt", "holt-winters", "linear", "auto")

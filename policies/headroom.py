@@ -12,8 +12,35 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
+
+RECENT_ERRORS = 32
+"""How many of the newest errors :meth:`QuantileHeadroom.state` shows."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeadroomState:
+    """What a calibrated headroom knows, for explanations (``tritonscale explain``).
+
+    Any headroom method fills the same fields, so readers show whatever the policy uses:
+    method: how the margin is calibrated (e.g. "quantile"); target: what it is calibrated
+    for, as (name, value) pairs (e.g. ``(("quantile", 0.98),)``); ready: enough errors to
+    calibrate (before that the forecaster's own bound is used); samples / min_samples: errors
+    held and needed; margin (the forecast's unit, req/s): added to the point forecast;
+    recent_errors: the newest errors (actual - forecast made one horizon earlier), oldest
+    first, at most :data:`RECENT_ERRORS`; details: anything else the method exposes.
+    """
+
+    method: str
+    target: tuple[tuple[str, float], ...]
+    ready: bool
+    samples: int
+    min_samples: int
+    margin: float
+    recent_errors: tuple[float, ...]
+    details: tuple[tuple[str, float], ...] = ()
 
 
 class QuantileHeadroom:
@@ -94,3 +121,23 @@ class QuantileHeadroom:
     def upper(self, point: float) -> float:
         """``point`` plus the calibrated margin (>= point)."""
         return point + self.margin()
+
+    def state(self) -> HeadroomState:
+        """A read-only summary (see :class:`HeadroomState`)."""
+        count = self._count
+        newest = [(self._next - 1 - i) % self.window for i in range(min(count, RECENT_ERRORS))]
+        rank = min(count, math.ceil((count + 1) * self.quantile)) if count else 0
+        return HeadroomState(
+            method="quantile",
+            target=(("quantile", self.quantile),),
+            ready=self.ready,
+            samples=count,
+            min_samples=self.min_samples,
+            margin=self.margin(),
+            recent_errors=tuple(float(self._errors[i]) for i in reversed(newest)),
+            details=(
+                ("window", float(self.window)),
+                ("horizon_steps", float(self.horizon_steps)),
+                ("error_rank", float(rank)),
+            ),
+        )

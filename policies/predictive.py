@@ -43,7 +43,7 @@ from typing import Any
 
 from policies.burst import BurstGuard
 from policies.forecast import FORECASTER_NAMES, Forecast, Forecaster, make_forecaster
-from policies.headroom import QuantileHeadroom
+from policies.headroom import HeadroomState, QuantileHeadroom
 from policies.sizing import SizingParams, replicas_for_load
 from policies.window import WindowMax
 
@@ -243,6 +243,26 @@ class Decision:
     panic: bool
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    """What the policy knows now, for explanations (read-only, made on request).
+
+    forecaster: its name; forecaster_ready: it has seen enough steps to forecast;
+    forecaster_state: its parameters and state by name (:meth:`Forecaster.state`);
+    headroom: the calibration of the margin over the point forecast; steps: steps taken;
+    horizon_steps: how far ahead it forecasts; panic: the burst guard holds the count.
+    """
+
+    forecaster: str
+    forecaster_ready: bool
+    forecaster_state: tuple[tuple[str, float], ...]
+    headroom: HeadroomState
+    use_headroom: bool
+    steps: int
+    horizon_steps: int
+    panic: bool
+
+
 class PredictivePolicy:
     """Forecast-driven replica recommendation with calibrated headroom (see module docstring)."""
 
@@ -266,6 +286,21 @@ class PredictivePolicy:
         # Steps fed a known arrival rate: how much history the forecaster and headroom have
         # learnt from (a warm start that replays history through step() counts it too).
         self.steps_with_rate = 0
+        self._steps = 0
+
+    def state(self) -> PolicyState:
+        """A read-only summary of the forecaster and the headroom (see :class:`PolicyState`)."""
+        previous = self._previous
+        return PolicyState(
+            forecaster=self.settings.forecaster,
+            forecaster_ready=self.forecaster.ready,
+            forecaster_state=tuple(self.forecaster.state().items()),
+            headroom=self.headroom.state(),
+            use_headroom=self.settings.use_headroom,
+            steps=self._steps,
+            horizon_steps=self.horizon_steps,
+            panic=previous.panic if previous is not None else False,
+        )
 
     @property
     def previous(self) -> Decision | None:
@@ -277,6 +312,7 @@ class PredictivePolicy:
         """One step: rate (req/s), queue depth (requests), replicas now serving (may be frac.)."""
         settings = self.settings
         sizing = self.sizing
+        self._steps += 1
         if math.isnan(arrival_rate):
             # A missing step still advances the clocks (forecaster phase, headroom matching):
             # a seasonal model would otherwise shift its season by one step per gap.
