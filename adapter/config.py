@@ -861,9 +861,22 @@ class UIConfig(_Strict):
     at the publish step (the scrape interval), for at most ``max_series`` series (a series
     beyond is not recorded, and the page says how many are not)."""
 
-    enabled: bool = True
-    history_seconds: float = Field(3600.0, gt=0, le=86400)
-    max_series: int = Field(200, ge=1, le=10000)
+    enabled: bool = Field(
+        True, description="serve the live page at /ui (behind the API's authn/authz)"
+    )
+    history_seconds: float = Field(
+        3600.0,
+        gt=0,
+        le=86400,
+        description="seconds of actual values and forecasts kept per series for the page "
+        "and explain; memory grows with history_seconds / scrape interval x max_series",
+    )
+    max_series: int = Field(
+        200,
+        ge=1,
+        le=10000,
+        description="series recorded; one beyond is not, and the page says how many are not",
+    )
 
 
 class Config(_Strict):

@@ -101,7 +101,11 @@ async def test_the_live_page_shows_what_the_api_serves(
                 {"url": staging.url, "labels": {"namespace": "staging", "deployment": "bert"}},
             ],
             "scrape": {"interval_seconds": 0.25, "timeout_seconds": 1.0},
-            "signals": {"rate_window_seconds": 1.0, "max_age_seconds": 600},
+            "signals": {
+                "rate_window_seconds": 1.0,
+                "max_age_seconds": 600,
+                "forget_after_seconds": 1200,
+            },
             "predictive": {
                 "defaults": {
                     "step_seconds": 1,
