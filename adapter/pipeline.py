@@ -59,6 +59,8 @@ class SeriesSource(Protocol):
     """Signals read from elsewhere than the scrape loops (a Prometheus), merged into each
     published snapshot beside the scraped groups'."""
 
+    refreshes: int  # completed refreshes: after the first, its series have appeared
+
     def latest(self) -> SourcedSeries: ...
 
 
@@ -125,13 +127,19 @@ class Pipeline:
 
     def published_after_every_target_scraped(self) -> bool:
         """True once a snapshot (and the stages' step) was built after the target source had
-        delivered and every target had been scraped at least once, successfully or not: from
+        delivered, every target had been scraped at least once, successfully or not, and every
+        series source (Prometheus) had been read at least once: from
         then on every series the targets give has appeared."""
         return self._published_complete
 
     def _every_target_scraped(self) -> bool:
-        return self._reconciled_once and all(
-            state.scrapes > 0 or state.consecutive_failures > 0 for state in self._states.values()
+        return (
+            self._reconciled_once
+            and all(
+                state.scrapes > 0 or state.consecutive_failures > 0
+                for state in self._states.values()
+            )
+            and all(source.refreshes > 0 for source in self._series_sources)
         )
 
     def liveness(self, now_mono: float | None = None) -> str | None:

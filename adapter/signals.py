@@ -368,6 +368,18 @@ class SourcedSeries:
     replicas: Mapping[Labels, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class WarmSample:
+    """One past moment of a series, read back to warm its forecast at start: ``wall`` (Unix
+    s), the arrival rate (req/s, NaN when unknown), the queue depth (requests, NaN when
+    unknown) and the group's Triton pods then."""
+
+    wall: float
+    arrival_rate: float
+    queue_depth: float
+    replicas: int
+
+
 def pod_group(group_labels: Labels, pod: str) -> Labels:
     """The labels of one pod's series: its group's plus ``pod``.
 
