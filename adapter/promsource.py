@@ -547,6 +547,10 @@ class PrometheusSource:
     def latest(self) -> SourcedSeries:
         return self._latest
 
+    def queries(self) -> dict[Labels, str]:
+        """Each group's instant query (PromQL), by group labels: what one refresh sends."""
+        return {state.spec.key: state.spec.promql() for state in self._groups}
+
     async def close(self) -> None:
         await self.client.close()
 
