@@ -91,6 +91,11 @@ Rows = dict[str, list[Row]]  # by part
 SeriesKey = tuple[str, Labels]
 
 
+class PrometheusSourceError(ValueError):
+    """A source cannot be used as configured (an unreadable CA or token file); the message
+    names the setting and the file. Raised at start."""
+
+
 class PrometheusError(Exception):
     """A query failed; ``reason`` is a short label for logs (timeout, http_503, query, ...)."""
 
@@ -356,8 +361,23 @@ class PrometheusClient:
     Mimir and Cortex also serve it: bearer token, tenant header, CA, size cap, timeout."""
 
     def __init__(self, settings: PrometheusSourceConfig) -> None:
+        """Loads the CA and reads the token once, so a bad file fails the start
+        (:class:`PrometheusSourceError`) rather than every query."""
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | bool = True
+        if settings.ca_file:
+            try:
+                self._ssl = ssl.create_default_context(cafile=settings.ca_file)
+            except (OSError, ssl.SSLError) as err:
+                raise PrometheusSourceError(
+                    f"sources.prometheus ({settings.url}): ca_file {settings.ca_file}: "
+                    f"cannot load: {err}"
+                ) from None
+        try:
+            self._headers()
+        except PrometheusError as err:
+            raise PrometheusSourceError(f"sources.prometheus ({settings.url}): {err}") from None
 
     @property
     def url(self) -> str:
@@ -381,12 +401,8 @@ class PrometheusClient:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
-            context: ssl.SSLContext | bool = True
-            if self._settings.ca_file:
-                context = ssl.create_default_context(cafile=self._settings.ca_file)
-            connector = aiohttp.TCPConnector(
-                ssl=context, limit=self._settings.max_concurrent_queries
-            )
+            limit = self._settings.max_concurrent_queries
+            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=limit)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
@@ -697,5 +713,6 @@ __all__ = [
     "PrometheusClient",
     "PrometheusError",
     "PrometheusSource",
+    "PrometheusSourceError",
     "evaluate",
 ]

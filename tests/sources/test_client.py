@@ -16,8 +16,14 @@ import pytest
 from aiohttp import web
 
 from adapter.api.tls import generate_self_signed
+from adapter.cli import main
 from adapter.config import load_config
-from adapter.promsource import SIGNAL_LABEL, PrometheusError, PrometheusSource
+from adapter.promsource import (
+    SIGNAL_LABEL,
+    PrometheusError,
+    PrometheusSource,
+    PrometheusSourceError,
+)
 from adapter.signals import QUEUE_DEPTH, REQUEST_RATE
 from loadtest.harness.triton_server import LOOPBACK
 
@@ -323,3 +329,32 @@ async def test_warm_history_reads_one_range_query_per_group(
         (T0 - 10, 10.0, 0.0, 1),
         (T0 - 5, 20.0, 4.0, 1),
     ]
+
+
+@pytest.mark.parametrize("setting", ["ca_file", "bearer_token_file"])
+def test_an_unreadable_file_fails_the_start_naming_it(tmp_path: Path, setting: str) -> None:
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(PrometheusSourceError, match=f"{setting}.*missing.pem"):
+        make_source("https://prometheus:9090", Clock(), **{setting: missing})
+
+
+def test_serve_with_only_a_prometheus_source_starts_and_a_bad_ca_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "tritonscale.yaml"
+    config.write_text(
+        "listen: 127.0.0.1:0\n"
+        "sources:\n"
+        "  prometheus:\n"
+        "    - url: https://prometheus:9090\n"
+        f"      ca_file: {tmp_path / 'missing.pem'}\n"
+        "      groups:\n"
+        "        - labels: {namespace: prod, deployment: llm}\n"
+        "          matchers: 'job=\"triton\"'\n"
+    )
+    assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "no targets" not in err
+    assert err.startswith(
+        "tritonscale serve: sources.prometheus (https://prometheus:9090): ca_file"
+    )
