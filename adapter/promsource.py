@@ -317,16 +317,12 @@ def _sum_windows(windows: list[ModelWindow | None]) -> ModelWindow | None:
     if not windows or any(w is None for w in windows):
         return None
     known = [w for w in windows if w is not None]
-
-    def total(values: Iterable[float | None]) -> float | None:
-        return _sum_known(values)
-
     return ModelWindow(
         completed_rate=sum(w.completed_rate for w in known),
-        pending_growth_rate=total(w.pending_growth_rate for w in known),
+        pending_growth_rate=_sum_known(w.pending_growth_rate for w in known),
         success=sum(w.success for w in known),
-        queue_us=total(w.queue_us for w in known),
-        compute_us=total(w.compute_us for w in known),
+        queue_us=_sum_known(w.queue_us for w in known),
+        compute_us=_sum_known(w.compute_us for w in known),
     )
 
 

@@ -170,8 +170,12 @@ async def test_prometheus_values_agree_with_the_scrape_path(
     running: tuple[Pipeline, PrometheusSource, PrometheusProcess],
 ) -> None:
     pipeline, reader, _prometheus = running
+    load_seconds = 45.0
+    load_ends = time.monotonic() + load_seconds - 1.0  # sample only while the load is steady
     load = asyncio.create_task(
-        run_schedule(triton.grpc_url, "resnet", [RateSegment(0.0, 50.0)], duration_s=35.0, seed=5)
+        run_schedule(
+            triton.grpc_url, "resnet", [RateSegment(0.0, 50.0)], duration_s=load_seconds, seed=5
+        )
     )
     try:
 
@@ -183,6 +187,8 @@ async def test_prometheus_values_agree_with_the_scrape_path(
         await async_wait_until(both_full_windows, timeout=60, interval=0.25, message="50 req/s")
         samples: dict[str, dict[str, list[float]]] = {"scraped": {}, "read": {}}
         for _ in range(30):
+            if time.monotonic() > load_ends:
+                break
             snapshot = pipeline.snapshot()
             for name, group in (("scraped", SCRAPED), ("read", READ)):
                 for metric in SIGNALS:
@@ -201,6 +207,7 @@ async def test_prometheus_values_agree_with_the_scrape_path(
     }
     scraped, read = means["scraped"], means["read"]
     assert set(read) == set(SIGNALS) == set(scraped), means
+    assert min(len(v) for by_metric in samples.values() for v in by_metric.values()) >= 8
     for metric in ("triton_request_rate", "triton_arrival_rate"):
         assert read[metric] == pytest.approx(scraped[metric], rel=0.10), means
     for metric in ("triton_queue_time_seconds", "triton_queue_compute_ratio"):
