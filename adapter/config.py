@@ -920,18 +920,44 @@ class PrometheusSourceConfig(_Strict):
     tenant: str | None = None
     bearer_token_file: str | None = None
     ca_file: str | None = None
-    timeout_seconds: float = Field(5.0, gt=0, le=120)
-    query_interval_seconds: float = Field(5.0, gt=0, le=300)
-    scrape_interval_seconds: float = Field(15.0, gt=0, le=600)
-    rate_window_seconds: float = Field(60.0, gt=0, le=3600)
-    warm_start_seconds: float = Field(3600.0, ge=0, le=7 * 86400)
+    timeout_seconds: float = Field(
+        5.0, ge=0.1, le=120, description="time allowed for one query, from 100 ms to 2 minutes"
+    )
+    query_interval_seconds: float = Field(
+        5.0,
+        ge=0.5,
+        le=300,
+        description="how often each group is queried: at most twice a second (each refresh "
+        "is one query per group), at least every 5 minutes",
+    )
+    scrape_interval_seconds: float = Field(
+        15.0,
+        ge=0.1,
+        le=600,
+        description="Prometheus' scrape interval for these targets, as configured there",
+    )
+    rate_window_seconds: float = Field(
+        60.0,
+        ge=0.2,
+        le=3600,
+        description="the rate()/increase() window: at most an hour (a window is a sum over "
+        "its samples, read on every query)",
+    )
+    warm_start_seconds: float = Field(
+        3600.0,
+        ge=0,
+        le=7 * 86400,
+        description="history read at start to warm the forecasts: 0 (off) to 7 days",
+    )
     pod_label: str = "pod"
     gpu_namespace_label: str = "namespace"
     gpu_pod_label: str = "pod"
     gpu_container_label: str = "container"
     gpu_matchers: str = ""
     partial_response: bool = False
-    max_concurrent_queries: int = Field(8, ge=1, le=256)
+    max_concurrent_queries: int = Field(
+        8, ge=1, le=256, description="queries in flight at once to this source, 1 to 256"
+    )
     groups: tuple[PrometheusGroupConfig, ...] = Field(min_length=1)
 
     @field_validator("url")

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -128,6 +129,19 @@ def check_files(config: Config) -> FileCheck:
                 request_header_config_from_file(ca_file, setting=setting)
             except RequestHeaderConfigError as err:
                 problems.append(str(err))
+    for index, source in enumerate(config.sources.prometheus):
+        where = f"sources.prometheus.{index}"
+        if present(f"{where}.ca_file", source.ca_file):
+            try:
+                ssl.create_default_context(cafile=source.ca_file)
+            except (OSError, ssl.SSLError) as err:
+                problems.append(f"{where}.ca_file {source.ca_file!r}: cannot load: {err}")
+        token = source.bearer_token_file
+        if present(f"{where}.bearer_token_file", token):
+            try:
+                Path(str(token)).read_bytes()
+            except OSError as err:
+                problems.append(f"{where}.bearer_token_file {token!r}: {err.strerror or err}")
     for setting, kubeconfig in (
         ("auth.kubeconfig", config.auth.kubeconfig),
         ("auth.authentication_kubeconfig", config.auth.authentication_kubeconfig),

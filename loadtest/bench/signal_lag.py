@@ -129,6 +129,8 @@ async def _measure(
                     "labels": {"namespace": "bench", "deployment": GROUPS[SCRAPED]},
                 }
             ],
+            # a 15 s scrape: values may be 2 x 15 + 5 s old after one missed scrape
+            "signals": {"max_age_seconds": 40},
             "sources": {
                 "prometheus": [
                     source(slow.url, 15, 60, 5, GROUPS[VIA_15]),

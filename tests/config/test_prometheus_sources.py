@@ -11,7 +11,7 @@ from adapter.config import ConfigError, load_config
 
 GOOD = """\
 signals:
-  max_age_seconds: 30
+  max_age_seconds: 40
 targets:
   - url: http://10.0.0.5:8002/metrics
     labels: {namespace: prod, deployment: scraped}
@@ -98,9 +98,19 @@ def _with(replace: str, by: str) -> str:
             ":1: (top level): sources.prometheus.0.groups.1: the group",
         ),
         (
-            _with("max_age_seconds: 30", "max_age_seconds: 20"),
-            ":1: (top level): sources.prometheus.0: data read every query_interval_seconds (5) "
-            "from scrapes every scrape_interval_seconds (15) can be 20s old",
+            _with("max_age_seconds: 40", "max_age_seconds: 30"),
+            ":1: (top level): sources.prometheus.0: signals.max_age_seconds (30) must be at "
+            "least twice scrape_interval_seconds (15) plus query_interval_seconds (5), 35 s: "
+            "otherwise one missed Prometheus scrape makes every value stale",
+        ),
+        (
+            _with("tenant: team-a", "tenant: team-a\n      query_interval_seconds: 0.01"),
+            "sources.prometheus.0.query_interval_seconds: Input should be greater than or "
+            "equal to 0.5: how often each group is queried",
+        ),
+        (
+            _with("tenant: team-a", "tenant: team-a\n      timeout_seconds: .nan"),
+            "sources.prometheus.0.timeout_seconds: Input should be a finite number",
         ),
         (
             _with(

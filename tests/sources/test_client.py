@@ -24,6 +24,7 @@ from adapter.promsource import (
     PrometheusSource,
     PrometheusSourceError,
 )
+from adapter.service import check_files
 from adapter.signals import QUEUE_DEPTH, REQUEST_RATE
 from loadtest.harness.triton_server import LOOPBACK
 
@@ -101,7 +102,7 @@ def make_source(url: str, clock: Clock, **settings: Any) -> PrometheusSource:
     config = load_config(
         None,
         {
-            "signals": {"max_age_seconds": 30},
+            "signals": {"max_age_seconds": 40},
             "sources": {
                 "prometheus": [
                     {
@@ -206,7 +207,7 @@ async def test_a_series_that_is_no_longer_computed_ages_out_after_max_age(
         clock.now = T0 + 10
         await source.refresh()
         assert QUEUE_DEPTH in source.latest().series
-        clock.now = T0 + 40
+        clock.now = T0 + 50
         await source.refresh()
         assert QUEUE_DEPTH not in source.latest().series
     finally:
@@ -344,6 +345,7 @@ def test_serve_with_only_a_prometheus_source_starts_and_a_bad_ca_is_one_line(
     config = tmp_path / "tritonscale.yaml"
     config.write_text(
         "listen: 127.0.0.1:0\n"
+        "signals: {max_age_seconds: 40}\n"
         "sources:\n"
         "  prometheus:\n"
         "    - url: https://prometheus:9090\n"
@@ -357,4 +359,32 @@ def test_serve_with_only_a_prometheus_source_starts_and_a_bad_ca_is_one_line(
     assert "no targets" not in err
     assert err.startswith(
         "tritonscale serve: sources.prometheus (https://prometheus:9090): ca_file"
+    )
+
+
+def test_check_config_loads_the_ca_and_notes_absent_files(tmp_path: Path) -> None:
+    not_a_ca = tmp_path / "ca.pem"
+    not_a_ca.write_text("not a certificate\n")
+    config = load_config(
+        None,
+        {
+            "signals": {"max_age_seconds": 40},
+            "sources": {
+                "prometheus": [
+                    {
+                        "url": "https://prometheus:9090",
+                        "ca_file": str(not_a_ca),
+                        "bearer_token_file": str(tmp_path / "absent-token"),
+                        "groups": [{"labels": GROUP, "matchers": 'job="t"'}],
+                    }
+                ]
+            },
+        },
+    )
+    found = check_files(config)
+    assert len(found.problems) == 1 and found.problems[0].startswith(
+        f"sources.prometheus.0.ca_file {str(not_a_ca)!r}: cannot load"
+    )
+    assert found.absent == (
+        f"sources.prometheus.0.bearer_token_file {str(tmp_path / 'absent-token')!r} is not here",
     )
