@@ -855,10 +855,24 @@ class PrometheusGroupConfig(_Strict):
     forecasts.
     """
 
-    labels: dict[str, str]
-    matchers: str
-    pod_labels: dict[str, str] = Field(default_factory=dict)
-    live: bool = True
+    labels: dict[str, str] = Field(
+        description="the group's series labels, as a scraped group's (namespace defaults to "
+        "default; not model, version or pod)"
+    )
+    matchers: str = Field(
+        description="PromQL label matchers of the group's Triton targets, target labels only, "
+        'e.g. namespace="prod",pod=~"triton-llm-.+"'
+    )
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Kubernetes labels every pod of the group has (custom metrics' "
+        "labelSelector: the Deployment's selector)",
+    )
+    live: bool = Field(
+        True,
+        description="read the group's signals from Prometheus; false: the group is scraped "
+        "directly and Prometheus only warm-starts its forecasts",
+    )
 
     @field_validator("labels")
     @classmethod
@@ -916,10 +930,19 @@ class PrometheusSourceConfig(_Strict):
     only (a partial sum would be a guess); Prometheus ignores it. Times are seconds.
     """
 
-    url: str
-    tenant: str | None = None
-    bearer_token_file: str | None = None
-    ca_file: str | None = None
+    url: str = Field(
+        description="base URL the API paths are appended to: Prometheus and Thanos at their "
+        "root, Mimir with its prefix (http://mimir/prometheus)"
+    )
+    tenant: str | None = Field(
+        None, description="sent as X-Scope-OrgID (Mimir, Cortex, Thanos receive); unset: none"
+    )
+    bearer_token_file: str | None = Field(
+        None, description="bearer token, re-read before every query (projected tokens rotate)"
+    )
+    ca_file: str | None = Field(
+        None, description="CA bundle that verifies an https url's certificate; unset: system CAs"
+    )
     timeout_seconds: float = Field(
         5.0, ge=0.1, le=120, description="time allowed for one query, from 100 ms to 2 minutes"
     )
@@ -949,12 +972,29 @@ class PrometheusSourceConfig(_Strict):
         le=7 * 86400,
         description="history read at start to warm the forecasts: 0 (off) to 7 days",
     )
-    pod_label: str = "pod"
-    gpu_namespace_label: str = "namespace"
-    gpu_pod_label: str = "pod"
-    gpu_container_label: str = "container"
-    gpu_matchers: str = ""
-    partial_response: bool = False
+    pod_label: str = Field("pod", description="the label naming the pod on Triton's series")
+    gpu_namespace_label: str = Field(
+        "namespace",
+        description="dcgm-exporter's pod-mapping namespace label as stored in Prometheus "
+        "(exported_namespace when the scrape did not honour the exporter's labels)",
+    )
+    gpu_pod_label: str = Field(
+        "pod", description="dcgm-exporter's pod-mapping pod label (exported_pod: see above)"
+    )
+    gpu_container_label: str = Field(
+        "container",
+        description="dcgm-exporter's pod-mapping container label (exported_container: see above)",
+    )
+    gpu_matchers: str = Field(
+        "",
+        description='PromQL matchers selecting dcgm-exporter\'s series, e.g. job="dcgm-exporter"; '
+        "empty: every DCGM series of the group's namespace",
+    )
+    partial_response: bool = Field(
+        False,
+        description="Thanos: answer from the stores that replied; false fails a query instead "
+        "(a partial sum would be a guess); Prometheus ignores it",
+    )
     max_concurrent_queries: int = Field(
         8, ge=1, le=256, description="queries in flight at once to this source, 1 to 256"
     )

@@ -321,7 +321,8 @@ async def test_a_warm_start_reproduces_the_live_forecast(
             "cold_start_seconds": 4,
             "hpa_sync_period_seconds": 2,
             "quantile": 0.9,
-        }
+        },
+        "warm_steps": 10,  # readiness' notion of warm: 20 s of 2 s steps with a known rate
     }
     started = time.time()
     settings = config(
