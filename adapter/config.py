@@ -608,6 +608,20 @@ class AuthConfig(_Strict):
         description="one TokenReview or SubjectAccessReview call (Go's default 10 s); under "
         "0.1 s every review would fail, over a minute the aggregator has given up",
     )
+    token_audiences: tuple[str, ...] = Field(
+        (),
+        description="audiences a bearer token must be for (sent in the TokenReview; the answer "
+        "must name one of them); empty: the API server's own (--api-audiences), which "
+        "kubectl create token, KEDA's boundServiceAccountToken and pods' default tokens carry",
+    )
+
+    @field_validator("token_audiences")
+    @classmethod
+    def _audiences(cls, audiences: tuple[str, ...]) -> tuple[str, ...]:
+        for audience in audiences:
+            if not audience.strip():
+                raise ValueError("an audience must not be empty (leave the list empty instead)")
+        return audiences
 
     @field_validator("always_allow_paths")
     @classmethod
@@ -633,6 +647,7 @@ class AuthConfig(_Strict):
                 "authentication_skip_lookup",
                 "authentication_kubeconfig",
                 "authorization_kubeconfig",
+                "token_audiences",
             )
             configured = explicit + [name for name in delegated_only if getattr(self, name)]
             if configured:

@@ -293,6 +293,7 @@ async def start_auth(settings: AuthConfig) -> AuthSetup | None:
         settings.authentication_kubeconfig or settings.kubeconfig,
         timeout_seconds=settings.review_timeout_seconds,
         authorization_kubeconfig=settings.authorization_kubeconfig or settings.kubeconfig,
+        token_audiences=settings.token_audiences,
     )
     try:
         request_header, front_proxy_files, version = await _front_proxy_settings(settings, client)
