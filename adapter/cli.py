@@ -324,20 +324,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     from adapter.service import serve_forever
 
     configure_logging(config.log.level, config.log.format)
-    if not config.targets and not config.discovery.kubernetes:
+    if not config.targets and not config.discovery.kubernetes and not config.sources.prometheus:
         print(
-            "tritonscale serve: no targets: give --target URL, `targets:` or "
-            "`discovery: {kubernetes: [...]}` in the config",
+            "tritonscale serve: no targets: give --target URL, `targets:`, "
+            "`discovery: {kubernetes: [...]}` or `sources: {prometheus: [...]}` in the config",
             file=sys.stderr,
         )
         return 2
     from adapter.kube.client import KubernetesClientError
     from adapter.kube.reviews import CAFileError, RequestHeaderConfigError
+    from adapter.promsource import PrometheusSourceError
     from adapter.service import StartupError
 
     try:
         asyncio.run(serve_forever(config))
-    except (RequestHeaderConfigError, KubernetesClientError, StartupError, CAFileError) as err:
+    except (
+        RequestHeaderConfigError,
+        KubernetesClientError,
+        StartupError,
+        CAFileError,
+        PrometheusSourceError,
+    ) as err:
         print(f"tritonscale serve: {err}", file=sys.stderr)
         return 2
     return 0

@@ -608,6 +608,20 @@ class AuthConfig(_Strict):
         description="one TokenReview or SubjectAccessReview call (Go's default 10 s); under "
         "0.1 s every review would fail, over a minute the aggregator has given up",
     )
+    token_audiences: tuple[str, ...] = Field(
+        (),
+        description="audiences a bearer token must be for (sent in the TokenReview; the answer "
+        "must name one of them); empty: the API server's own (--api-audiences), which "
+        "kubectl create token, KEDA's boundServiceAccountToken and pods' default tokens carry",
+    )
+
+    @field_validator("token_audiences")
+    @classmethod
+    def _audiences(cls, audiences: tuple[str, ...]) -> tuple[str, ...]:
+        for audience in audiences:
+            if not audience.strip():
+                raise ValueError("an audience must not be empty (leave the list empty instead)")
+        return audiences
 
     @field_validator("always_allow_paths")
     @classmethod
@@ -633,6 +647,7 @@ class AuthConfig(_Strict):
                 "authentication_skip_lookup",
                 "authentication_kubeconfig",
                 "authorization_kubeconfig",
+                "token_audiences",
             )
             configured = explicit + [name for name in delegated_only if getattr(self, name)]
             if configured:
@@ -808,6 +823,243 @@ class DiscoveryConfig(_Strict):
     )
 
 
+_PROMQL_MATCHER = re.compile(
+    r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(,|\Z)'
+)
+_PROMQL_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+PROMETHEUS_MAX_POINTS = 11_000
+"""Prometheus refuses range queries of more points per series than this."""
+
+
+def promql_matchers(text: str) -> list[tuple[str, str, str]]:
+    """``name="value",name=~"regex"`` -> [(name, op, value)]; ValueError naming the problem."""
+    found: list[tuple[str, str, str]] = []
+    position = 0
+    text = text.strip().removeprefix("{").removesuffix("}")
+    while position < len(text):
+        match = _PROMQL_MATCHER.match(text, position)
+        if match is None:
+            if not text[position:].strip(" ,"):
+                break
+            raise ValueError(
+                f"not PromQL label matchers near {text[position:][:40]!r}: write "
+                'name="value" pairs joined by commas (operators =, !=, =~, !~)'
+            )
+        name, op, value, _sep = match.groups()
+        found.append((name, op, value))
+        position = match.end()
+    return found
+
+
+def _check_promql_label(name: str) -> str:
+    if not _PROMQL_LABEL.match(name):
+        raise ValueError(f"{name!r} is not a Prometheus label name")
+    return name
+
+
+class PrometheusGroupConfig(_Strict):
+    """One group (e.g. a Deployment) whose signals are read from Prometheus.
+
+    ``labels`` are the group's series labels, as a scraped group would have them (``namespace``
+    defaults to ``default``); ``matchers`` select the group's Triton scrape targets in
+    Prometheus with target labels only (``up`` is read with them too), e.g.
+    ``namespace="prod",pod=~"triton-llm-.+"``; ``pod_labels`` are the Kubernetes labels every
+    pod of the group has (custom metrics' ``labelSelector``: the Deployment's selector);
+    ``live: false`` when the group is scraped directly and Prometheus only warm-starts its
+    forecasts.
+    """
+
+    labels: dict[str, str] = Field(
+        description="the group's series labels, as a scraped group's (namespace defaults to "
+        "default; not model, version or pod)"
+    )
+    matchers: str = Field(
+        description="PromQL label matchers of the group's Triton targets, target labels only, "
+        'e.g. namespace="prod",pod=~"triton-llm-.+"'
+    )
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Kubernetes labels every pod of the group has (custom metrics' "
+        "labelSelector: the Deployment's selector)",
+    )
+    live: bool = Field(
+        True,
+        description="read the group's signals from Prometheus; false: the group is scraped "
+        "directly and Prometheus only warm-starts its forecasts",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _group_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for name in labels:
+            if not name or not set(name) <= _LABEL_NAME_CHARS:
+                raise ValueError(f"label name {name!r} is not a valid Kubernetes label key")
+            if name in ("model", "version", "pod"):
+                raise ValueError(f"{name!r} is set per series, not per group")
+        return labels
+
+    @field_validator("matchers")
+    @classmethod
+    def _matchers(cls, text: str) -> str:
+        found = promql_matchers(text)
+        if not found:
+            raise ValueError(
+                "give at least one matcher: without one every Triton in Prometheus would be "
+                "read as this group"
+            )
+        for name, _op, _value in found:
+            if name in ("__name__", "model", "version"):
+                raise ValueError(
+                    f"{name!r}: select targets by target labels only (job, namespace, pod, ...); "
+                    "the metric names and models are the adapter's to choose"
+                )
+        return text
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _pod_label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
+            _check_label_key(key)
+        return labels
+
+    def group_labels(self) -> dict[str, str]:
+        return {"namespace": "default", **self.labels}
+
+
+class PrometheusSourceConfig(_Strict):
+    """A Prometheus-compatible query API (Prometheus, Thanos Query, Mimir, Cortex) and the
+    groups whose signals come from it.
+
+    ``url`` is the base the API paths are appended to (``/api/v1/query``): Prometheus and
+    Thanos at their root, Mimir with its prefix (``http://mimir/prometheus``). ``tenant`` is
+    sent as ``X-Scope-OrgID`` (Mimir, Cortex, Thanos receive); ``bearer_token_file`` is re-read
+    before every query (projected tokens rotate); ``ca_file`` verifies an https URL's
+    certificate. ``scrape_interval_seconds`` is Prometheus' scrape interval for these targets:
+    ``rate_window_seconds`` must cover at least two scrapes, as ``rate()`` needs two samples.
+    ``warm_start_seconds`` of history are read at start to warm the forecasts (0: off).
+    ``pod_label`` names the pod on Triton's series; ``gpu_*_label`` the pod mapping on
+    dcgm-exporter's (``exported_pod`` etc. when Prometheus did not honour the exporter's
+    labels), ``gpu_matchers`` select dcgm-exporter's series (e.g. ``job="dcgm-exporter"``).
+    ``partial_response: false`` makes Thanos fail a query rather than answer from some stores
+    only (a partial sum would be a guess); Prometheus ignores it. Times are seconds.
+    """
+
+    url: str = Field(
+        description="base URL the API paths are appended to: Prometheus and Thanos at their "
+        "root, Mimir with its prefix (http://mimir/prometheus)"
+    )
+    tenant: str | None = Field(
+        None, description="sent as X-Scope-OrgID (Mimir, Cortex, Thanos receive); unset: none"
+    )
+    bearer_token_file: str | None = Field(
+        None, description="bearer token, re-read before every query (projected tokens rotate)"
+    )
+    ca_file: str | None = Field(
+        None, description="CA bundle that verifies an https url's certificate; unset: system CAs"
+    )
+    timeout_seconds: float = Field(
+        5.0, ge=0.1, le=120, description="time allowed for one query, from 100 ms to 2 minutes"
+    )
+    query_interval_seconds: float = Field(
+        5.0,
+        ge=0.5,
+        le=300,
+        description="how often each group is queried: at most twice a second (each refresh "
+        "is one query per group), at least every 5 minutes",
+    )
+    scrape_interval_seconds: float = Field(
+        15.0,
+        ge=0.1,
+        le=600,
+        description="Prometheus' scrape interval for these targets, as configured there",
+    )
+    rate_window_seconds: float = Field(
+        60.0,
+        ge=0.2,
+        le=3600,
+        description="the rate()/increase() window: at most an hour (a window is a sum over "
+        "its samples, read on every query)",
+    )
+    warm_start_seconds: float = Field(
+        3600.0,
+        ge=0,
+        le=7 * 86400,
+        description="history read at start to warm the forecasts: 0 (off) to 7 days",
+    )
+    pod_label: str = Field("pod", description="the label naming the pod on Triton's series")
+    gpu_namespace_label: str = Field(
+        "namespace",
+        description="dcgm-exporter's pod-mapping namespace label as stored in Prometheus "
+        "(exported_namespace when the scrape did not honour the exporter's labels)",
+    )
+    gpu_pod_label: str = Field(
+        "pod", description="dcgm-exporter's pod-mapping pod label (exported_pod: see above)"
+    )
+    gpu_container_label: str = Field(
+        "container",
+        description="dcgm-exporter's pod-mapping container label (exported_container: see above)",
+    )
+    gpu_matchers: str = Field(
+        "",
+        description='PromQL matchers selecting dcgm-exporter\'s series, e.g. job="dcgm-exporter"; '
+        "empty: every DCGM series of the group's namespace",
+    )
+    partial_response: bool = Field(
+        False,
+        description="Thanos: answer from the stores that replied; false fails a query instead "
+        "(a partial sum would be a guess); Prometheus ignores it",
+    )
+    max_concurrent_queries: int = Field(
+        8, ge=1, le=256, description="queries in flight at once to this source, 1 to 256"
+    )
+    groups: tuple[PrometheusGroupConfig, ...] = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http(s) URL with a host, got {url!r}")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry user:password@ credentials (use bearer_token_file)")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment: the API paths are appended")
+        return url.rstrip("/")
+
+    @field_validator("pod_label", "gpu_namespace_label", "gpu_pod_label", "gpu_container_label")
+    @classmethod
+    def _label_name(cls, name: str) -> str:
+        return _check_promql_label(name)
+
+    @field_validator("gpu_matchers")
+    @classmethod
+    def _gpu_matchers(cls, text: str) -> str:
+        promql_matchers(text)
+        return text
+
+    @model_validator(mode="after")
+    def _windows(self) -> PrometheusSourceConfig:
+        if self.rate_window_seconds < 2 * self.scrape_interval_seconds:
+            raise ValueError(
+                f"rate_window_seconds ({self.rate_window_seconds:g}) must be at least twice "
+                f"scrape_interval_seconds ({self.scrape_interval_seconds:g}): rate() needs two "
+                "samples in its window (four scrapes are safer)"
+            )
+        if self.warm_start_seconds / self.query_interval_seconds > PROMETHEUS_MAX_POINTS:
+            raise ValueError(
+                f"warm_start_seconds / query_interval_seconds is above {PROMETHEUS_MAX_POINTS} "
+                "points, which Prometheus refuses in one range query"
+            )
+        return self
+
+
+class SourcesConfig(_Strict):
+    """Where signals come from besides scraping: Prometheus-compatible query APIs."""
+
+    prometheus: tuple[PrometheusSourceConfig, ...] = ()
+
+
 class KedaScalerConfig(_Strict):
     """KEDA's external scaler (``externalscaler.ExternalScaler`` over gRPC with TLS).
 
@@ -895,6 +1147,7 @@ class Config(_Strict):
     discovery: DiscoveryConfig = DiscoveryConfig()
     keda_scaler: KedaScalerConfig = KedaScalerConfig()
     ui: UIConfig = UIConfig()
+    sources: SourcesConfig = SourcesConfig()
 
     @field_validator("listen")
     @classmethod
@@ -932,6 +1185,40 @@ class Config(_Strict):
                 f"twice {where} ({longest:g} s): otherwise every value is stale before the next "
                 "scrape"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _prometheus_groups_fit(self) -> Config:
+        max_age = self.signals.max_age_seconds
+        owners: dict[tuple[tuple[str, str], ...], tuple[str, bool]] = {}
+        for index, source in enumerate(self.sources.prometheus):
+            oldest = 2 * source.scrape_interval_seconds + source.query_interval_seconds
+            if max_age < oldest:
+                raise ValueError(
+                    f"sources.prometheus.{index}: signals.max_age_seconds ({max_age:g}) must be "
+                    f"at least twice scrape_interval_seconds ({source.scrape_interval_seconds:g})"
+                    f" plus query_interval_seconds ({source.query_interval_seconds:g}), "
+                    f"{oldest:g} s: otherwise one missed Prometheus scrape makes every value "
+                    "stale"
+                )
+            for number, group in enumerate(source.groups):
+                key = tuple(sorted(group.group_labels().items()))
+                where = f"sources.prometheus.{index}.groups.{number}"
+                if key in owners:
+                    raise ValueError(
+                        f"{where}: the group {dict(key)} is also {owners[key][0]}: a group's "
+                        "signals come from one place"
+                    )
+                owners[key] = (where, group.live)
+        for index, target in enumerate(self.targets):
+            key = tuple(sorted({"namespace": "default", **target.labels}.items()))
+            where, live = owners.get(key, ("", False))
+            if live and target.kind == "triton":
+                raise ValueError(
+                    f"targets.{index}: its group {dict(key)} is read from Prometheus ({where}); "
+                    "scrape it or read it, not both (live: false keeps Prometheus for the "
+                    "warm start only)"
+                )
         return self
 
 

@@ -108,14 +108,17 @@ def _is_ready(pod: Mapping[str, Any]) -> bool:
     )
 
 
-def _container_port(pod: Mapping[str, Any], name: str) -> int | None:
+def _container_port(pod: Mapping[str, Any], port: int | str) -> tuple[int, str | None] | None:
+    """(port number, container name) of the container port named or numbered ``port``;
+    a number no container declares is still that number, of an unknown container."""
     for container in _list(_dict(pod.get("spec")).get("containers")):
         for entry in _list(_dict(container).get("ports")):
-            port = _dict(entry)
-            number = port.get("containerPort")
-            if port.get("name") == name and isinstance(number, int):
-                return number
-    return None
+            declared = _dict(entry)
+            number = declared.get("containerPort")
+            if isinstance(number, int) and port in (declared.get("name"), number):
+                name = _dict(container).get("name")
+                return number, name if isinstance(name, str) else None
+    return (port, None) if isinstance(port, int) else None
 
 
 def pod_target(pod: Mapping[str, Any], settings: KubernetesDiscoveryConfig) -> Target | Skip:
@@ -132,13 +135,10 @@ def pod_target(pod: Mapping[str, Any], settings: KubernetesDiscoveryConfig) -> T
     ip = status.get("podIP")
     if not isinstance(ip, str) or not ip:
         return Skip("no pod IP")
-    port: int | None
-    if isinstance(settings.port, int):
-        port = settings.port
-    else:
-        port = _container_port(pod, settings.port)
-        if port is None:
-            return Skip(f"no container port named {settings.port!r}", misconfigured=True)
+    found = _container_port(pod, settings.port)
+    if found is None:
+        return Skip(f"no container port named {settings.port!r}", misconfigured=True)
+    port, container = found
     pod_labels = _dict(metadata.get("labels"))
     labels = {
         target: str(pod_labels[source])
@@ -155,6 +155,7 @@ def pod_target(pod: Mapping[str, Any], settings: KubernetesDiscoveryConfig) -> T
         labels=labels,
         pod=str(metadata.get("name", "")) or None,
         pod_labels={str(k): str(v) for k, v in pod_labels.items()},
+        container=container,
     )
 
 

@@ -58,7 +58,8 @@ SERVED_METRICS: tuple[MetricInfo, ...] = (
     ),
     MetricInfo(
         "gpu_utilization",
-        "Mean GPU utilisation (0-1) over the group's GPUs, from Triton or dcgm-exporter.",
+        "Mean GPU utilisation (0-1) over the group's own GPUs: those dcgm-exporter maps to its "
+        "pods (each GPU or MIG instance once), else Triton's own nv_gpu_utilization.",
         "ratio",
         served_beside="triton_queue_depth",
         absent_because=(

@@ -21,11 +21,13 @@ import aiohttp
 
 from adapter.config import ScrapeConfig, SignalsConfig
 from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
+from adapter.gpus import GpuSample, PodGpus, attribute, shared_devices
 from adapter.scrape import ScrapeLoop, ScrapeObserver, TargetState
 from adapter.signals import (
     Labels,
     Member,
     ReadingHistory,
+    SourcedSeries,
     group_series,
     members_in_service,
     pod_group,
@@ -53,6 +55,15 @@ class SignalStage(Protocol):
     ) -> PointsByMetric: ...
 
 
+class SeriesSource(Protocol):
+    """Signals read from elsewhere than the scrape loops (a Prometheus), merged into each
+    published snapshot beside the scraped groups'."""
+
+    refreshes: int  # completed refreshes: after the first, its series have appeared
+
+    def latest(self) -> SourcedSeries: ...
+
+
 class Pipeline:
     def __init__(
         self,
@@ -64,6 +75,7 @@ class Pipeline:
         scrape_observer: ScrapeObserver | None = None,
         on_target_removed: Callable[[Target], None] | None = None,
         on_publish: Sequence[Callable[[Snapshot], None]] = (),
+        series_sources: tuple[SeriesSource, ...] = (),
     ) -> None:
         self._scrape = scrape
         self._signals = signals
@@ -72,6 +84,8 @@ class Pipeline:
         self._observer = scrape_observer
         self._on_target_removed = on_target_removed
         self._on_publish = tuple(on_publish)  # downstream readers (the page's recorder)
+        self._series_sources = series_sources
+        self._shared_gpus: dict[str, tuple[PodKey, ...]] = {}
         self._parser = ExpositionParser(TRITON_FAMILIES + DCGM_FAMILIES)
         self._states: dict[Target, TargetState] = {}
         self._loops: dict[Target, asyncio.Task[None]] = {}
@@ -113,13 +127,19 @@ class Pipeline:
 
     def published_after_every_target_scraped(self) -> bool:
         """True once a snapshot (and the stages' step) was built after the target source had
-        delivered and every target had been scraped at least once, successfully or not: from
+        delivered, every target had been scraped at least once, successfully or not, and every
+        series source (Prometheus) had been read at least once: from
         then on every series the targets give has appeared."""
         return self._published_complete
 
     def _every_target_scraped(self) -> bool:
-        return self._reconciled_once and all(
-            state.scrapes > 0 or state.consecutive_failures > 0 for state in self._states.values()
+        return (
+            self._reconciled_once
+            and all(
+                state.scrapes > 0 or state.consecutive_failures > 0
+                for state in self._states.values()
+            )
+            and all(source.refreshes > 0 for source in self._series_sources)
         )
 
     def liveness(self, now_mono: float | None = None) -> str | None:
@@ -302,8 +322,15 @@ class Pipeline:
         groups: dict[Labels, list[Member]] = {}
         pods: dict[Labels, list[Member]] = {}  # keyed by the group's labels plus the pod's
         pod_labels: dict[PodKey, Mapping[str, str]] = {}
+        exporters: list[tuple[float, tuple[GpuSample, ...]]] = []
         for target, state in self._states.items():
-            member = Member(target.kind, state.history, target.url)
+            if target.node_scoped:  # a node's dcgm-exporter: its GPUs join pods below
+                newest = state.history.newest
+                if newest is not None:
+                    exporters.append((newest.wall, newest.gpus))
+                continue
+            container = target.pod.container if target.pod is not None else None
+            member = Member(target.kind, state.history, target.url, target.pod_key, container)
             groups.setdefault(target.group, []).append(member)
             if target.pod is not None and target.kind == "triton":
                 pods.setdefault(pod_group(target.group, target.pod.name), []).append(member)
@@ -312,15 +339,27 @@ class Pipeline:
                 )
         groups = {group: self._in_service(members, now_mono) for group, members in groups.items()}
 
-        self._last_points, points = self._with_carried(self._last_points, groups, now_wall)
+        pod_gpus = attribute(exporters)
+        self._note_shared_gpus(pod_gpus)
+        self._last_points, points = self._with_carried(
+            self._last_points, groups, now_wall, pod_gpus
+        )
         self._last_pod_points, per_pod = self._with_carried(
-            self._last_pod_points, pods, now_wall, keep_vanished=False
+            self._last_pod_points, pods, now_wall, pod_gpus, keep_vanished=False
         )
 
         replicas = {
             group: sum(1 for member in members if member.kind == "triton")
             for group, members in groups.items()
         }
+        for source in self._series_sources:
+            sourced = source.latest()
+            for metric, series in sourced.series.items():
+                points.setdefault(metric, []).extend(series)
+            for metric, series in sourced.pod_series.items():
+                per_pod.setdefault(metric, []).extend(series)
+            pod_labels.update(sourced.pods)
+            replicas.update(sourced.replicas)
         for stage in self._stages:
             try:
                 produced = stage.step(now_mono, points, replicas)
@@ -354,6 +393,7 @@ class Pipeline:
         last: Mapping[SeriesKey, tuple[Labels, SeriesPoint]],
         owners: Mapping[Labels, list[Member]],
         now_wall: float,
+        pod_gpus: Mapping[PodKey, PodGpus],
         *,
         keep_vanished: bool = True,
     ) -> tuple[dict[SeriesKey, tuple[Labels, SeriesPoint]], PointsByMetric]:
@@ -371,7 +411,7 @@ class Pipeline:
         window = self._signals.rate_window_seconds
         fresh: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
         for owner, members in owners.items():
-            for metric, series in group_series(owner, members, window).items():
+            for metric, series in group_series(owner, members, window, pod_gpus).items():
                 for point in series:
                     fresh[(metric, tuple(sorted(point.labels.items())))] = (owner, point)
         max_age = self._signals.max_age_seconds
@@ -418,6 +458,17 @@ class Pipeline:
                 log.info("group member back in service", extra={"target": member.name})
         return kept
 
+    def _note_shared_gpus(self, pod_gpus: Mapping[PodKey, PodGpus]) -> None:
+        """Log when the set of GPUs that several pods hold (time-slicing) changes: each of
+        those pods' ``gpu_utilization`` is the whole GPU's, its neighbours' work included."""
+        shared = shared_devices(pod_gpus)
+        if shared != self._shared_gpus:
+            self._shared_gpus = shared
+            log.info(
+                "GPUs shared by several pods",
+                extra={"gpus": {d: [f"{ns}/{pod}" for ns, pod in p] for d, p in shared.items()}},
+            )
+
 
 def _scrape_identity(target: Target) -> tuple[object, ...]:
     """What makes two targets the same scrape: all but the pod's labels."""
@@ -447,5 +498,5 @@ def _no_longer_reported(
         return False
     model = point.labels.get("model")
     if model is None:
-        return not any(r is not None and r.gpu_utilization for r in newest)
+        return not any(r is not None and (r.gpu_utilization or r.gpus) for r in newest)
     return not any(r is not None and any(key[0] == model for key in r.models) for r in newest)

@@ -14,13 +14,17 @@ guess.
 the multiples of its step in Unix time, so two replicas scraping the same targets average
 the arrival rate over the same windows and feed their policies the same steps.
 
-**Warm.** A series' forecast is *warm* once its policy has been fed ``warm_steps`` steps
-with a known arrival rate (by default its horizon in steps plus the forecast errors its
-calibrated headroom needs, 9 + 20 = 29 steps, 7.25 min, at the defaults: from then on its
-upper bound is the calibrated one, as on a replica that has run for hours). A warm start
-that replays history through the policy counts that history. :class:`WarmReadiness` holds
-``/readyz`` until every series is warm (bounded), so a restarted replica does not serve a
-cold forecast beside a warm one.
+**Warm.** There is one notion of warm, used by readiness and by the warm start alike
+(:meth:`PredictiveStage.is_warm`, :meth:`PredictiveStage.cold_series`): a series' forecast
+is *warm* once its policy has been fed ``warm_steps`` steps with a known arrival rate (by
+default its horizon in steps plus the forecast errors its calibrated headroom needs,
+9 + 20 = 29 steps, 7.25 min, at the defaults: from then on its upper bound is the calibrated
+one, as on a replica that has run for hours). Steps come from live data or, at start, from a
+**warm start** (:meth:`PredictiveStage.warm_start`): recent history read back from
+Prometheus (:mod:`adapter.promsource`) is replayed step by step into a fresh policy, and
+every replayed step with a known rate counts, so a restarted or newly added replica serves
+a warm forecast at once. :class:`WarmReadiness` holds ``/readyz`` until every series is warm
+(bounded), so a restarted replica does not serve a cold forecast beside a warm one.
 
 Each series also keeps score of its own forecasts (:class:`ForecastCheck`): the upper bound
 published one horizon ago is compared with the mean arrival rate of the step it was made
@@ -36,11 +40,11 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from adapter.config import PredictiveConfig
-from adapter.signals import ARRIVAL_RATE, QUEUE_DEPTH, Labels
+from adapter.signals import ARRIVAL_RATE, QUEUE_DEPTH, Labels, WarmSample
 from adapter.snapshot import SeriesPoint
 from adapter.views import ForecastView
 from policies.predictive import Decision, PredictivePolicy, build_predictive_policy
@@ -169,16 +173,24 @@ class PredictiveStage:
             return self._settings.warm_steps
         return policy.horizon_steps + policy.headroom.min_samples
 
+    def _warm(self, state: _SeriesState) -> bool:
+        return state.policy.steps_with_rate >= self.warm_steps(state.policy)
+
+    def is_warm(self, labels: Mapping[str, str]) -> bool | None:
+        """Whether the series ``labels`` (group labels plus ``model``) serves a warm forecast;
+        None while it is not live (unknown, or warm-started and waiting for its data)."""
+        state = self._series.get(_key(labels))
+        return None if state is None or not state.live else self._warm(state)
+
     def cold_series(self) -> tuple[ColdSeries, ...]:
         """The live series whose forecast is not warm yet."""
-        cold = []
-        for state in self._series.values():
-            if not state.live:
-                continue
-            needed = self.warm_steps(state.policy)
-            if state.policy.steps_with_rate < needed:
-                cold.append(ColdSeries(state.check.labels, state.policy.steps_with_rate, needed))
-        return tuple(cold)
+        return tuple(
+            ColdSeries(
+                state.check.labels, state.policy.steps_with_rate, self.warm_steps(state.policy)
+            )
+            for state in self._series.values()
+            if state.live and not self._warm(state)
+        )
 
     def series_count(self) -> int:
         """Series seen in the raw signals."""
@@ -202,6 +214,57 @@ class PredictiveStage:
         horizon = policy.horizon_steps * settings.step_seconds
         check = ForecastCheck(dict(labels), settings.quantile, horizon)
         return _SeriesState(policy, settings.step_seconds, settings.sizes_replicas, check)
+
+    def warm_start(
+        self, history: Mapping[Labels, Sequence[WarmSample]], now_mono: float, now_wall: float
+    ) -> int:
+        """Replay recent history into fresh policies, one per series; returns how many warmed.
+
+        Each series' samples (Unix s ``wall``, oldest first or not) are cut into its own steps
+        ending at ``now_wall``: the mean of a step's known arrival rates (NaN when none, which
+        advances the policy's clocks without teaching it), its last queue depth and replica
+        count, then one policy step and forecast check per step, as live; each step with a
+        known rate counts towards warm (:meth:`is_warm`). The state replaces a live series
+        that is not warm yet (keeping the rates it has collected and its step times) or
+        waits, not live, for the series to appear (as :meth:`policy_for`'s); a warm live
+        series is left as it is.
+        """
+        warmed = 0
+        for key, samples in history.items():
+            known = sorted((s for s in samples if s.wall <= now_wall), key=lambda s: s.wall)
+            existing = self._series.get(key)
+            if not known or (existing is not None and existing.live and self._warm(existing)):
+                continue
+            state = self._new_state(dict(key))
+            step = state.step_seconds
+            steps = math.ceil((now_wall - known[0].wall) / step - 1e-9)
+            index = 0
+            replicas = float(known[0].replicas)
+            for ending in range(steps - 1, -1, -1):
+                end = now_wall - ending * step
+                rates: list[float] = []
+                depth = math.nan
+                while index < len(known) and known[index].wall <= end:
+                    sample = known[index]
+                    if math.isfinite(sample.arrival_rate):
+                        rates.append(sample.arrival_rate)
+                    if math.isfinite(sample.queue_depth):
+                        depth = sample.queue_depth
+                    replicas = float(sample.replicas)
+                    index += 1
+                mean_rate = sum(rates) / len(rates) if rates else math.nan
+                state.decision = state.policy.step(mean_rate, depth, replicas)
+                state.inputs = (mean_rate, depth, replicas, end)
+                state.score(mean_rate, state.decision)
+            state.last_rate_time = known[-1].wall
+            if existing is not None and existing.live:
+                state.live = True
+                state.rates = existing.rates
+                state.last_rate_time = max(state.last_rate_time, existing.last_rate_time)
+                state.next_step = existing.next_step
+            self._series[key] = state
+            warmed += 1
+        return warmed
 
     def forecast_checks(self) -> tuple[ForecastCheck, ...]:
         """Every live series' forecast score (immutable; read by /metrics at scrape time)."""
@@ -283,13 +346,15 @@ def _group(labels: Mapping[str, str]) -> Labels:
 class WarmReadiness:
     """``/readyz``'s predictive check: not ready while a series' forecast is cold.
 
-    Ready once the pipeline has scraped every target at least once (``inputs_seen``; a
-    target that is down counts once its first attempt failed: it has no series to wait for)
-    and every series is warm; or, whatever the series, ``max_wait_seconds`` after this check
-    was made (a pod must become Ready even when a series never warms up, e.g. its rate is
-    never known). Once ready it stays ready: a series that appears later (a new Deployment)
-    is equally cold on every replica, and a pod that left the Service for it would take the
-    APIService down for every HPA. One log line when it becomes ready.
+    Ready once the pipeline has scraped every target (and queried every Prometheus source)
+    at least once (``inputs_seen``; a target that is down counts once its first attempt
+    failed: it has no series to wait for), the warm start from Prometheus, if any, has
+    finished (``warm_start_done``; its replayed steps count towards warm), and every series
+    is warm (:meth:`PredictiveStage.is_warm`); or, whatever the series, ``max_wait_seconds``
+    after this check was made (a pod must become Ready even when a series never warms up,
+    e.g. its rate is never known). Once ready it stays ready: a series that appears later (a
+    new Deployment) is equally cold on every replica, and a pod that left the Service for it
+    would take the APIService down for every HPA. One log line when it becomes ready.
     """
 
     def __init__(
@@ -298,9 +363,12 @@ class WarmReadiness:
         inputs_seen: Callable[[], bool],
         max_wait_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        warm_start_done: Callable[[], bool] | None = None,
     ) -> None:
         self._stage = stage
         self._inputs_seen = inputs_seen
+        self._warm_start_done = warm_start_done
         self._clock = clock
         self._deadline = clock() + max_wait_seconds
         self._max_wait = max_wait_seconds
@@ -311,10 +379,13 @@ class WarmReadiness:
             return None
         waited_out = self._clock() >= self._deadline
         inputs_seen = self._inputs_seen()
+        warm_started = self._warm_start_done is None or self._warm_start_done()
         cold = self._stage.cold_series() if inputs_seen else ()
         if not waited_out:
             if not inputs_seen:
                 return "waiting for the first scrape of every target"
+            if not warm_started:
+                return "waiting for the warm start of the forecasts from Prometheus"
             if cold:
                 first = cold[0]
                 labels = "/".join(
@@ -327,7 +398,7 @@ class WarmReadiness:
                     f"{left:.0f} s"
                 )
         self._ready = True
-        if inputs_seen and not cold:
+        if inputs_seen and warm_started and not cold:
             log.info("ready: every forecast is warm", extra={"series": self._stage.series_count()})
         else:
             log.warning(
@@ -335,6 +406,7 @@ class WarmReadiness:
                 extra={
                     "waited_seconds": self._max_wait,
                     "every_target_scraped": inputs_seen,
+                    "warm_start_done": warm_started,
                     "cold_series": [dict(c.labels) for c in cold],
                 },
             )

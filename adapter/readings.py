@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from adapter.exposition import Families, Sample
+from adapter.gpus import GpuSample, dcgm_samples_from_families, triton_samples
 from adapter.targets import TargetKind
 
 ModelKey = tuple[str, str]  # (model, version); version is "" when versions are summed
@@ -97,6 +98,11 @@ class Reading:
     ``rejected_models`` were reported with an invalid value and are absent from
     ``models``; ``gpu_rejected`` means a utilisation sample was invalid, so the target's
     GPU utilisation is unknown at this scrape. ``series`` counts the kept samples.
+
+    ``gpu_utilization`` (0-1 per GPU) are the GPUs that belong to the target itself: Triton's
+    own, or a dcgm-exporter's devices that no pod holds. ``gpus`` are every device with its
+    identity and, from dcgm-exporter, the pod it is assigned to (:mod:`adapter.gpus`); a
+    rejected device's utilisation there is NaN.
     """
 
     mono: float
@@ -107,6 +113,7 @@ class Reading:
     gpu_rejected: bool = False
     rejections: tuple[Rejection, ...] = ()
     series: int = 0
+    gpus: tuple[GpuSample, ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -185,15 +192,19 @@ def reading_from_families(
     series = sum(len(samples) for samples in families.values())
     rejections = _Rejections()
     if kind == "dcgm":
-        gpu, gpu_rejected = _dcgm_utilization(families, rejections)
+        _dcgm_utilization(families, rejections)  # records the rejected samples
+        devices = dcgm_samples_from_families(families)
+        unassigned = _unassigned(devices)
+        gpu_rejected = any(math.isnan(u) for u in unassigned)
         return Reading(
             mono,
             wall,
             {},
-            gpu,
+            () if gpu_rejected else unassigned,
             gpu_rejected=gpu_rejected,
             rejections=rejections.as_tuple(),
             series=series,
+            gpus=devices,
         )
     rejected: set[ModelKey] = set()
 
@@ -238,6 +249,7 @@ def reading_from_families(
         gpu_rejected=gpu_rejected,
         rejections=rejections.as_tuple(),
         series=series,
+        gpus=triton_samples(families),
     )
 
 
@@ -278,3 +290,13 @@ def _dcgm_utilization(
     if engine:
         return _checked(engine, DCGM_ENGINE, 1.0, rejections)
     return _checked(families.get(DCGM_UTIL, ()), DCGM_UTIL, 100.0, rejections)
+
+
+def _unassigned(devices: tuple[GpuSample, ...]) -> tuple[float, ...]:
+    """Utilisation of the devices no pod holds, once per device (GR_ENGINE_ACTIVE, 0-1 and
+    valid under MIG, else GPU_UTIL / 100: see :func:`adapter.gpus.dcgm_samples`)."""
+    seen: dict[str, float] = {}
+    for device in devices:
+        if device.pod is None:
+            seen.setdefault(device.device, device.utilization)
+    return tuple(seen.values())

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ from adapter.memory import keep_large_buffers_out_of_the_heap
 from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage, WarmReadiness
+from adapter.promsource import PrometheusSource
 from adapter.provider import SnapshotCustomMetricsProvider, SnapshotProvider
 from adapter.recorder import SeriesRecorder
 from adapter.selfmetrics import SelfMetrics
@@ -127,6 +129,19 @@ def check_files(config: Config) -> FileCheck:
                 request_header_config_from_file(ca_file, setting=setting)
             except RequestHeaderConfigError as err:
                 problems.append(str(err))
+    for index, source in enumerate(config.sources.prometheus):
+        where = f"sources.prometheus.{index}"
+        if present(f"{where}.ca_file", source.ca_file):
+            try:
+                ssl.create_default_context(cafile=source.ca_file)
+            except (OSError, ssl.SSLError) as err:
+                problems.append(f"{where}.ca_file {source.ca_file!r}: cannot load: {err}")
+        token = source.bearer_token_file
+        if present(f"{where}.bearer_token_file", token):
+            try:
+                Path(str(token)).read_bytes()
+            except OSError as err:
+                problems.append(f"{where}.bearer_token_file {token!r}: {err.strerror or err}")
     for setting, kubeconfig in (
         ("auth.kubeconfig", config.auth.kubeconfig),
         ("auth.authentication_kubeconfig", config.auth.authentication_kubeconfig),
@@ -198,6 +213,8 @@ class RunningService:
     runner: web.AppRunner
     port: int
     scaler: ScalerServer | None = None
+    prometheus: tuple[PrometheusSource, ...] = ()
+    warm_start: asyncio.Task[int] | None = None  # the forecasts' warm start from Prometheus
 
 
 def read_mounted(files: MountedFiles, setting: str) -> tuple[bytes, ...]:
@@ -276,6 +293,7 @@ async def start_auth(settings: AuthConfig) -> AuthSetup | None:
         settings.authentication_kubeconfig or settings.kubeconfig,
         timeout_seconds=settings.review_timeout_seconds,
         authorization_kubeconfig=settings.authorization_kubeconfig or settings.kubeconfig,
+        token_audiences=settings.token_audiences,
     )
     try:
         request_header, front_proxy_files, version = await _front_proxy_settings(settings, client)
@@ -470,6 +488,34 @@ def credential_reloader(
     return reloader
 
 
+def start_prometheus_sources(
+    sources: Sequence[PrometheusSource],
+    predictive: PredictiveStage,
+    stack: contextlib.AsyncExitStack,
+) -> asyncio.Task[int] | None:
+    """Each Prometheus source's refresh loop, and one warm start of the forecasts from their
+    history (the task returns how many series it warmed; None when no source reads any)."""
+    for source in sources:
+        stack.push_async_callback(source.close)
+        task = asyncio.create_task(source.run(), name=f"prometheus {source.settings.url}")
+        stack.push_async_callback(_stop, task)
+    if not any(source.settings.warm_start_seconds > 0 for source in sources):
+        return None
+    warm = asyncio.create_task(warm_start(sources, predictive), name="warm start")
+    stack.push_async_callback(_stop, warm)
+    return warm
+
+
+async def warm_start(sources: Sequence[PrometheusSource], predictive: PredictiveStage) -> int:
+    """Read every source's history and replay it into the predictive stage."""
+    history = {}
+    for found in await asyncio.gather(*(source.warm_history() for source in sources)):
+        history.update(found)
+    warmed = predictive.warm_start(history, time.monotonic(), time.time())
+    log.info("forecasts warm-started from Prometheus", extra={"series": warmed})
+    return warmed
+
+
 def all_ready(*checks: ReadinessCheck | None) -> ReadinessCheck:
     """One readiness check: ready when every check is; otherwise the first reason."""
 
@@ -506,6 +552,9 @@ async def running_service(
             if config.ui.enabled
             else None
         )
+        prometheus = tuple(
+            PrometheusSource(settings, config.signals) for settings in config.sources.prometheus
+        )
         pipeline = Pipeline(
             config.scrape,
             config.signals,
@@ -514,6 +563,7 @@ async def running_service(
             scrape_observer=metrics.observe_scrape,
             on_target_removed=metrics.forget_target,
             on_publish=(recorder.record,) if recorder is not None else (),
+            series_sources=prometheus,
         )
         metrics.serve_snapshots(pipeline.snapshot)
         metrics.serve_forecast_checks(predictive.forecast_checks)
@@ -547,6 +597,7 @@ async def running_service(
             raise StartupError(str(err)) from None
         if scaler is not None:
             certificate_listeners.append(scaler.replace_certificate)
+        warm = start_prometheus_sources(prometheus, predictive, stack)
         app = build_app(
             pipeline,
             provider,
@@ -560,6 +611,7 @@ async def running_service(
                     predictive,
                     pipeline.published_after_every_target_scraped,
                     config.predictive.readiness_max_wait_seconds,
+                    warm_start_done=None if warm is None else warm.done,
                 ),
             ),
             recorder=recorder,
@@ -588,10 +640,10 @@ async def running_service(
             "serving external.metrics.k8s.io/v1beta1 and custom.metrics.k8s.io/v1beta2,v1beta1",
             extra={"listen": config.listen, "port": port, "targets": len(config.targets)},
         )
-        yield RunningService(pipeline, app, runner, port, scaler)
+        yield RunningService(pipeline, app, runner, port, scaler, prometheus, warm)
 
 
-async def _stop(task: asyncio.Task[None]) -> None:
+async def _stop(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task  # a pipeline failure was logged and failed /livez already

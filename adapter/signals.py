@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from adapter.gpus import GpuSample, PodGpus, PodKey, mean_utilization
 from adapter.readings import ModelCounters, ModelKey, Reading
 from adapter.snapshot import SeriesPoint
 from adapter.targets import TargetKind
@@ -224,11 +225,15 @@ def _finite(values: dict[str, float]) -> dict[str, float]:
 @dataclass(frozen=True, slots=True)
 class Member:
     """One target of a group: its kind decides which signals it feeds; ``name`` (its URL)
-    is what logs and a stale answer name."""
+    is what logs and a stale answer name. ``pod`` is the ``(namespace, pod)`` a Triton member
+    scrapes, ``container`` its Triton container, when known: they pick the GPUs dcgm-exporter
+    assigns to it."""
 
     kind: TargetKind
     history: ReadingHistory
     name: str = ""
+    pod: PodKey | None = None
+    container: str | None = None
 
     def failing_for(self, now_mono: float) -> float:
         """Seconds since this member's last usable reading (or since it was tracked,
@@ -270,12 +275,13 @@ def group_series(
     group_labels: Labels,
     members: Sequence[Member],
     window_seconds: float,
+    pod_gpus: Mapping[PodKey, PodGpus] | None = None,
 ) -> dict[str, list[SeriesPoint]]:
     """Compute every raw signal of one group of targets.
 
     Model signals come from the Triton members: summed over members (queue depth, rates)
-    or derived from summed deltas (queue time, ratio). GPU utilisation is the mean over
-    every GPU any member reports (Triton or dcgm-exporter). A series' timestamp is the
+    or derived from summed deltas (queue time, ratio). GPU utilisation is the mean over the
+    members' own GPUs (:func:`member_gpus`), each device once. A series' timestamp is the
     oldest newest-reading among the members it is built from, so one dead member makes
     the series age out (held by the API), never shrink.
     """
@@ -301,13 +307,77 @@ def group_series(
                 point = SeriesPoint(labels, value, timestamp, window_field, source)
                 out.setdefault(metric, []).append(point)
 
-    readings = [m.history.newest for m in members if m.history.newest is not None]
-    gpus = [u for r in readings for u in r.gpu_utilization]
-    mean = sum(gpus) / len(gpus) if gpus else math.nan
-    if 0.0 <= mean <= 1.0 and not any(r.gpu_rejected for r in readings):
-        stamp, source = _stalest(members)
-        out[GPU_UTILIZATION] = [SeriesPoint(base_labels, mean, stamp, source=source)]
+    devices: list[GpuSample] = []
+    stamp, source = math.inf, ""
+    for index, member in enumerate(members):
+        found = member_gpus(member, index, pod_gpus or {})
+        wall, own = (-math.inf, ()) if found is None else found  # no reading: fewer GPUs
+        devices.extend(own)
+        if wall < stamp:
+            stamp, source = wall, member.name
+    utilization = mean_utilization(devices)  # NaN when any device's value was rejected
+    if utilization is not None and 0.0 <= utilization <= 1.0:
+        out[GPU_UTILIZATION] = [SeriesPoint(base_labels, utilization, stamp, source=source)]
     return out
+
+
+def member_gpus(
+    member: Member, index: int, pod_gpus: Mapping[PodKey, PodGpus]
+) -> tuple[float, tuple[GpuSample, ...]] | None:
+    """(Unix s, devices) of one member's own GPUs; None before its first reading.
+
+    A Triton pod's GPUs are those dcgm-exporter assigns to it (the kubelet's pod-resources
+    mapping) when it assigns any; else Triton's own ``nv_gpu_utilization``. A dcgm-exporter
+    member (a static target naming the group its node serves) gives the devices no pod holds.
+    """
+    if member.kind == "triton" and member.pod is not None:
+        assigned = pod_gpus.get(member.pod)
+        if assigned is not None:
+            own = assigned.for_container(member.container)
+            if own:
+                return assigned.wall, own
+    reading = member.history.newest
+    if reading is None:
+        return None
+    if reading.gpu_rejected and not reading.gpus:  # an invalid sample: the set is unknown
+        return reading.wall, (GpuSample(f"member{index}/rejected", math.nan),)
+    if reading.gpus:
+        devices = reading.gpus
+        if member.kind == "dcgm":
+            devices = tuple(d for d in devices if d.pod is None)
+        return reading.wall, devices
+    # readings built without device identities: each value is its own device
+    return reading.wall, tuple(
+        GpuSample(f"member{index}/gpu{n}", u) for n, u in enumerate(reading.gpu_utilization)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SourcedSeries:
+    """Signals computed outside the scrape path (e.g. from Prometheus queries), to publish.
+
+    ``series``: group series by metric; ``pod_series``: per-pod series by metric (labels: the
+    group's plus ``pod``); ``pods``: each pod's own Kubernetes labels (custom metrics'
+    ``labelSelector``); ``replicas``: Triton pods per group (the predictive stage's input).
+    Every point carries the time of the data it is built from, so it ages like a scraped one.
+    """
+
+    series: Mapping[str, Sequence[SeriesPoint]] = field(default_factory=dict)
+    pod_series: Mapping[str, Sequence[SeriesPoint]] = field(default_factory=dict)
+    pods: Mapping[PodKey, Mapping[str, str]] = field(default_factory=dict)
+    replicas: Mapping[Labels, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WarmSample:
+    """One past moment of a series, read back to warm its forecast at start: ``wall`` (Unix
+    s), the arrival rate (req/s, NaN when unknown), the queue depth (requests, NaN when
+    unknown) and the group's Triton pods then."""
+
+    wall: float
+    arrival_rate: float
+    queue_depth: float
+    replicas: int
 
 
 def pod_group(group_labels: Labels, pod: str) -> Labels:

@@ -20,11 +20,14 @@ class PodRef:
 
     Custom metrics describe objects: a per-pod value names its pod (``describedObject``)
     and a ``labelSelector`` selects pods by their labels. Neither is part of the target's
-    group: the pods of one Deployment still aggregate into one series.
+    group: the pods of one Deployment still aggregate into one series. ``container`` is the
+    container serving the scraped port, when known (it picks that container's GPUs from
+    dcgm-exporter's pod mapping).
     """
 
     name: str
     labels: tuple[tuple[str, str], ...] = ()
+    container: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +52,10 @@ class Target:
         *,
         pod: str | None = None,
         pod_labels: Mapping[str, str] | None = None,
+        container: str | None = None,
     ) -> Target:
         merged = {"namespace": "default", **labels}
-        ref = PodRef(pod, tuple(sorted((pod_labels or {}).items()))) if pod else None
+        ref = PodRef(pod, tuple(sorted((pod_labels or {}).items())), container) if pod else None
         return cls(url, kind, tuple(sorted(merged.items())), scrape_interval_seconds, ref)
 
     @property
@@ -67,6 +71,14 @@ class Target:
     def pod_key(self) -> tuple[str, str] | None:
         """``(namespace, pod name)`` when the target is a known pod."""
         return None if self.pod is None else (self.namespace, self.pod.name)
+
+    @property
+    def node_scoped(self) -> bool:
+        """A dcgm-exporter pod (one per node, a DaemonSet's): it reports the GPUs of every pod
+        on its node, so it belongs to no group; its devices join the Triton pods by the pod
+        labels it puts on them. A dcgm target without a pod (static, configured with the
+        labels of the group its node serves) still feeds that group the GPUs no pod holds."""
+        return self.kind == "dcgm" and self.pod is not None
 
 
 class TargetSource(Protocol):

@@ -340,13 +340,24 @@ def subject_access_review(attributes: RequestAttributes) -> dict[str, Any]:
     return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
 
 
-def token_review(token: str) -> dict[str, Any]:
-    """The TokenReview body for ``token`` (no audiences: the API server's own)."""
-    return {
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenReview",
-        "spec": {"token": token},
-    }
+def token_review(token: str, audiences: Sequence[str] = ()) -> dict[str, Any]:
+    """The TokenReview body for ``token``: for ``audiences`` (none: the API server's own)."""
+    spec: dict[str, Any] = {"token": token}
+    if audiences:
+        spec["audiences"] = list(audiences)
+    return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
+
+
+def audience_problem(wanted: Sequence[str], answered: Sequence[str] | None) -> str | None:
+    """Why an authenticated TokenReview answer does not hold for ``wanted`` audiences, as Go's
+    webhook token authenticator checks it: the answer's ``status.audiences`` must include one
+    of them (an API server that checked them says which matched). None: it holds."""
+    if not wanted or set(answered or ()) & set(wanted):
+        return None
+    return (
+        f"token audiences {sorted(answered or ())} are not any of {list(wanted)} "
+        "(auth.token_audiences)"
+    )
 
 
 # --- the Kubernetes calls -------------------------------------------------------------------
@@ -396,8 +407,10 @@ class KubernetesReviewClient:
         *,
         timeout_seconds: float,
         authorization_client: k8s_client.ApiClient | None = None,
+        token_audiences: Sequence[str] = (),
     ) -> None:
         self._api_client = api_client
+        self._token_audiences = tuple(token_audiences)
         self._authorization_client = authorization_client
         self._timeout = timeout_seconds
         self._authentication: Any = k8s_client.AuthenticationV1Api(api_client)
@@ -429,7 +442,7 @@ class KubernetesReviewClient:
         review = await self._call(
             "TokenReview",
             self._authentication.create_token_review(
-                token_review(token), _request_timeout=self._timeout
+                token_review(token, self._token_audiences), _request_timeout=self._timeout
             ),
         )
         result = review.status
@@ -437,6 +450,9 @@ class KubernetesReviewClient:
             raise ReviewError("TokenReview: the answer has no status")
         if not result.authenticated or result.user is None or not result.user.username:
             return TokenReviewResult(None, str(result.error or ""))
+        problem = audience_problem(self._token_audiences, result.audiences)
+        if problem is not None:
+            return TokenReviewResult(None, problem)
         user = result.user
         return TokenReviewResult(
             UserInfo.create(
@@ -506,10 +522,12 @@ async def connect(
     ca_file: str = SERVICE_CERT_FILENAME,
     timeout_seconds: float,
     authorization_kubeconfig: str | None = None,
+    token_audiences: Sequence[str] = (),
 ) -> KubernetesReviewClient:
     """The review client of delegated auth (see :func:`api_client` for the lookup order):
     TokenReview and the ConfigMap through ``kubeconfig``, SubjectAccessReview through
-    ``authorization_kubeconfig`` when it is given and differs."""
+    ``authorization_kubeconfig`` when it is given and differs; bearer tokens are reviewed for
+    ``token_audiences`` (none: the API server's own)."""
     hint = (
         "delegated auth needs the API server; set auth.kubeconfig / --kubeconfig, "
         "run in a pod, or use auth.mode: none"
@@ -537,5 +555,8 @@ async def connect(
             await client.close()
             raise
     return KubernetesReviewClient(
-        client, timeout_seconds=timeout_seconds, authorization_client=authorization_client
+        client,
+        timeout_seconds=timeout_seconds,
+        authorization_client=authorization_client,
+        token_audiences=token_audiences,
     )

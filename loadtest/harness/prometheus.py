@@ -85,17 +85,28 @@ def recording_rules_yaml(
     return yaml.safe_dump({"groups": [group]}, sort_keys=False)
 
 
+StaticConfig = Mapping[str, Any]
+"""One ``static_configs`` entry: ``{"targets": ["host:port"], "labels": {...}}``."""
+
+
 def prometheus_config_yaml(
     targets: Sequence[str],
     *,
     scrape_interval_s: float = NVIDIA_SCRAPE_INTERVAL_S,
     rule_files: Sequence[str] = (),
     job_name: str = "triton",
+    static_configs: Sequence[StaticConfig] = (),
+    extra_jobs: Mapping[str, Sequence[StaticConfig]] | None = None,
 ) -> str:
-    """prometheus.yml scraping ``targets`` (``host:port``, path /metrics)."""
-    if not targets:
+    """prometheus.yml scraping ``targets`` (``host:port``, path /metrics) as job ``job_name``.
+
+    ``static_configs`` replace ``targets`` when given (to attach target labels, e.g. the
+    ``namespace`` and ``pod`` a PodMonitor would add); ``extra_jobs`` are more jobs by name.
+    """
+    if not targets and not static_configs:
         raise ValueError("prometheus config: give at least one scrape target host:port")
     scrape_timeout_s = min(scrape_interval_s, 10.0)
+    jobs = {job_name: list(static_configs) or [{"targets": list(targets)}], **(extra_jobs or {})}
     config: dict[str, Any] = {
         "global": {
             "scrape_interval": _duration(scrape_interval_s),
@@ -105,10 +116,14 @@ def prometheus_config_yaml(
         "rule_files": list(rule_files),
         "scrape_configs": [
             {
-                "job_name": job_name,
+                "job_name": name,
                 "metrics_path": "/metrics",
-                "static_configs": [{"targets": list(targets)}],
+                "static_configs": [
+                    {key: (list(v) if key == "targets" else dict(v)) for key, v in entry.items()}
+                    for entry in entries
+                ],
             }
+            for name, entries in jobs.items()
         ],
     }
     return yaml.safe_dump(config, sort_keys=False)
@@ -158,8 +173,12 @@ class PrometheusProcess(ManagedProcess):
         rate_window: str = NVIDIA_RATE_WINDOW,
         port: int | None = None,
         binary: str = PROMETHEUS_BINARY,
+        static_configs: Sequence[StaticConfig] = (),
+        extra_jobs: Mapping[str, Sequence[StaticConfig]] | None = None,
     ) -> None:
         self.targets = list(targets)
+        self.static_configs = list(static_configs)
+        self.extra_jobs = dict(extra_jobs or {})
         self.scrape_interval_s = scrape_interval_s
         self.rule_interval_s = rule_interval_s
         self.rate_window = rate_window
@@ -186,7 +205,11 @@ class PrometheusProcess(ManagedProcess):
         config = workdir / "prometheus.yml"
         config.write_text(
             prometheus_config_yaml(
-                self.targets, scrape_interval_s=self.scrape_interval_s, rule_files=[str(rules)]
+                self.targets,
+                scrape_interval_s=self.scrape_interval_s,
+                rule_files=[str(rules)],
+                static_configs=self.static_configs,
+                extra_jobs=self.extra_jobs,
             )
         )
         return config

@@ -515,9 +515,25 @@ def test_pod_name_and_labels_ride_outside_the_group() -> None:
     assert result.pod == PodRef(
         "triton-7d9f8b6c5d-abcde",
         (("app", "triton"), ("pod-template-hash", "7d9f8b6c5d"), ("tier", "gpu")),
+        "triton",
     )
     assert result.pod_key == ("prod", "triton-7d9f8b6c5d-abcde")
     assert "pod" not in dict(result.group)
+
+
+@pytest.mark.parametrize(
+    ("port", "container"),
+    [("metrics", "triton"), (8002, "triton"), (9000, None)],
+    ids=["named", "numbered", "undeclared-number"],
+)
+def test_the_scraped_container_is_known_when_a_container_declares_the_port(
+    port: int | str, container: str | None
+) -> None:
+    """The container serving the metrics port picks that container's GPUs from dcgm-exporter."""
+    result = pod_target(make_pod("triton-7d9f8b6c5d-abcde"), settings(port=port))
+    assert isinstance(result, Target) and result.pod is not None
+    assert result.pod.container == container
+    assert result.url.endswith(f":{port if isinstance(port, int) else 8002}/metrics")
     other = pod_target(make_pod("triton-7d9f8b6c5d-fghij", ip="10.0.0.9"), settings())
     assert isinstance(other, Target) and other.group == result.group
 

@@ -6,6 +6,9 @@ NetworkPolicy API defines it (peers, selectors, named and numbered ports):
 - out: the pods config.yaml discovers on their metrics port (tied to the config, so the two
   cannot drift apart), dcgm-exporter, the Kubernetes API on 443/6443, DNS; nothing else.
 
+With overlays/keda-scaler, KEDA's operator (and only it) reaches the external scaler's gRPC
+port, in the namespace where the overlay puts KEDA's client certificate.
+
 The example policy for a default-deny Triton namespace admits the adapter's scrapes and
 keeps inference open.
 """
@@ -21,12 +24,13 @@ import pytest
 from adapter.config import load_config
 from adapter.kube.selectors import Selector
 from tests.manifests.labels import selects
-from tests.manifests.test_adapter import adapter_container, rendered_config
+from tests.manifests.test_adapter import adapter_container, flag_value, rendered_config
 from tests.manifests.test_validate import (
     BASE,
     CERT_MANAGER,
     EXAMPLE_ADAPTER,
     EXAMPLES,
+    KEDA_SCALER,
     Obj,
     objects_of,
     one_of,
@@ -56,6 +60,9 @@ INTERNET = Endpoint("203.0.113.7")
 PROMETHEUS = Endpoint("10.244.3.9", "monitoring", {"app.kubernetes.io/name": "prometheus"})
 KUBE_DNS = Endpoint("10.244.0.3", "kube-system", {"k8s-app": "kube-dns"}, {"dns": 53})
 DATABASE = Endpoint("10.244.5.5", "prod", {"app": "postgres"}, {"postgres": 5432})
+KEDA_OPERATOR = Endpoint(
+    "10.244.4.4", "keda", {"app": "keda-operator", "app.kubernetes.io/name": "keda-operator"}
+)
 DCGM = Endpoint(
     "10.244.6.6", "gpu-operator", {"app": "nvidia-dcgm-exporter"}, {"gpu-metrics": 9400}
 )
@@ -118,7 +125,9 @@ def adapter_ports(kustomization: str = BASE) -> dict[str, int]:
 
 
 def receives(other: Endpoint, port: int, kustomization: str = BASE) -> bool:
-    return admits(adapter_policy(kustomization), "ingress", other, port, "TCP", adapter_ports())
+    return admits(
+        adapter_policy(kustomization), "ingress", other, port, "TCP", adapter_ports(kustomization)
+    )
 
 
 def sends(other: Endpoint, port: int, protocol: str = "TCP", kustomization: str = BASE) -> bool:
@@ -176,7 +185,7 @@ def test_evaluator_follows_the_api_rules() -> None:
 # --- the adapter's policy ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kustomization", [BASE, CERT_MANAGER, EXAMPLE_ADAPTER])
+@pytest.mark.parametrize("kustomization", [BASE, CERT_MANAGER, EXAMPLE_ADAPTER, KEDA_SCALER])
 def test_policy_governs_both_directions_of_the_adapter_pods(kustomization: str) -> None:
     policy = adapter_policy(kustomization)
     assert policy["metadata"]["namespace"] == ADAPTER_NAMESPACE
@@ -249,6 +258,58 @@ def test_reaches_nothing_else_outside_the_pod_network() -> None:
 def test_resolves_names_through_cluster_dns(protocol: str) -> None:
     assert sends(KUBE_DNS, 53, protocol)
     assert not sends(DATABASE, 53, protocol)
+
+
+# --- overlays/keda-scaler: KEDA's gRPC connections ---------------------------------------
+
+
+def keda_scaler_port() -> int:
+    """The container port the overlay's ``--keda-scaler-listen`` binds."""
+    listen = flag_value(adapter_container(render(KEDA_SCALER))["args"], "--keda-scaler-listen")
+    assert listen is not None
+    return int(listen.rpartition(":")[2])
+
+
+def test_keda_operator_reaches_the_scalers_grpc_port() -> None:
+    port = keda_scaler_port()
+    assert adapter_ports(KEDA_SCALER)["grpc"] == port == 9443
+    assert receives(KEDA_OPERATOR, port, KEDA_SCALER)
+
+
+def test_the_keda_rule_is_in_the_namespace_of_kedas_client_certificate() -> None:
+    # KEDA reads its client certificate from a Secret in its own namespace: the rule must
+    # admit that namespace's operator, so the two edits go together.
+    certificate = one_of(render(KEDA_SCALER), "Certificate", "tritonscale-keda-client")
+    namespace = certificate["metadata"]["namespace"]
+    moved = Endpoint(KEDA_OPERATOR.ip, namespace, KEDA_OPERATOR.labels)
+    assert receives(moved, keda_scaler_port(), KEDA_SCALER)
+
+
+@pytest.mark.parametrize(
+    "caller",
+    [
+        PROMETHEUS,
+        INTERNET,
+        API_SERVER,
+        Endpoint("10.244.4.5", "prod", KEDA_OPERATOR.labels),  # right labels, wrong namespace
+        Endpoint("10.244.4.6", "keda", {"app": "keda-operator-metrics-apiserver"}),
+    ],
+    ids=["prometheus", "any", "apiserver", "impostor", "keda-metrics-apiserver"],
+)
+def test_nothing_else_reaches_the_grpc_port(caller: Endpoint) -> None:
+    assert not receives(caller, keda_scaler_port(), KEDA_SCALER)
+
+
+def test_the_overlay_keeps_the_base_rules() -> None:
+    https = adapter_ports(KEDA_SCALER)["https"]
+    for caller in (API_SERVER, PROMETHEUS):
+        assert receives(caller, https, KEDA_SCALER)
+    assert not receives(PROMETHEUS, 8080, KEDA_SCALER)
+    assert sends(API_SERVER, 443, kustomization=KEDA_SCALER)
+
+
+def test_without_the_overlay_nothing_reaches_9443() -> None:
+    assert not receives(KEDA_OPERATOR, 9443)
 
 
 # --- the example policy for a default-deny Triton namespace -------------------------------

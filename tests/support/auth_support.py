@@ -42,6 +42,7 @@ HPA_GROUPS = (
     "system:authenticated",
 )
 ADAPTER_TOKEN = "adapter-service-account-token"
+API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"  # kube-apiserver --api-audiences
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,11 @@ class FakeKubeAPI:
     config_map_version: int = 1
     decide: Callable[[dict[str, Any]], tuple[bool, str]] = allow_spec
     tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # token -> status.user
+    # token -> its audience claim; a token not listed is for the API server's own audiences
+    # (what TokenRequest without audiences, e.g. KEDA's, and pods' default tokens get)
+    token_audiences: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    api_audiences: tuple[str, ...] = (API_AUDIENCE,)
+    status_audiences_override: list[str] | None = None  # an API server answering otherwise
     sar_http_status: int = 201
     sar_status_override: dict[str, Any] | None = None
     received: list[tuple[str, Any]] = field(default_factory=list)
@@ -223,12 +229,24 @@ class FakeKubeAPI:
 
     async def _token_review(self, request: web.Request) -> web.Response:
         body = await self._record(request)
-        user = self.tokens.get(body["spec"]["token"])
-        result: dict[str, Any] = (
-            {"authenticated": True, "user": user}
-            if user is not None
-            else {"authenticated": False, "error": "invalid token"}
-        )
+        token = body["spec"]["token"]
+        user = self.tokens.get(token)
+        # as kube-apiserver: the requested audiences, else its own; the token must be for one
+        wanted = body["spec"].get("audiences") or list(self.api_audiences)
+        claim = self.token_audiences.get(token, self.api_audiences)
+        granted = [audience for audience in wanted if audience in claim]
+        result: dict[str, Any]
+        if user is None:
+            result = {"authenticated": False, "error": "invalid token"}
+        elif not granted:
+            result = {
+                "authenticated": False,
+                "error": f"token audiences {list(claim)} is invalid for the target audiences "
+                f"{wanted}",
+            }
+        else:
+            audiences = self.status_audiences_override
+            result = {"authenticated": True, "user": user, "audiences": audiences or granted}
         return web.json_response({**body, "status": result}, status=201)
 
     async def _config_map(self, request: web.Request) -> web.Response:

@@ -13,6 +13,12 @@ SIM_DATA = TEST_DATA / "sim"
 FIXTURES = TEST_DATA / "fixtures"
 TRITON_FIXTURE = FIXTURES / "triton-2.51-cpu-two-models-under-load.metrics.txt"
 DCGM_FIXTURE = FIXTURES / "dcgm-exporter-L4-idle.metrics.txt"
+DCGM_NODE_A = FIXTURES / "dcgm-exporter-node-a-4xL4-pods.metrics.txt"
+"""Node a: 4 L4s; two pods of triton-llm, another team's training pod, one idle GPU."""
+DCGM_NODE_B = FIXTURES / "dcgm-exporter-node-b-4xA100-mig-timeslice.metrics.txt"
+"""Node b: 4 A100s; GPU 0 in MIG mode (one 3g.40gb instance for triton-llm, one for
+triton-embed), GPU 1 time-sliced by two triton-embed pods and another team's notebook, another
+team's training pod, one idle GPU."""
 
 TRACES_ENV = "TRITONSCALE_TRACES"
 """A directory holding the full public traces (tests/data/README.md lists them)."""
