@@ -95,7 +95,7 @@ class SnapshotProvider:
         if info is None:
             raise MetricNotFoundError(metric)
         snapshot = self._current()
-        matched = _matching(snapshot.points(metric), namespace, selector)
+        matched = _matching(snapshot.points_in(metric, namespace), selector)
         if not matched:
             raise NoMatchingSeriesError(self._why_none(snapshot, info, namespace, selector))
         max_age = self._max_age
@@ -134,18 +134,17 @@ class SnapshotProvider:
         upper = info
         while upper.served_beside is not None and upper.served_beside in self._by_name:
             lower = self._by_name[upper.served_beside]
-            beside = _matching(snapshot.points(lower.name), namespace, selector)
+            beside = _matching(snapshot.points_in(lower.name, namespace), selector)
             if beside:
                 return f"{message}: {upper.absent_because} ({lower.name} has {_some(beside)})"
             upper = lower
-        points = snapshot.points(info.name)
-        in_namespace = [p for p in points if p.labels.get("namespace") == namespace]
+        in_namespace = snapshot.points_in(info.name, namespace)
         if in_namespace:
             return (
                 f"{message}: namespace {namespace} has {len(in_namespace)} series of it, none "
                 f"with these labels: {_some(in_namespace)}"
             )
-        namespaces = sorted({p.labels.get("namespace", "") for p in points})
+        namespaces = snapshot.namespaces_of(info.name)
         if namespaces:
             return f"{message}: it has series only in namespace(s) {', '.join(namespaces[:5])}"
         return (
@@ -154,12 +153,9 @@ class SnapshotProvider:
         )
 
 
-def _matching(
-    points: Sequence[SeriesPoint], namespace: str, selector: Selector
-) -> list[SeriesPoint]:
-    return [
-        p for p in points if p.labels.get("namespace") == namespace and selector.matches(p.labels)
-    ]
+def _matching(points: Sequence[SeriesPoint], selector: Selector) -> list[SeriesPoint]:
+    """``points`` (one namespace's, from the snapshot's index) that ``selector`` matches."""
+    return [p for p in points if selector.matches(p.labels)]
 
 
 def _some(points: Sequence[SeriesPoint], limit: int = 3) -> str:
@@ -351,20 +347,33 @@ class SnapshotCustomMetricsProvider:
             )
         return source
 
-    def _points(self, snapshot: Snapshot, resource: str, source: str) -> tuple[SeriesPoint, ...]:
-        return snapshot.pod_points(source) if resource == PODS else snapshot.points(source)
+    def _points(
+        self, snapshot: Snapshot, resource: str, source: str, namespace: str
+    ) -> tuple[SeriesPoint, ...]:
+        """``source``'s series in ``namespace`` (per pod for pods), from the index."""
+        if resource == PODS:
+            return snapshot.pod_points_in(source, namespace)
+        return snapshot.points_in(source, namespace)
+
+    def _object_points(
+        self, snapshot: Snapshot, resource: str, source: str, namespace: str, name: str
+    ) -> tuple[SeriesPoint, ...]:
+        """``source``'s series of the object ``name`` in ``namespace``, from the index."""
+        label = _OBJECT_LABEL[resource]
+        if resource == PODS:
+            return snapshot.pod_points_of(source, namespace, label, name)
+        return snapshot.points_of(source, namespace, label, name)
 
     def get_metric_by_name(
         self, namespace: str, name: str, info: CustomMetricInfo, metric_selector: Selector
     ) -> CustomMetricValue:
         source = self._source(info)
-        key = _OBJECT_LABEL[info.group_resource]
         points = [
             p
-            for p in self._points(self._current(), info.group_resource, source)
-            if p.labels.get("namespace") == namespace
-            and p.labels.get(key) == name
-            and metric_selector.matches(p.labels)
+            for p in self._object_points(
+                self._current(), info.group_resource, source, namespace, name
+            )
+            if metric_selector.matches(p.labels)
         ]
         where = f"{info.group_resource} {name}"
         if not points:
@@ -394,16 +403,12 @@ class SnapshotCustomMetricsProvider:
         resource = info.group_resource
         key = _OBJECT_LABEL[resource]
         by_object: dict[str, list[SeriesPoint]] = {}
-        for p in self._points(snapshot, resource, source):
+        for p in self._points(snapshot, resource, source, namespace):
             name = p.labels.get(key)
-            if (
-                name
-                and p.labels.get("namespace") == namespace
-                and metric_selector.matches(p.labels)
-            ):
+            if name and metric_selector.matches(p.labels):
                 by_object.setdefault(name, []).append(p)
         if resource == PODS:
-            known = [name for (ns, name) in snapshot.pods if ns == namespace]
+            known = snapshot.pods_in(namespace)
             objects = sorted(n for n in known if selector.matches(snapshot.pods[(namespace, n)]))
             if not objects:
                 raise NoMatchingObjectsError(
