@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from adapter.kube.selectors import Selector
+from adapter.kube.selectors import Operator, Selector
 from adapter.metrics_catalog import (
     ADDITIVE_METRICS,
     DEPLOYMENT_METRIC_NAMES,
@@ -95,7 +95,7 @@ class SnapshotProvider:
         if info is None:
             raise MetricNotFoundError(metric)
         snapshot = self._current()
-        matched = _matching(snapshot.points_in(metric, namespace), selector)
+        matched = _matching(_candidates(snapshot, metric, namespace, selector), selector)
         if not matched:
             raise NoMatchingSeriesError(self._why_none(snapshot, info, namespace, selector))
         max_age = self._max_age
@@ -134,7 +134,7 @@ class SnapshotProvider:
         upper = info
         while upper.served_beside is not None and upper.served_beside in self._by_name:
             lower = self._by_name[upper.served_beside]
-            beside = _matching(snapshot.points_in(lower.name, namespace), selector)
+            beside = _matching(_candidates(snapshot, lower.name, namespace, selector), selector)
             if beside:
                 return f"{message}: {upper.absent_because} ({lower.name} has {_some(beside)})"
             upper = lower
@@ -151,6 +151,27 @@ class SnapshotProvider:
             f"{message}: no target serves it yet (no target discovered or scraped, or none "
             "reports it)"
         )
+
+
+def _candidates(
+    snapshot: Snapshot, metric: str, namespace: str, selector: Selector
+) -> tuple[SeriesPoint, ...]:
+    """The series ``selector`` can match, from the snapshot's indexes: the namespace's series
+    of ``metric``, or only one Deployment's when the selector requires ``deployment=NAME``
+    (what an HPA sends), so a request's cost follows its answer, not the snapshot."""
+    for requirement in selector.requirements:
+        if (
+            requirement.key == DEPLOYMENT_LABEL
+            and requirement.operator in _SINGLE_VALUE_OPERATORS
+            and len(requirement.values) == 1
+        ):
+            (name,) = requirement.values
+            return snapshot.points_of(metric, namespace, DEPLOYMENT_LABEL, name)
+    return snapshot.points_in(metric, namespace)
+
+
+DEPLOYMENT_LABEL = "deployment"
+_SINGLE_VALUE_OPERATORS = frozenset({Operator.EQUALS, Operator.DOUBLE_EQUALS, Operator.IN})
 
 
 def _matching(points: Sequence[SeriesPoint], selector: Selector) -> list[SeriesPoint]:

@@ -4,7 +4,7 @@ not by timing."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import cast
 
@@ -35,6 +35,7 @@ class CountingSelector:
     def __init__(self, text: str) -> None:
         self._inner = Selector.parse(text)
         self.source = self._inner.source
+        self.requirements = self._inner.requirements
         self.evaluated = 0
 
     def matches(self, labels: Mapping[str, str]) -> bool:
@@ -45,11 +46,32 @@ class CountingSelector:
         return self._inner.is_everything()
 
 
+class CountedLabels(Mapping[str, str]):
+    """Labels that count every read, to prove a request never looks at a series."""
+
+    reads = 0
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        self._labels = dict(labels)
+
+    def __getitem__(self, key: str) -> str:
+        CountedLabels.reads += 1
+        return self._labels[key]
+
+    def __iter__(self) -> Iterator[str]:
+        CountedLabels.reads += 1
+        return iter(self._labels)
+
+    def __len__(self) -> int:
+        CountedLabels.reads += 1
+        return len(self._labels)
+
+
 def as_selector(counting: CountingSelector) -> Selector:
     return cast(Selector, counting)
 
 
-def big_snapshot() -> Snapshot:
+def big_snapshot(busy_labels: type[Mapping[str, str]] = dict) -> Snapshot:
     """``busy-*`` namespaces with 1,000 group series per metric each (and 4,000 per-pod),
     and one small namespace ``small`` with 1 Deployment, 2 pods and 2 models."""
     series: dict[str, list[SeriesPoint]] = {m: [] for m in METRICS}
@@ -57,12 +79,13 @@ def big_snapshot() -> Snapshot:
     pods: dict[PodKey, Mapping[str, str]] = {}
 
     def add(namespace: str, deployment: str, pod_names: list[str], models: int) -> None:
+        wrap = busy_labels if namespace.startswith("busy-") else dict
         for metric in METRICS:
             for m in range(models):
                 group = {"namespace": namespace, "deployment": deployment, "model": f"m{m}"}
-                series[metric].append(SeriesPoint(group, 1.0, NOW))
+                series[metric].append(SeriesPoint(wrap(group), 1.0, NOW))
                 for pod in pod_names:
-                    pod_series[metric].append(SeriesPoint({**group, "pod": pod}, 1.0, NOW))
+                    pod_series[metric].append(SeriesPoint(wrap({**group, "pod": pod}), 1.0, NOW))
         for pod in pod_names:
             pods[(namespace, pod)] = {"app": deployment}
 
@@ -122,16 +145,42 @@ def test_a_404_in_a_small_namespace_does_not_scan_the_others(snapshot: Snapshot)
         external(snapshot).get_external_metric(
             "small", "triton_arrival_rate", as_selector(selector)
         )
-    assert selector.evaluated == 2
+    assert selector.evaluated == 0  # no series of that Deployment: nothing to evaluate
 
 
-def test_a_busy_namespace_costs_its_own_series_only(snapshot: Snapshot) -> None:
+def test_a_deployment_selector_reads_that_deployments_series_only(snapshot: Snapshot) -> None:
     selector = CountingSelector("deployment=triton-3,model=m1")
     values = external(snapshot).get_external_metric(
         "busy-7", "triton_queue_depth", as_selector(selector)
     )
-    assert [v.labels["deployment"] for v in values] == ["triton-3"]
+    assert [(v.labels["deployment"], v.labels["model"]) for v in values] == [("triton-3", "m1")]
+    assert selector.evaluated == MODELS  # that Deployment's series, not its namespace's
+
+
+def test_other_selectors_read_their_namespace_only(snapshot: Snapshot) -> None:
+    selector = CountingSelector("model in (m1,m2)")
+    values = external(snapshot).get_external_metric(
+        "busy-7", "triton_queue_depth", as_selector(selector)
+    )
+    assert len(values) == 2 * DEPLOYMENTS_PER_NAMESPACE
     assert selector.evaluated == DEPLOYMENTS_PER_NAMESPACE * MODELS  # not x 20 namespaces
+
+
+def test_no_series_of_another_namespace_is_read() -> None:
+    """The old provider checked every series' namespace label: thousands of reads here."""
+    snapshot = big_snapshot(busy_labels=CountedLabels)
+    CountedLabels.reads = 0  # building the index reads each series once
+    provider, pods = external(snapshot), custom(snapshot)
+    everything = Selector.everything()
+    assert len(provider.get_external_metric("small", "triton_queue_depth", everything)) == 2
+    with pytest.raises(NoMatchingSeriesError):
+        provider.get_external_metric("small", "triton_queue_depth", Selector.parse("model=x"))
+    info = CustomMetricInfo(PODS, "triton_arrival_rate")
+    assert len(pods.get_metric_by_selector("small", everything, info, everything)) == 2
+    assert pods.get_metric_by_name("small", "triton-0-a", info, everything).value == 2.0
+    assert CountedLabels.reads == 0
+    provider.get_external_metric("busy-1", "triton_queue_depth", Selector.parse("model=m1"))
+    assert CountedLabels.reads > 0  # the instrument works
 
 
 def test_custom_by_name_reads_only_the_named_objects_series(snapshot: Snapshot) -> None:
