@@ -51,8 +51,6 @@ PodKey = tuple[str, str]
 """``(namespace, pod name)``."""
 
 _NO_POINTS: tuple[SeriesPoint, ...] = ()
-_OBJECT_LABELS = ("deployment", "pod")
-"""The labels naming the object a series describes (custom metrics' by-name requests)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +61,8 @@ class SeriesIndex:
     only its own namespace's series of one metric: its cost does not grow with the number of
     series elsewhere in the snapshot. ``by_namespace[(metric, namespace)]`` and
     ``by_object[(metric, namespace, label, value)]`` (label ``deployment`` or ``pod``) keep
-    the snapshot's order; ``namespaces[metric]`` are sorted.
+    the snapshot's order; ``namespaces[metric]`` are sorted. ``object_label`` is the label
+    naming the object a series describes (``deployment`` for group series, ``pod`` per pod).
     """
 
     by_namespace: Mapping[tuple[str, str], tuple[SeriesPoint, ...]]
@@ -71,7 +70,7 @@ class SeriesIndex:
     namespaces: Mapping[str, tuple[str, ...]]
 
     @classmethod
-    def of(cls, series: Mapping[str, Sequence[SeriesPoint]]) -> SeriesIndex:
+    def of(cls, series: Mapping[str, Sequence[SeriesPoint]], object_label: str) -> SeriesIndex:
         by_namespace: dict[tuple[str, str], list[SeriesPoint]] = {}
         by_object: dict[tuple[str, str, str, str], list[SeriesPoint]] = {}
         for metric, points in series.items():
@@ -79,11 +78,9 @@ class SeriesIndex:
                 labels = point.labels
                 namespace = labels.get("namespace", "")
                 by_namespace.setdefault((metric, namespace), []).append(point)
-                for label in _OBJECT_LABELS:
-                    name = labels.get(label)
-                    if name:
-                        key = (metric, namespace, label, name)
-                        by_object.setdefault(key, []).append(point)
+                name = labels.get(object_label)
+                if name:
+                    by_object.setdefault((metric, namespace, object_label, name), []).append(point)
         namespaces: dict[str, list[str]] = {}
         for metric, namespace in by_namespace:
             namespaces.setdefault(metric, []).append(namespace)
@@ -129,8 +126,8 @@ class Snapshot:
         pods_by_namespace: dict[str, list[str]] = {}
         for namespace, pod in self.pods:
             pods_by_namespace.setdefault(namespace, []).append(pod)
-        object.__setattr__(self, "_series_index", SeriesIndex.of(self.series))
-        object.__setattr__(self, "_pod_index", SeriesIndex.of(self.pod_series))
+        object.__setattr__(self, "_series_index", SeriesIndex.of(self.series, "deployment"))
+        object.__setattr__(self, "_pod_index", SeriesIndex.of(self.pod_series, "pod"))
         object.__setattr__(
             self,
             "_pods_by_namespace",
