@@ -23,6 +23,7 @@ from adapter.config import ScrapeConfig, SignalsConfig
 from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
 from adapter.gpus import GpuSample, PodGpus, attribute, shared_devices
 from adapter.scrape import ScrapeLoop, ScrapeObserver, TargetState
+from adapter.scrape_pacing import ScrapePacing
 from adapter.series_cache import GroupSeriesCache
 from adapter.signals import (
     Labels,
@@ -102,6 +103,7 @@ class Pipeline:
         self._last_pod_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
         self._left_out: set[str] = set()  # URLs of members left out of their group
         self._stage_failing = False
+        self.pacing = ScrapePacing(scrape.max_concurrent_scrapes)  # shared by every loop
         self._group_cache = GroupSeriesCache()  # series of groups with no new reading
         self._pod_cache = GroupSeriesCache()
 
@@ -245,6 +247,7 @@ class Pipeline:
                 observer=self._observer,
                 max_series=scrape.max_series_per_target,
                 max_models=scrape.max_models_per_target,
+                pacing=self.pacing,
             )
             self._loops[target] = asyncio.create_task(loop.run(), name=f"scrape {target.url}")
             log.info("target added", extra={"target": target.url, "labels": dict(target.labels)})
