@@ -288,15 +288,17 @@ async def bench(args: argparse.Namespace) -> None:
 async def drive(config: dict[str, Any]) -> dict[str, Any]:
     """Open-loop load: request ``i`` is sent at ``t0 + i/rate`` regardless of the others."""
     pin(config.get("cpu"))
-    context = ssl.create_default_context(cafile=config["cafile"])
+    cafile = config.get("cafile")  # None: do not verify (a server's self-signed certificate)
+    context: ssl.SSLContext | bool = ssl.create_default_context(cafile=cafile) if cafile else False
     paths: list[str] = config["paths"]
     rate: float = config["rate"]
     total = int(rate * config["duration"])
     base_url: str = config["base_url"]
-    host: str = config["server_hostname"]
+    host: str | None = config.get("server_hostname")
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     errors = 0
+    statuses: dict[str, int] = {}
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
 
@@ -307,10 +309,13 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
                     base_url + path, ssl=context, server_hostname=host
                 ) as response:
                     await response.read()
+                    status = str(response.status)
                     if response.status != 200:
                         errors += 1
             except aiohttp.ClientError:
                 errors += 1
+                status = "connection error"
+            statuses[status] = statuses.get(status, 0) + 1
             if due is not None:
                 latencies.append(loop.time() - due)
 
@@ -326,7 +331,13 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
             tasks.append(asyncio.create_task(one(paths[i % len(paths)], due)))
         await asyncio.gather(*tasks)
         elapsed = loop.time() - start
-    return {"sent": total, "errors": errors, "elapsed_s": elapsed, "latencies_s": latencies}
+    return {
+        "sent": total,
+        "errors": errors,
+        "elapsed_s": elapsed,
+        "latencies_s": latencies,
+        "statuses": statuses,
+    }
 
 
 def main() -> None:
