@@ -431,15 +431,15 @@ class Pipeline:
             if age > max_age and _no_longer_reported(point, owners.get(owner), now_wall, max_age):
                 continue
             fresh[key] = (owner, point)
-        fresh = {
-            key: entry
-            for key, entry in fresh.items()
-            if not (math.isfinite(entry[1].timestamp) and now_wall - entry[1].timestamp > forget)
-        }
+        kept: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
         points: PointsByMetric = {}
-        for (metric, _labels), (_owner, point) in fresh.items():
-            points.setdefault(metric, []).append(point)
-        return fresh, points
+        for key, entry in fresh.items():  # one pass: drop the forgotten, group by metric
+            point = entry[1]
+            if math.isfinite(point.timestamp) and now_wall - point.timestamp > forget:
+                continue
+            kept[key] = entry
+            points.setdefault(key[0], []).append(point)
+        return kept, points
 
     def _in_service(self, members: list[Member], now_mono: float) -> list[Member]:
         """The group's members minus those failing too long; logs each change once."""

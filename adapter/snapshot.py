@@ -51,6 +51,7 @@ PodKey = tuple[str, str]
 """``(namespace, pod name)``."""
 
 _NO_POINTS: tuple[SeriesPoint, ...] = ()
+_UNSET = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +72,32 @@ class SeriesIndex:
 
     @classmethod
     def of(cls, series: Mapping[str, Sequence[SeriesPoint]], object_label: str) -> SeriesIndex:
+        """Index ``series``. A group's series are adjacent in the snapshot, so the lists to
+        append to are looked up only when the namespace or the object changes."""
         by_namespace: dict[tuple[str, str], list[SeriesPoint]] = {}
         by_object: dict[tuple[str, str, str, str], list[SeriesPoint]] = {}
+        no_object: list[SeriesPoint] = []  # points without the object label: not indexed
         for metric, points in series.items():
+            namespace: str | None = None
+            name: str | object | None = _UNSET
+            in_namespace = in_object = no_object
             for point in points:
                 labels = point.labels
-                namespace = labels.get("namespace", "")
-                by_namespace.setdefault((metric, namespace), []).append(point)
-                name = labels.get(object_label)
-                if name:
-                    by_object.setdefault((metric, namespace, object_label, name), []).append(point)
+                point_namespace = labels.get("namespace", "")
+                if point_namespace != namespace:
+                    namespace = point_namespace
+                    in_namespace = by_namespace.setdefault((metric, namespace), [])
+                    name = _UNSET
+                in_namespace.append(point)
+                point_name = labels.get(object_label)
+                if point_name != name:
+                    name = point_name
+                    in_object = (
+                        by_object.setdefault((metric, namespace, object_label, point_name), [])
+                        if point_name
+                        else no_object
+                    )
+                in_object.append(point)
         namespaces: dict[str, list[str]] = {}
         for metric, namespace in by_namespace:
             namespaces.setdefault(metric, []).append(namespace)
