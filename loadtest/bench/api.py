@@ -300,7 +300,9 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
     errors = 0
     statuses: dict[str, int] = {}
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+    timeout = aiohttp.ClientTimeout(total=config.get("timeout_s", 30.0))
+    connector = aiohttp.TCPConnector(limit=100)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one(path: str, due: float | None) -> None:
             nonlocal errors
@@ -312,9 +314,9 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
                     status = str(response.status)
                     if response.status != 200:
                         errors += 1
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, TimeoutError):
                 errors += 1
-                status = "connection error"
+                status = "no answer"  # refused, reset, or not within the client's timeout
             statuses[status] = statuses.get(status, 0) + 1
             if due is not None:
                 latencies.append(loop.time() - due)
