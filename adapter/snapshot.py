@@ -127,8 +127,9 @@ class Snapshot:
     per-pod series to its own Kubernetes labels, which custom metrics' ``labelSelector``
     selects on.
 
-    Handlers read through the ``*_in`` / ``*_of`` methods: they use indexes built here, once
-    per snapshot, so a request touches only its namespace's series of its metric.
+    Handlers read through the ``*_in`` / ``*_of`` methods: they use indexes built once per
+    snapshot (the per-pod one on first use), so a request touches only its namespace's
+    series of its metric.
     """
 
     built_at: float = 0.0
@@ -136,7 +137,7 @@ class Snapshot:
     pod_series: Mapping[str, tuple[SeriesPoint, ...]] = field(default_factory=_empty)
     pods: Mapping[PodKey, Mapping[str, str]] = field(default_factory=_no_pods)
     _series_index: SeriesIndex = field(init=False, repr=False, compare=False)
-    _pod_index: SeriesIndex = field(init=False, repr=False, compare=False)
+    _pod_index: SeriesIndex | None = field(init=False, repr=False, compare=False)
     _pods_by_namespace: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -144,7 +145,7 @@ class Snapshot:
         for namespace, pod in self.pods:
             pods_by_namespace.setdefault(namespace, []).append(pod)
         object.__setattr__(self, "_series_index", SeriesIndex.of(self.series, "deployment"))
-        object.__setattr__(self, "_pod_index", SeriesIndex.of(self.pod_series, "pod"))
+        object.__setattr__(self, "_pod_index", None)  # built by the first per-pod request
         object.__setattr__(
             self,
             "_pods_by_namespace",
@@ -165,7 +166,7 @@ class Snapshot:
 
     def pod_points_in(self, metric: str, namespace: str) -> tuple[SeriesPoint, ...]:
         """The per-pod series of ``metric`` in ``namespace``, from the index (no scan)."""
-        return self._pod_index.by_namespace.get((metric, namespace), _NO_POINTS)
+        return self._pods_index().by_namespace.get((metric, namespace), _NO_POINTS)
 
     def points_of(
         self, metric: str, namespace: str, label: str, name: str
@@ -177,7 +178,19 @@ class Snapshot:
         self, metric: str, namespace: str, label: str, name: str
     ) -> tuple[SeriesPoint, ...]:
         """The per-pod series of ``metric`` labelled ``label=name`` (``pod``)."""
-        return self._pod_index.by_object.get((metric, namespace, label, name), _NO_POINTS)
+        return self._pods_index().by_object.get((metric, namespace, label, name), _NO_POINTS)
+
+    def _pods_index(self) -> SeriesIndex:
+        """The per-pod series' index, built on first use and kept with this snapshot: the
+        per-pod series outnumber the group series by the pods per Deployment, and only the
+        custom metrics API's Pods requests read them, so a publish does not pay for it and
+        the first such request after a publish pays it once (what every request paid before
+        the snapshot was indexed)."""
+        index = self._pod_index
+        if index is None:
+            index = SeriesIndex.of(self.pod_series, "pod")
+            object.__setattr__(self, "_pod_index", index)
+        return index
 
     def namespaces_of(self, metric: str) -> tuple[str, ...]:
         """The namespaces that have a series of ``metric``, sorted."""
