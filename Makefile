@@ -85,6 +85,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m loadtest.bench.parser
 	$(PY) -m loadtest.bench.api
+	$(PY) -m loadtest.bench.publish --baseline
 	$(PY) -m loadtest.bench.signal_lag
 	$(PY) -m loadtest.bench.hostile --seconds 30 --drop-seconds 10
 	$(PY) -m loadtest.bench.loadgen --quick

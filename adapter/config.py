@@ -259,6 +259,14 @@ class ScrapeConfig(_Strict):
         le=1_000_000,
         description="models per target; a scrape over it fails whole",
     )
+    max_concurrent_scrapes: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="scrapes in flight at once; the others wait for a slot (the timeout counts "
+        "from the start of each fetch), so when CPU is short the effective interval stretches "
+        "(tritonscale_scrape_interval_stretch) instead of scrapes timing out",
+    )
 
     @model_validator(mode="after")
     def _timeout_fits(self) -> ScrapeConfig:

@@ -106,11 +106,7 @@ class Explainer:
         snapshot = self._pipeline.snapshot()
         targets = dict(self._pipeline.targets)
         forecasts = {_key(v.labels): v for v in self._forecasts()}
-        matched = [
-            p
-            for p in snapshot.points(metric)
-            if p.labels.get("namespace") == namespace and selector.matches(p.labels)
-        ]
+        matched = [p for p in snapshot.points_in(metric, namespace) if selector.matches(p.labels)]
         matched.sort(key=lambda p: sorted(p.labels.items()))
         info = self._metrics.get(metric)
         document: dict[str, Any] = {

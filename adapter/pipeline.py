@@ -23,12 +23,13 @@ from adapter.config import ScrapeConfig, SignalsConfig
 from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
 from adapter.gpus import GpuSample, PodGpus, attribute, shared_devices
 from adapter.scrape import ScrapeLoop, ScrapeObserver, TargetState
+from adapter.scrape_pacing import ScrapePacing
+from adapter.series_cache import GroupSeriesCache
 from adapter.signals import (
     Labels,
     Member,
     ReadingHistory,
     SourcedSeries,
-    group_series,
     members_in_service,
     pod_group,
 )
@@ -102,6 +103,9 @@ class Pipeline:
         self._last_pod_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
         self._left_out: set[str] = set()  # URLs of members left out of their group
         self._stage_failing = False
+        self.pacing = ScrapePacing(scrape.max_concurrent_scrapes)  # shared by every loop
+        self._group_cache = GroupSeriesCache()  # series of groups with no new reading
+        self._pod_cache = GroupSeriesCache()
 
     # -- what the API reads -------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -243,6 +247,7 @@ class Pipeline:
                 observer=self._observer,
                 max_series=scrape.max_series_per_target,
                 max_models=scrape.max_models_per_target,
+                pacing=self.pacing,
             )
             self._loops[target] = asyncio.create_task(loop.run(), name=f"scrape {target.url}")
             log.info("target added", extra={"target": target.url, "labels": dict(target.labels)})
@@ -342,10 +347,10 @@ class Pipeline:
         pod_gpus = attribute(exporters)
         self._note_shared_gpus(pod_gpus)
         self._last_points, points = self._with_carried(
-            self._last_points, groups, now_wall, pod_gpus
+            self._last_points, groups, now_wall, pod_gpus, self._group_cache
         )
         self._last_pod_points, per_pod = self._with_carried(
-            self._last_pod_points, pods, now_wall, pod_gpus, keep_vanished=False
+            self._last_pod_points, pods, now_wall, pod_gpus, self._pod_cache, keep_vanished=False
         )
 
         replicas = {
@@ -394,6 +399,7 @@ class Pipeline:
         owners: Mapping[Labels, list[Member]],
         now_wall: float,
         pod_gpus: Mapping[PodKey, PodGpus],
+        cache: GroupSeriesCache,
         *,
         keep_vanished: bool = True,
     ) -> tuple[dict[SeriesKey, tuple[Labels, SeriesPoint]], PointsByMetric]:
@@ -409,16 +415,12 @@ class Pipeline:
         Deployment's Pods metrics for minutes.
         """
         window = self._signals.rate_window_seconds
-        fresh: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
-        for owner, members in owners.items():
-            for metric, series in group_series(owner, members, window, pod_gpus).items():
-                for point in series:
-                    fresh[(metric, tuple(sorted(point.labels.items())))] = (owner, point)
+        fresh = dict(cache.entries(owners.items(), window, pod_gpus))
         max_age = self._signals.max_age_seconds
         forget = self._signals.forget_after_seconds
-        for key, (owner, point) in last.items():
-            if key in fresh:
-                continue
+        gone = last.keys() - fresh.keys()  # usually empty: no loop over every series
+        for key in (k for k in last if k in gone) if gone else ():
+            owner, point = last[key]
             age = now_wall - point.timestamp
             if not keep_vanished:  # per pod: carried while the pod is there, up to max age
                 if owner in owners and age <= max_age:
@@ -429,15 +431,15 @@ class Pipeline:
             if age > max_age and _no_longer_reported(point, owners.get(owner), now_wall, max_age):
                 continue
             fresh[key] = (owner, point)
-        fresh = {
-            key: entry
-            for key, entry in fresh.items()
-            if not (math.isfinite(entry[1].timestamp) and now_wall - entry[1].timestamp > forget)
-        }
+        kept: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
         points: PointsByMetric = {}
-        for (metric, _labels), (_owner, point) in fresh.items():
-            points.setdefault(metric, []).append(point)
-        return fresh, points
+        for key, entry in fresh.items():  # one pass: drop the forgotten, group by metric
+            point = entry[1]
+            if math.isfinite(point.timestamp) and now_wall - point.timestamp > forget:
+                continue
+            kept[key] = entry
+            points.setdefault(key[0], []).append(point)
+        return kept, points
 
     def _in_service(self, members: list[Member], now_mono: float) -> list[Member]:
         """The group's members minus those failing too long; logs each change once."""

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from adapter.kube.selectors import Selector
+from adapter.kube.selectors import Operator, Selector
 from adapter.metrics_catalog import (
     ADDITIVE_METRICS,
     DEPLOYMENT_METRIC_NAMES,
@@ -95,7 +95,7 @@ class SnapshotProvider:
         if info is None:
             raise MetricNotFoundError(metric)
         snapshot = self._current()
-        matched = _matching(snapshot.points(metric), namespace, selector)
+        matched = _matching(_candidates(snapshot, metric, namespace, selector), selector)
         if not matched:
             raise NoMatchingSeriesError(self._why_none(snapshot, info, namespace, selector))
         max_age = self._max_age
@@ -134,18 +134,17 @@ class SnapshotProvider:
         upper = info
         while upper.served_beside is not None and upper.served_beside in self._by_name:
             lower = self._by_name[upper.served_beside]
-            beside = _matching(snapshot.points(lower.name), namespace, selector)
+            beside = _matching(_candidates(snapshot, lower.name, namespace, selector), selector)
             if beside:
                 return f"{message}: {upper.absent_because} ({lower.name} has {_some(beside)})"
             upper = lower
-        points = snapshot.points(info.name)
-        in_namespace = [p for p in points if p.labels.get("namespace") == namespace]
+        in_namespace = snapshot.points_in(info.name, namespace)
         if in_namespace:
             return (
                 f"{message}: namespace {namespace} has {len(in_namespace)} series of it, none "
                 f"with these labels: {_some(in_namespace)}"
             )
-        namespaces = sorted({p.labels.get("namespace", "") for p in points})
+        namespaces = snapshot.namespaces_of(info.name)
         if namespaces:
             return f"{message}: it has series only in namespace(s) {', '.join(namespaces[:5])}"
         return (
@@ -154,12 +153,30 @@ class SnapshotProvider:
         )
 
 
-def _matching(
-    points: Sequence[SeriesPoint], namespace: str, selector: Selector
-) -> list[SeriesPoint]:
-    return [
-        p for p in points if p.labels.get("namespace") == namespace and selector.matches(p.labels)
-    ]
+def _candidates(
+    snapshot: Snapshot, metric: str, namespace: str, selector: Selector
+) -> tuple[SeriesPoint, ...]:
+    """The series ``selector`` can match, from the snapshot's indexes: the namespace's series
+    of ``metric``, or only one Deployment's when the selector requires ``deployment=NAME``
+    (what an HPA sends), so a request's cost follows its answer, not the snapshot."""
+    for requirement in selector.requirements:
+        if (
+            requirement.key == DEPLOYMENT_LABEL
+            and requirement.operator in _SINGLE_VALUE_OPERATORS
+            and len(requirement.values) == 1
+        ):
+            (name,) = requirement.values
+            return snapshot.points_of(metric, namespace, DEPLOYMENT_LABEL, name)
+    return snapshot.points_in(metric, namespace)
+
+
+DEPLOYMENT_LABEL = "deployment"
+_SINGLE_VALUE_OPERATORS = frozenset({Operator.EQUALS, Operator.DOUBLE_EQUALS, Operator.IN})
+
+
+def _matching(points: Sequence[SeriesPoint], selector: Selector) -> list[SeriesPoint]:
+    """``points`` (one namespace's, from the snapshot's index) that ``selector`` matches."""
+    return [p for p in points if selector.matches(p.labels)]
 
 
 def _some(points: Sequence[SeriesPoint], limit: int = 3) -> str:
@@ -351,20 +368,33 @@ class SnapshotCustomMetricsProvider:
             )
         return source
 
-    def _points(self, snapshot: Snapshot, resource: str, source: str) -> tuple[SeriesPoint, ...]:
-        return snapshot.pod_points(source) if resource == PODS else snapshot.points(source)
+    def _points(
+        self, snapshot: Snapshot, resource: str, source: str, namespace: str
+    ) -> tuple[SeriesPoint, ...]:
+        """``source``'s series in ``namespace`` (per pod for pods), from the index."""
+        if resource == PODS:
+            return snapshot.pod_points_in(source, namespace)
+        return snapshot.points_in(source, namespace)
+
+    def _object_points(
+        self, snapshot: Snapshot, resource: str, source: str, namespace: str, name: str
+    ) -> tuple[SeriesPoint, ...]:
+        """``source``'s series of the object ``name`` in ``namespace``, from the index."""
+        label = _OBJECT_LABEL[resource]
+        if resource == PODS:
+            return snapshot.pod_points_of(source, namespace, label, name)
+        return snapshot.points_of(source, namespace, label, name)
 
     def get_metric_by_name(
         self, namespace: str, name: str, info: CustomMetricInfo, metric_selector: Selector
     ) -> CustomMetricValue:
         source = self._source(info)
-        key = _OBJECT_LABEL[info.group_resource]
         points = [
             p
-            for p in self._points(self._current(), info.group_resource, source)
-            if p.labels.get("namespace") == namespace
-            and p.labels.get(key) == name
-            and metric_selector.matches(p.labels)
+            for p in self._object_points(
+                self._current(), info.group_resource, source, namespace, name
+            )
+            if metric_selector.matches(p.labels)
         ]
         where = f"{info.group_resource} {name}"
         if not points:
@@ -394,16 +424,12 @@ class SnapshotCustomMetricsProvider:
         resource = info.group_resource
         key = _OBJECT_LABEL[resource]
         by_object: dict[str, list[SeriesPoint]] = {}
-        for p in self._points(snapshot, resource, source):
+        for p in self._points(snapshot, resource, source, namespace):
             name = p.labels.get(key)
-            if (
-                name
-                and p.labels.get("namespace") == namespace
-                and metric_selector.matches(p.labels)
-            ):
+            if name and metric_selector.matches(p.labels):
                 by_object.setdefault(name, []).append(p)
         if resource == PODS:
-            known = [name for (ns, name) in snapshot.pods if ns == namespace]
+            known = snapshot.pods_in(namespace)
             objects = sorted(n for n in known if selector.matches(snapshot.pods[(namespace, n)]))
             if not objects:
                 raise NoMatchingObjectsError(

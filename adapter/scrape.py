@@ -29,6 +29,7 @@ import aiohttp
 
 from adapter.exposition import ExpositionError, ExpositionParser, has_family_with_prefix
 from adapter.readings import Reading, ReadingError, reading_from_families
+from adapter.scrape_pacing import ScrapePacing, next_start
 from adapter.signals import ReadingHistory
 from adapter.targets import Target, TargetKind
 
@@ -166,8 +167,10 @@ class ScrapeLoop:
         rng: random.Random | None = None,
         max_series: int | None = None,
         max_models: int | None = None,
+        pacing: ScrapePacing | None = None,
     ) -> None:
         self.state = state
+        self._pacing = pacing
         self._session = session
         self._parser = parser
         self._interval = interval_seconds
@@ -230,19 +233,31 @@ class ScrapeLoop:
         return self._rng.uniform(self._interval, max(self._interval, ceiling))
 
     async def run(self) -> None:
-        # Spread first scrapes so many targets do not fire in lockstep.
-        await asyncio.sleep(self._rng.uniform(0, min(self._interval, 1.0) * 0.2))
+        """Scrape on this target's grid of start times (see :mod:`adapter.scrape_pacing`):
+        first starts spread over the interval (at most 1 s) so that many targets do not fire
+        in lockstep; a cycle that overruns skips the start times already past; a failing
+        target waits its backoff."""
         loop = asyncio.get_running_loop()
+        scheduled = loop.time() + self._rng.uniform(0, min(self._interval, 1.0))
         while True:
-            started = loop.time()
+            await asyncio.sleep(max(0.0, scheduled - loop.time()))
             await self._tick()
-            delay = self.next_delay()
-            await asyncio.sleep(max(0.0, started + delay - loop.time()))
+            now = loop.time()
+            if self.state.consecutive_failures:
+                scheduled = max(now, scheduled + self.next_delay())
+                continue
+            scheduled, skipped = next_start(scheduled, now, self._interval)
+            if self._pacing is not None:
+                self._pacing.record(skipped)
 
     async def _tick(self) -> None:
         state = self.state
         try:
-            reading = await self.scrape_once()
+            if self._pacing is None:
+                reading = await self.scrape_once()
+            else:
+                async with self._pacing.slot():  # the timeout starts once a slot is held
+                    reading = await self.scrape_once()
         except asyncio.CancelledError:
             raise
         except Exception as raised:  # a bug must not end this target's loop for good

@@ -38,6 +38,7 @@ from adapter.api.tls import serving_certificate_not_after
 from adapter.metrics_catalog import SERVED_METRIC_NAMES
 from adapter.predictive import ForecastCheck
 from adapter.readings import Reading
+from adapter.scrape_pacing import ScrapePacing
 from adapter.snapshot import Snapshot
 from adapter.targets import Target
 
@@ -224,6 +225,45 @@ class _ConnectionCollector(Collector):
         yield bad
 
 
+class _PacingCollector(Collector):
+    """How far scraping keeps up (``adapter.scrape_pacing.ScrapePacing``), read at scrape time."""
+
+    def __init__(self, pacing: ScrapePacing) -> None:
+        self._pacing = pacing
+
+    def collect(self) -> Iterator[Metric]:
+        pacing = self._pacing
+        yield GaugeMetricFamily(
+            "tritonscale_scrape_interval_stretch",
+            "Recent mean of each target's effective scrape interval / the configured one: 1 "
+            "when every target is scraped on time; 2 when every other start is skipped because "
+            "the CPU cannot carry them all (values then age by about 2 intervals).",
+            value=pacing.stretch,
+        )
+        yield CounterMetricFamily(
+            "tritonscale_scrape_cycles",
+            "Scrape cycles finished by healthy targets (successful scrapes on their schedule).",
+            value=pacing.cycles,
+        )
+        yield CounterMetricFamily(
+            "tritonscale_scrape_cycles_skipped",
+            "Scrape start times skipped because the cycle before overran its interval (CPU "
+            "shortage or slow targets): the shortfall.",
+            value=pacing.skipped_cycles,
+        )
+        yield GaugeMetricFamily(
+            "tritonscale_scrapes_in_flight",
+            f"Scrapes being fetched or parsed now (at most {pacing.max_concurrent}, "
+            "scrape.max_concurrent_scrapes).",
+            value=pacing.in_flight,
+        )
+        yield GaugeMetricFamily(
+            "tritonscale_scrapes_waiting",
+            "Scrapes due and waiting for a slot (scrape.max_concurrent_scrapes).",
+            value=pacing.waiting,
+        )
+
+
 class SelfMetrics:
     """The registry behind /metrics, and the hooks that feed it.
 
@@ -307,6 +347,10 @@ class SelfMetrics:
     def observe_serving_certificate(self, context: ssl.SSLContext) -> None:
         """Export the expiry of the certificate ``context`` serves."""
         self.registry.register(_CertificateCollector(context))
+
+    def serve_scrape_pacing(self, pacing: ScrapePacing) -> None:
+        """Export the scrape pacing's stretch, skipped cycles and slots at each scrape."""
+        self.registry.register(_PacingCollector(pacing))
 
     def serve_connection_stats(self, stats: ConnectionStats) -> None:
         """Export the API listener's connection counters at each scrape of /metrics."""

@@ -566,6 +566,7 @@ async def running_service(
             series_sources=prometheus,
         )
         metrics.serve_snapshots(pipeline.snapshot)
+        metrics.serve_scrape_pacing(pipeline.pacing)
         metrics.serve_forecast_checks(predictive.forecast_checks)
         auth_setup = await start_auth(config.auth)
         if auth_setup is not None:

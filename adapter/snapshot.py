@@ -7,7 +7,7 @@ so no request waits on a scrape and no request sees a half-built state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -50,6 +50,63 @@ class MetricInfo:
 PodKey = tuple[str, str]
 """``(namespace, pod name)``."""
 
+_NO_POINTS: tuple[SeriesPoint, ...] = ()
+_UNSET = object()
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesIndex:
+    """One metric map's series grouped by namespace and by the object they describe.
+
+    Built once when a snapshot is made (O(series)) and never changed, so a request reads
+    only its own namespace's series of one metric: its cost does not grow with the number of
+    series elsewhere in the snapshot. ``by_namespace[(metric, namespace)]`` and
+    ``by_object[(metric, namespace, label, value)]`` (label ``deployment`` or ``pod``) keep
+    the snapshot's order; ``namespaces[metric]`` are sorted. ``object_label`` is the label
+    naming the object a series describes (``deployment`` for group series, ``pod`` per pod).
+    """
+
+    by_namespace: Mapping[tuple[str, str], tuple[SeriesPoint, ...]]
+    by_object: Mapping[tuple[str, str, str, str], tuple[SeriesPoint, ...]]
+    namespaces: Mapping[str, tuple[str, ...]]
+
+    @classmethod
+    def of(cls, series: Mapping[str, Sequence[SeriesPoint]], object_label: str) -> SeriesIndex:
+        """Index ``series``. A group's series are adjacent in the snapshot, so the lists to
+        append to are looked up only when the namespace or the object changes."""
+        by_namespace: dict[tuple[str, str], list[SeriesPoint]] = {}
+        by_object: dict[tuple[str, str, str, str], list[SeriesPoint]] = {}
+        no_object: list[SeriesPoint] = []  # points without the object label: not indexed
+        for metric, points in series.items():
+            namespace: str | None = None
+            name: str | object | None = _UNSET
+            in_namespace = in_object = no_object
+            for point in points:
+                labels = point.labels
+                point_namespace = labels.get("namespace", "")
+                if point_namespace != namespace:
+                    namespace = point_namespace
+                    in_namespace = by_namespace.setdefault((metric, namespace), [])
+                    name = _UNSET
+                in_namespace.append(point)
+                point_name = labels.get(object_label)
+                if point_name != name:
+                    name = point_name
+                    in_object = (
+                        by_object.setdefault((metric, namespace, object_label, point_name), [])
+                        if point_name
+                        else no_object
+                    )
+                in_object.append(point)
+        namespaces: dict[str, list[str]] = {}
+        for metric, namespace in by_namespace:
+            namespaces.setdefault(metric, []).append(namespace)
+        return cls(
+            MappingProxyType({key: tuple(points) for key, points in by_namespace.items()}),
+            MappingProxyType({key: tuple(points) for key, points in by_object.items()}),
+            MappingProxyType({metric: tuple(sorted(n)) for metric, n in namespaces.items()}),
+        )
+
 
 def _empty() -> Mapping[str, tuple[SeriesPoint, ...]]:
     return MappingProxyType({})
@@ -69,15 +126,76 @@ class Snapshot:
     produced them (scraping each pod, or a per-pod query). ``pods`` maps every pod with
     per-pod series to its own Kubernetes labels, which custom metrics' ``labelSelector``
     selects on.
+
+    Handlers read through the ``*_in`` / ``*_of`` methods: they use indexes built once per
+    snapshot (the per-pod one on first use), so a request touches only its namespace's
+    series of its metric.
     """
 
     built_at: float = 0.0
     series: Mapping[str, tuple[SeriesPoint, ...]] = field(default_factory=_empty)
     pod_series: Mapping[str, tuple[SeriesPoint, ...]] = field(default_factory=_empty)
     pods: Mapping[PodKey, Mapping[str, str]] = field(default_factory=_no_pods)
+    _series_index: SeriesIndex = field(init=False, repr=False, compare=False)
+    _pod_index: SeriesIndex | None = field(init=False, repr=False, compare=False)
+    _pods_by_namespace: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pods_by_namespace: dict[str, list[str]] = {}
+        for namespace, pod in self.pods:
+            pods_by_namespace.setdefault(namespace, []).append(pod)
+        object.__setattr__(self, "_series_index", SeriesIndex.of(self.series, "deployment"))
+        object.__setattr__(self, "_pod_index", None)  # built by the first per-pod request
+        object.__setattr__(
+            self,
+            "_pods_by_namespace",
+            MappingProxyType({ns: tuple(names) for ns, names in pods_by_namespace.items()}),
+        )
 
     def points(self, metric: str) -> tuple[SeriesPoint, ...]:
+        """Every series of ``metric``, all namespaces (for pages and self-metrics, not
+        requests: see :meth:`points_in`)."""
         return self.series.get(metric, ())
 
     def pod_points(self, metric: str) -> tuple[SeriesPoint, ...]:
         return self.pod_series.get(metric, ())
+
+    def points_in(self, metric: str, namespace: str) -> tuple[SeriesPoint, ...]:
+        """The series of ``metric`` in ``namespace``, from the index (no scan)."""
+        return self._series_index.by_namespace.get((metric, namespace), _NO_POINTS)
+
+    def pod_points_in(self, metric: str, namespace: str) -> tuple[SeriesPoint, ...]:
+        """The per-pod series of ``metric`` in ``namespace``, from the index (no scan)."""
+        return self._pods_index().by_namespace.get((metric, namespace), _NO_POINTS)
+
+    def points_of(
+        self, metric: str, namespace: str, label: str, name: str
+    ) -> tuple[SeriesPoint, ...]:
+        """The group series of ``metric`` labelled ``label=name`` (``deployment``)."""
+        return self._series_index.by_object.get((metric, namespace, label, name), _NO_POINTS)
+
+    def pod_points_of(
+        self, metric: str, namespace: str, label: str, name: str
+    ) -> tuple[SeriesPoint, ...]:
+        """The per-pod series of ``metric`` labelled ``label=name`` (``pod``)."""
+        return self._pods_index().by_object.get((metric, namespace, label, name), _NO_POINTS)
+
+    def _pods_index(self) -> SeriesIndex:
+        """The per-pod series' index, built on first use and kept with this snapshot: the
+        per-pod series outnumber the group series by the pods per Deployment, and only the
+        custom metrics API's Pods requests read them, so a publish does not pay for it and
+        the first such request after a publish pays it once (what every request paid before
+        the snapshot was indexed)."""
+        index = self._pod_index
+        if index is None:
+            index = SeriesIndex.of(self.pod_series, "pod")
+            object.__setattr__(self, "_pod_index", index)
+        return index
+
+    def namespaces_of(self, metric: str) -> tuple[str, ...]:
+        """The namespaces that have a series of ``metric``, sorted."""
+        return self._series_index.namespaces.get(metric, ())
+
+    def pods_in(self, namespace: str) -> tuple[str, ...]:
+        """The names of the pods with per-pod series in ``namespace``."""
+        return self._pods_by_namespace.get(namespace, ())

@@ -1,13 +1,19 @@
 """External metrics API latency at a fixed request rate (``python -m loadtest.bench.api``).
 
-The real server (TLS, the real ``SnapshotProvider``) runs in this process on loopback over a
-snapshot of 1,000 series per metric (10 namespaces x 10 deployments x 10 models). A separate
-client process drives an *open-loop* schedule (request ``i`` is due at ``t0 + i/rate``
-whatever earlier requests are doing, so a slow server cannot slow the load down) with the
-selectors an HPA sends, and measures latency from each request's due time to the end of its
-body. The same schedule is then run against ``/healthz`` on the same server and connection
-pool, so the ratio isolates what the metric handler (selector parse, provider scan, JSON,
-quantity formatting) adds over aiohttp + TLS + the Python client.
+The real server (TLS, the real ``SnapshotProvider``) runs in this process on loopback over
+snapshots of 10, 1,000 and 10,000 series per metric (namespaces x 10 deployments x 10 models;
+one namespace holds at most 100 series). A separate client process drives an *open-loop*
+schedule (request ``i`` is due at ``t0 + i/rate`` whatever earlier requests are doing, so a
+slow server cannot slow the load down) with the selectors an HPA sends, and measures latency
+from each request's due time to the end of its body. The same schedule is first run against
+``/healthz`` on the same server, so each row's ratio isolates what the metric handler
+(selector parse, index lookup, JSON, quantity formatting) adds over aiohttp + TLS + the Python
+client. ``--baseline`` adds a row at the largest size where the provider scans every series
+of the metric (the code before the snapshot was indexed), measured the same way in the same
+run. ``--max-rate`` then raises the rate at the largest size until p99 exceeds 5 ms.
+
+``--server-cpu``/``--client-cpu`` pin the server (this process) and the client to one core
+each (``os.sched_setaffinity``): "one core" figures are the server on one core.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
@@ -35,25 +41,49 @@ from adapter.api.tls import bound_port, generate_self_signed, make_server_ssl_co
 from adapter.provider import SnapshotProvider
 from adapter.snapshot import MetricInfo, SeriesPoint, Snapshot
 
-NAMESPACES = 10
 DEPLOYMENTS_PER_NAMESPACE = 10
 MODELS = 10
 SERVED = ("triton_queue_depth", "triton_arrival_rate", "triton_queue_time_seconds")
 SERVICE_HOST = "tritonscale.tritonscale.svc"
 GV = "/apis/external.metrics.k8s.io/v1beta1"
+P99_GOAL_MS = 5.0
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How many namespaces, deployments per namespace and models: series per metric is the
+    product."""
+
+    namespaces: int
+    deployments: int
+    models: int
+
+    @property
+    def series(self) -> int:
+        return self.namespaces * self.deployments * self.models
+
+    @classmethod
+    def of(cls, series: int) -> Shape:
+        """10 -> 1 x 1 x 10; 1,000 -> 10 x 10 x 10; 10,000 -> 100 x 10 x 10."""
+        if series <= MODELS:
+            return cls(1, 1, series)
+        per_namespace = DEPLOYMENTS_PER_NAMESPACE * MODELS
+        if series < per_namespace or series % per_namespace:
+            raise ValueError(f"--series {series}: use <= 10 or a multiple of {per_namespace}")
+        return cls(series // per_namespace, DEPLOYMENTS_PER_NAMESPACE, MODELS)
 
 
 # --- server side ----------------------------------------------------------------------
 
 
-def build_snapshot(now: float) -> Snapshot:
+def build_snapshot(now: float, shape: Shape) -> Snapshot:
     """One point per (namespace, deployment, model) for each served metric."""
     series: dict[str, tuple[SeriesPoint, ...]] = {}
     for index, metric in enumerate(SERVED):
         points = []
-        for n in range(NAMESPACES):
-            for d in range(DEPLOYMENTS_PER_NAMESPACE):
-                for m in range(MODELS):
+        for n in range(shape.namespaces):
+            for d in range(shape.deployments):
+                for m in range(shape.models):
                     labels = {
                         "namespace": f"team-{n}",
                         "deployment": f"triton-{n}-{d}",
@@ -65,11 +95,27 @@ def build_snapshot(now: float) -> Snapshot:
     return Snapshot(built_at=now, series=MappingProxyType(series))
 
 
-def request_paths(count: int) -> list[str]:
+class ScanningSnapshot:
+    """The baseline: a snapshot read by scanning every series of the metric for the
+    namespace, as the provider did before the snapshot was indexed."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    def points_in(self, metric: str, namespace: str) -> list[SeriesPoint]:
+        return [p for p in self._snapshot.points(metric) if p.labels.get("namespace") == namespace]
+
+    def points_of(self, metric: str, namespace: str, _label: str, _name: str) -> list[SeriesPoint]:
+        return self.points_in(metric, namespace)  # the selector then picks the object
+
+
+def request_paths(count: int, shape: Shape) -> list[str]:
     """A realistic mix: one series, one deployment (10 series), a set of models."""
     paths = []
     for i in range(count):
-        n, d, m = i % NAMESPACES, (i // NAMESPACES) % DEPLOYMENTS_PER_NAMESPACE, i % MODELS
+        n = i % shape.namespaces
+        d = (i // shape.namespaces) % shape.deployments
+        m = i % shape.models
         metric = SERVED[i % len(SERVED)]
         base = f"{GV}/namespaces/team-{n}/{metric}"
         match i % 3:
@@ -127,18 +173,43 @@ class Summary:
             achieved_rate=result["sent"] / result["elapsed_s"],
         )
 
-    def row(self) -> str:
+    def row(self, baseline: Summary | None = None) -> str:
+        ratio = (
+            f"{self.p50_ms / baseline.p50_ms:.2f}x | {self.p99_ms / baseline.p99_ms:.2f}x"
+            if baseline is not None
+            else " | "
+        )
         return (
             f"| {self.name} | {self.sent} | {self.achieved_rate:.0f} | {self.errors} | "
-            f"{self.p50_ms:.2f} | {self.p99_ms:.2f} | {self.max_ms:.2f} |"
+            f"{self.p50_ms:.2f} | {self.p99_ms:.2f} | {self.max_ms:.2f} | {ratio} |"
         )
 
 
-async def bench(rate: float, duration: float) -> None:
+class Served:
+    """The snapshot in force, swapped between runs on one server."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot: Snapshot | ScanningSnapshot = snapshot
+
+    def __call__(self) -> Snapshot:
+        return cast(Snapshot, self.snapshot)
+
+
+def pin(cpu: int | None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+async def bench(args: argparse.Namespace) -> None:
+    pin(args.server_cpu)
     now = time.time()
-    snapshot = build_snapshot(now)
+    sizes: list[int] = args.series
+    shapes = {size: Shape.of(size) for size in sizes}
+    snapshots = {size: build_snapshot(now, shape) for size, shape in shapes.items()}
+    served = Served(snapshots[sizes[0]])
     metrics = [MetricInfo(name, name, "") for name in SERVED]
-    provider = SnapshotProvider(metrics, lambda: snapshot, time.time, max_age_seconds=1e9)
+    provider = SnapshotProvider(metrics, served, time.time, max_age_seconds=1e9)
+    rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         cert_pem, key_pem = generate_self_signed([SERVICE_HOST])
         cert_file, key_file = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
@@ -152,36 +223,63 @@ async def bench(rate: float, duration: float) -> None:
                 "base_url": f"https://127.0.0.1:{bound_port(runner)}",
                 "cafile": str(cert_file),
                 "server_hostname": SERVICE_HOST,
-                "rate": rate,
-                "duration": duration,
+                "duration": args.duration,
+                "cpu": args.client_cpu,
             }
-            healthz = Summary.of(
-                "/healthz (baseline)", await run_client({**base, "paths": ["/healthz"]})
-            )
-            metric = Summary.of(
-                "metric GET, 1,000 series/metric",
-                await run_client({**base, "paths": request_paths(3000)}),
-            )
+
+            async def measure(name: str, rate: float, paths: list[str]) -> Summary:
+                summary = Summary.of(name, await run_client({**base, "rate": rate, "paths": paths}))
+                print(summary.row(), file=sys.stderr, flush=True)
+                return summary
+
+            healthz = await measure("/healthz (baseline)", args.rate, ["/healthz"])
+            rows.append(healthz.row())
+            for size in sizes:
+                served.snapshot = snapshots[size]
+                paths = request_paths(3000, shapes[size])
+                summary = await measure(f"metric GET, {size:,} series/metric", args.rate, paths)
+                rows.append(summary.row(healthz))
+            largest = sizes[-1]
+            paths = request_paths(3000, shapes[largest])
+            if args.baseline:
+                served.snapshot = ScanningSnapshot(snapshots[largest])
+                name = f"metric GET, {largest:,} series, scanning (before the index)"
+                rows.append((await measure(name, args.rate, paths)).row(healthz))
+            served.snapshot = snapshots[largest]
+            sustained: Summary | None = None
+            for rate in args.max_rate:
+                summary = await measure(f"metric GET, {largest:,} series", rate, paths)
+                if summary.p99_ms > P99_GOAL_MS or summary.errors:
+                    break
+                sustained = summary
         finally:
             await runner.cleanup()
-    series = NAMESPACES * DEPLOYMENTS_PER_NAMESPACE * MODELS
+    command = " ".join(["python -m loadtest.bench.api", *sys.argv[1:]])
     print("### External metrics API latency (`loadtest/bench/api.py`)\n")
-    print(f"Command: `python -m loadtest.bench.api --rate {rate:g} --duration {duration:g}`\n")
+    print(f"Command: `{command}`\n")
     print(
-        f"Server: aiohttp over TLS on 127.0.0.1, {series} series x {len(SERVED)} metrics; "
-        f"client: separate process, aiohttp, open loop at {rate:g} req/s for {duration:g} s, "
-        "latency from due time to end of body. "
+        f"Server: aiohttp over TLS on 127.0.0.1 (CPU {args.server_cpu}); client: separate "
+        f"process (CPU {args.client_cpu}), aiohttp, open loop at {args.rate:g} req/s for "
+        f"{args.duration:g} s per row, latency from due time to end of body. "
         f"Host: {platform.python_implementation()} {platform.python_version()}, "
         f"{os.cpu_count()} CPUs.\n"
     )
-    print("| endpoint | requests | req/s | errors | p50 ms | p99 ms | max ms |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(healthz.row())
-    print(metric.row())
     print(
-        f"| ratio metric / healthz | | | | {metric.p50_ms / healthz.p50_ms:.2f}x | "
-        f"{metric.p99_ms / healthz.p99_ms:.2f}x | |"
+        "| endpoint | requests | req/s | errors | p50 ms | p99 ms | max ms | p50 / healthz "
+        "| p99 / healthz |"
     )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        print(row)
+    if args.max_rate:
+        if sustained is None:
+            print(f"\nNo rate tried held p99 <= {P99_GOAL_MS:g} ms at {largest:,} series.")
+        else:
+            print(
+                f"\nHighest rate tried with p99 <= {P99_GOAL_MS:g} ms and no error at "
+                f"{largest:,} series: {sustained.achieved_rate:.0f} req/s "
+                f"(p50 {sustained.p50_ms:.2f} ms, p99 {sustained.p99_ms:.2f} ms)."
+            )
 
 
 # --- client side (separate process) -----------------------------------------------------
@@ -189,17 +287,22 @@ async def bench(rate: float, duration: float) -> None:
 
 async def drive(config: dict[str, Any]) -> dict[str, Any]:
     """Open-loop load: request ``i`` is sent at ``t0 + i/rate`` regardless of the others."""
-    context = ssl.create_default_context(cafile=config["cafile"])
+    pin(config.get("cpu"))
+    cafile = config.get("cafile")  # None: do not verify (a server's self-signed certificate)
+    context: ssl.SSLContext | bool = ssl.create_default_context(cafile=cafile) if cafile else False
     paths: list[str] = config["paths"]
     rate: float = config["rate"]
     total = int(rate * config["duration"])
     base_url: str = config["base_url"]
-    host: str = config["server_hostname"]
+    host: str | None = config.get("server_hostname")
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     errors = 0
+    statuses: dict[str, int] = {}
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+    timeout = aiohttp.ClientTimeout(total=config.get("timeout_s", 30.0))
+    connector = aiohttp.TCPConnector(limit=100)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one(path: str, due: float | None) -> None:
             nonlocal errors
@@ -208,10 +311,13 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
                     base_url + path, ssl=context, server_hostname=host
                 ) as response:
                     await response.read()
+                    status = str(response.status)
                     if response.status != 200:
                         errors += 1
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, TimeoutError):
                 errors += 1
+                status = "no answer"  # refused, reset, or not within the client's timeout
+            statuses[status] = statuses.get(status, 0) + 1
             if due is not None:
                 latencies.append(loop.time() - due)
 
@@ -227,13 +333,36 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
             tasks.append(asyncio.create_task(one(paths[i % len(paths)], due)))
         await asyncio.gather(*tasks)
         elapsed = loop.time() - start
-    return {"sent": total, "errors": errors, "elapsed_s": elapsed, "latencies_s": latencies}
+    return {
+        "sent": total,
+        "errors": errors,
+        "elapsed_s": elapsed,
+        "latencies_s": latencies,
+        "statuses": statuses,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
+    parser.add_argument("--rate", type=float, default=2000.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument(
+        "--series",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[10, 1000, 10000],
+        help="series per metric, comma-separated (default 10,1000,10000)",
+    )
+    parser.add_argument(
+        "--baseline", action="store_true", help="also the scanning provider at the largest size"
+    )
+    parser.add_argument(
+        "--max-rate",
+        type=lambda text: [float(n) for n in text.split(",")],
+        default=[],
+        help="rates to try in order at the largest size, stopping when p99 > 5 ms",
+    )
+    parser.add_argument("--server-cpu", type=int, help="pin the server to this CPU")
+    parser.add_argument("--client-cpu", type=int, help="pin the load client to this CPU")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -243,7 +372,7 @@ def main() -> None:
         return
     if args.rate <= 0 or args.duration <= 0:
         parser.error("--rate and --duration must be positive")
-    asyncio.run(bench(args.rate, args.duration))
+    asyncio.run(bench(args))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,18 @@ over ``seconds``:
   (``tritonscale_series_age_seconds``), and whether it served a value within 120 s.
 
 The fake targets' own CPU is not counted. Prints a Markdown table (and ``--json FILE``).
+
+Options for the speed work of issue 9 (each adds columns or rows, same measurement):
+
+- ``--api-rate R``: during the measured seconds a separate client process (the one of
+  ``loadtest.bench.api``) sends R external-metrics requests per second (open loop, TLS,
+  ``deployment=triton-K``): latency p50/p99/max and the share answered 200 and 503;
+- ``--hog N --adapter-cpu C``: N busy-loop processes pinned with the adapter on CPU C (the
+  adapter gets about 1/(N+1) of a core): graceful overload;
+- ``--baseline-source DIR``: each N is also measured with the adapter run from DIR (another
+  checkout, e.g. ``git archive main | tar -x -C DIR``) just before this one: "before" rows;
+- ``--profile K``: one more run at the largest N with the adapter under cProfile, printing
+  the K functions with the most own time (the CPU of that run is the profiler's, not used).
 """
 
 from __future__ import annotations
@@ -24,9 +36,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import io
 import json
+import math
 import os
+import pstats
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +55,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
+from loadtest.bench.api import run_client
 from loadtest.harness.fake_triton import FakeTritonProcess, raise_open_file_limit
 
 PODS_PER_DEPLOYMENT = 10
@@ -48,6 +66,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 @dataclass
 class SizingResult:
+    adapter: str  # "this checkout" or the baseline's directory
     targets: int
     cpu_cores: float
     rss_mib_max: float
@@ -56,6 +75,13 @@ class SizingResult:
     oldest_series_age_seconds: float
     served_series: int
     serving: bool  # a value was served before the measurement started
+    stretch: float = math.nan  # tritonscale_scrape_interval_stretch (nan: not exported)
+    skipped_per_second: float = math.nan
+    api_p50_ms: float = math.nan
+    api_p99_ms: float = math.nan
+    api_max_ms: float = math.nan
+    api_ok_share: float = math.nan
+    api_503_share: float = math.nan
 
 
 def free_port() -> int:
@@ -100,20 +126,82 @@ def adapter_config(urls: Sequence[str], port: int) -> dict[str, object]:
     }
 
 
-async def self_metrics(session: aiohttp.ClientSession, port: int) -> tuple[float, float, int]:
-    """(completed scrapes so far, oldest series age, served series) from /metrics."""
-    async with session.get(f"https://127.0.0.1:{port}/metrics", ssl=False) as response:
-        text = await response.text()
-    scrapes = oldest = 0.0
-    served = 0
+@dataclass
+class SelfMetricsSample:
+    scrapes: float  # completed scrapes so far
+    oldest: float  # oldest series age (s)
+    served: int  # served series
+    stretch: float = math.nan
+    skipped: float = math.nan
+
+
+async def self_metrics(session: aiohttp.ClientSession, port: int) -> SelfMetricsSample:
+    """What the adapter's /metrics says about keeping up (NaN and 0 when an overloaded adapter
+    does not answer within 3 tries of 20 s: it is measured all the same)."""
+    text = ""
+    for _ in range(3):
+        try:
+            async with session.get(
+                f"https://127.0.0.1:{port}/metrics",
+                ssl=False,
+                timeout=aiohttp.ClientTimeout(total=20),
+            ) as response:
+                text = await response.text()
+            break
+        except (aiohttp.ClientError, TimeoutError):
+            continue
+    if not text:
+        return SelfMetricsSample(math.nan, math.nan, 0)
+    sample = SelfMetricsSample(0.0, 0.0, 0)
     for line in text.splitlines():
+        value = line.rsplit(" ", 1)[-1]
         if line.startswith("tritonscale_scrape_duration_seconds_count{"):
-            scrapes += float(line.rsplit(" ", 1)[1])
+            sample.scrapes += float(value)
         elif line.startswith("tritonscale_series_age_seconds{"):
-            oldest = max(oldest, float(line.rsplit(" ", 1)[1]))
+            sample.oldest = max(sample.oldest, float(value))
         elif line.startswith("tritonscale_signal_value{"):
-            served += 1
-    return scrapes, oldest, served
+            sample.served += 1
+        elif line.startswith("tritonscale_scrape_interval_stretch "):
+            sample.stretch = float(value)
+        elif line.startswith("tritonscale_scrape_cycles_skipped_total "):
+            sample.skipped = float(value)
+    return sample
+
+
+def api_paths(count: int) -> list[str]:
+    """The arrival rate of each Deployment in turn, as an HPA asks for it."""
+    deployments = max(1, count // PODS_PER_DEPLOYMENT)
+    return [
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/prod/triton_arrival_rate"
+        f"?labelSelector=deployment%3Dtriton-{d}"
+        for d in range(deployments)
+    ]
+
+
+def start_hogs(count: int, cpu: int | None) -> list[subprocess.Popen[bytes]]:
+    """``count`` busy-loop processes (pinned to ``cpu`` when given): a CPU shortage."""
+    hogs = []
+    for _ in range(count):
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        if cpu is not None:
+            os.sched_setaffinity(hog.pid, {cpu})
+        hogs.append(hog)
+    return hogs
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def print_profile(path: Path, top: int) -> None:
+    out = io.StringIO()
+    pstats.Stats(str(path), stream=out).sort_stats("tottime").print_stats(top)
+    print(out.getvalue(), flush=True)
 
 
 async def wait_serving(session: aiohttp.ClientSession, port: int, timeout_s: float) -> bool:
@@ -135,7 +223,19 @@ async def wait_serving(session: aiohttp.ClientSession, port: int, timeout_s: flo
     return False
 
 
-async def measure(count: int, warmup_s: float, seconds: float) -> SizingResult:
+@dataclass
+class Options:
+    warmup_s: float
+    seconds: float
+    api_rate: float = 0.0
+    hogs: int = 0
+    adapter_cpu: int | None = None
+    source: Path | None = None  # run the adapter from this checkout (the baseline)
+    profile_to: Path | None = None
+
+
+async def measure(count: int, options: Options) -> SizingResult:
+    warmup_s, seconds = options.warmup_s, options.seconds
     fakes = [
         FakeTritonProcess(min(TARGETS_PER_FAKE_PROCESS, count - first))
         for first in range(0, count, TARGETS_PER_FAKE_PROCESS)
@@ -146,66 +246,133 @@ async def measure(count: int, warmup_s: float, seconds: float) -> SizingResult:
         config_file = Path(directory) / "config.yaml"
         config_file.write_text(yaml.safe_dump(adapter_config(urls, port)))
         command = [sys.executable, "-m", "adapter", "serve", "--config", str(config_file)]
-        adapter = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        if options.profile_to is not None:
+            command[1:1] = ["-m", "cProfile", "-o", str(options.profile_to)]
+        environment = dict(os.environ)
+        if options.source is not None:  # ``-m`` puts the working directory first on sys.path
+            environment["PYTHONPATH"] = str(options.source)
+        adapter = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, cwd=options.source, env=environment
+        )
+        if options.adapter_cpu is not None:
+            os.sched_setaffinity(adapter.pid, {options.adapter_cpu})
+        hogs = start_hogs(options.hogs, options.adapter_cpu)
+        api: dict[str, object] | None = None
         try:
             async with aiohttp.ClientSession() as session:
                 started = time.monotonic()
                 serving = await wait_serving(session, port, timeout_s=120)
                 await asyncio.sleep(max(0.0, warmup_s - (time.monotonic() - started)))
-                scrapes_before, _, _ = await self_metrics(session, port)
+                before = await self_metrics(session, port)
                 cpu_before, wall_before = cpu_seconds(adapter.pid), time.monotonic()
+                client = None
+                if options.api_rate > 0:
+                    load = {
+                        "base_url": f"https://127.0.0.1:{port}",
+                        "rate": options.api_rate,
+                        "duration": seconds,
+                        "paths": api_paths(count),
+                    }
+                    client = asyncio.create_task(run_client(load))
                 rss: list[float] = []
                 while time.monotonic() - wall_before < seconds:
                     rss.append(memory_mib(adapter.pid)[0])
                     await asyncio.sleep(1.0)
                 cpu_after, wall_after = cpu_seconds(adapter.pid), time.monotonic()
                 _, peak = memory_mib(adapter.pid)
-                scrapes_after, oldest, served = await self_metrics(session, port)
+                after = await self_metrics(session, port)
+                if client is not None:
+                    api = await client
         finally:
-            adapter.terminate()
-            try:
-                adapter.wait(30)
-            except subprocess.TimeoutExpired:
-                adapter.kill()
-                adapter.wait()
+            for hog in hogs:
+                stop(hog)
+            stop(adapter)
     elapsed = wall_after - wall_before
-    return SizingResult(
+    result = SizingResult(
+        adapter=f"before ({options.source.name})" if options.source is not None else "after",
         targets=count,
         cpu_cores=(cpu_after - cpu_before) / elapsed,
         rss_mib_max=max(rss),
         rss_mib_peak=peak,
-        scrapes_per_second=(scrapes_after - scrapes_before) / elapsed,
-        oldest_series_age_seconds=oldest,
-        served_series=served,
+        scrapes_per_second=(after.scrapes - before.scrapes) / elapsed,
+        oldest_series_age_seconds=after.oldest,
+        served_series=after.served,
         serving=serving,
+        stretch=after.stretch,
+        skipped_per_second=(after.skipped - before.skipped) / elapsed,
     )
+    if api is not None:
+        add_api(result, api)
+    return result
+
+
+def add_api(result: SizingResult, api: dict[str, object]) -> None:
+    """The API client's answers: latency percentiles and the shares by status."""
+    latencies = sorted(float(x) for x in api["latencies_s"])  # type: ignore[attr-defined]
+    statuses: dict[str, int] = api["statuses"]  # type: ignore[assignment]
+    total = sum(statuses.values())
+    if len(latencies) >= 2 and total:
+        cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+        result.api_p50_ms, result.api_p99_ms = cuts[49] * 1e3, cuts[98] * 1e3
+        result.api_max_ms = latencies[-1] * 1e3
+        result.api_ok_share = statuses.get("200", 0) / total
+        result.api_503_share = statuses.get("503", 0) / total
 
 
 def table(results: Sequence[SizingResult]) -> str:
     lines = [
-        "| targets | CPU (cores) | RSS max (MiB) | RSS peak (MiB) | scrapes/s "
-        "| oldest series (s) | serving |",
-        "|---:|---:|---:|---:|---:|---:|:---:|",
+        "| adapter | targets | CPU (cores) | RSS max (MiB) | RSS peak (MiB) | scrapes/s "
+        "| oldest series (s) | serving | stretch | skipped/s | API p50 / p99 / max (ms) "
+        "| API 200 | API 503 |",
+        "|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        api = (
+            f"{r.api_p50_ms:.1f} / {r.api_p99_ms:.1f} / {r.api_max_ms:.0f}"
+            if math.isfinite(r.api_p50_ms)
+            else "-"
+        )
         lines.append(
-            f"| {r.targets} | {r.cpu_cores:.2f} | {r.rss_mib_max:.0f} | {r.rss_mib_peak:.0f} "
-            f"| {r.scrapes_per_second:.0f} | {r.oldest_series_age_seconds:.1f} "
-            f"| {'yes' if r.serving else 'no'} |"
+            f"| {r.adapter} | {r.targets} | {r.cpu_cores:.2f} | {r.rss_mib_max:.0f} "
+            f"| {r.rss_mib_peak:.0f} | {r.scrapes_per_second:.0f} "
+            f"| {r.oldest_series_age_seconds:.1f} | {'yes' if r.serving else 'no'} "
+            f"| {_number(r.stretch, 2)} | {_number(r.skipped_per_second, 0)} | {api} "
+            f"| {_share(r.api_ok_share)} | {_share(r.api_503_share)} |"
         )
     return "\n".join(lines)
 
 
+def _number(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else "-"
+
+
+def _share(value: float) -> str:
+    return f"{value:.1%}" if math.isfinite(value) else "-"
+
+
 async def run(args: argparse.Namespace) -> list[SizingResult]:
+    base = Options(args.warmup, args.seconds, args.api_rate, args.hog, args.adapter_cpu)
+    sources: list[Path | None] = [None]
+    if args.baseline_source is not None:
+        sources.insert(0, args.baseline_source.resolve())
     results = []
     for count in args.targets:
-        result = await measure(count, args.warmup, args.seconds)
-        print(
-            f"{count} targets: {result.cpu_cores:.2f} cores, RSS {result.rss_mib_max:.0f} MiB "
-            f"(peak {result.rss_mib_peak:.0f}), {result.scrapes_per_second:.0f} scrapes/s",
-            flush=True,
-        )
-        results.append(result)
+        for source in sources:
+            result = await measure(count, dataclasses.replace(base, source=source))
+            print(
+                f"{result.adapter}, {count} targets: {result.cpu_cores:.2f} cores, RSS "
+                f"{result.rss_mib_max:.0f} MiB (peak {result.rss_mib_peak:.0f}), "
+                f"{result.scrapes_per_second:.0f} scrapes/s, oldest "
+                f"{result.oldest_series_age_seconds:.1f} s",
+                flush=True,
+            )
+            results.append(result)
+    if args.profile:
+        with tempfile.TemporaryDirectory() as directory:
+            profile = Path(directory) / "adapter.prof"
+            await measure(max(args.targets), dataclasses.replace(base, profile_to=profile))
+            print(f"Profile of the adapter at {max(args.targets)} targets (own time):")
+            print_profile(profile, args.profile)
     return results
 
 
@@ -221,6 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds measured")
     parser.add_argument("--quick", action="store_true", help="100 targets, 10 s + 10 s")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--api-rate", type=float, default=0.0, help="API requests/s meanwhile")
+    parser.add_argument("--hog", type=int, default=0, help="busy-loop processes beside it")
+    parser.add_argument("--adapter-cpu", type=int, help="pin the adapter (and hogs) to this CPU")
+    parser.add_argument("--baseline-source", type=Path, help="also run the adapter from here")
+    parser.add_argument("--profile", type=int, default=0, help="profile: top K functions")
     args = parser.parse_args(argv)
     if args.quick:
         args.targets, args.warmup, args.seconds = [100], 10.0, 10.0
