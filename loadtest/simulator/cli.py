@@ -19,8 +19,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from loadtest.simulator.controllers import POLICY_NAMES, RatioPath, TritonscaleTuning
-from loadtest.simulator.engine import SimParams, check_number
+from loadtest.simulator.controllers import POLICY_NAMES, TritonscaleTuning
+from loadtest.simulator.engine import BALANCERS, DEFAULT_BALANCER, SimParams, check_number
 from loadtest.simulator.run import build_workload, choose_model, run_policies, summary_json
 from loadtest.simulator.traces import FORMATS, TraceError, detect_format, load_trace, scale_trace
 from policies.forecast import FORECASTER_NAMES
@@ -163,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X",
         help="multiply the arrival rate by X (1)",
     )
+    p.add_argument(
+        "--balancer",
+        default=DEFAULT_BALANCER,
+        choices=BALANCERS,
+        help="where requests wait: random (a Kubernetes Service: kube-proxy iptables, one random "
+        "ready pod per request), round-robin (IPVS rr), least-outstanding (an L7 proxy, power "
+        "of two choices), shared (one FIFO for all replicas, perfect balancing) (%(default)s)",
+    )
     p.add_argument("--seed", default=0, type=int, metavar="N", help="seed of every random draw (0)")
     p.add_argument(
         "--model",
@@ -281,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             scrape_interval_seconds=args.scrape_interval,
             min_replicas=args.min_replicas,
             max_replicas=args.max_replicas,
-            initial_replicas=args.initial_replicas,
+            balancer=args.balancer,
+            seed=args.seed,
         )
         ratio_path = RatioPath(args.ratio_source, args.rate_window)
         params.ticks(args.rate_window, "--rate-window")

@@ -51,7 +51,8 @@ def test_json_has_every_policy_with_the_documented_fields(tmp_path: Path) -> Non
             entry["replica_seconds"] / entry["oracle_replica_seconds"], rel=1e-3
         )
     oracle = summary["policies"]["oracle"]
-    assert oracle["cost_vs_oracle"] == 1.0
+    # The plan plus what removed replicas are billed while they drain.
+    assert oracle["cost_vs_oracle"] == pytest.approx(1.0, abs=0.01)
     assert summary["params"]["capacity_rps"] == 1.0
     assert summary["params"]["model"] == "request"
     assert summary["trace"]["format"] == "servegen"

@@ -40,7 +40,11 @@ def _both(workload: Workload, params: SimParams) -> tuple[dict, dict]:  # type: 
 @pytest.mark.parametrize("cold_start", [60.0, 180.0])
 def test_fluid_matches_request_on_a_synthetic_day_curve(cold_start: float) -> None:
     params = SimParams(
-        capacity_rps=1.0, slo_seconds=5.0, cold_start_seconds=cold_start, max_replicas=100
+        capacity_rps=1.0,
+        slo_seconds=5.0,
+        cold_start_seconds=cold_start,
+        max_replicas=100,
+        balancer="shared",
     )
     exact, fluid = _both(_synthetic(), params)
     for name in STABLE:
@@ -53,7 +57,13 @@ def test_fluid_matches_request_on_the_azure_trace() -> None:
     path = full_trace("AzureLLMInferenceTrace_conv_2023.csv")
     trace = load_trace(path)
     workload = Workload.from_arrivals(trace.times, trace.work, trace.duration)  # type: ignore[union-attr]
-    params = SimParams(capacity_rps=1.0, slo_seconds=5.0, cold_start_seconds=60.0, max_replicas=100)
+    params = SimParams(
+        capacity_rps=1.0,
+        slo_seconds=5.0,
+        cold_start_seconds=60.0,
+        max_replicas=100,
+        balancer="shared",
+    )
     exact, fluid = _both(workload, params)
     for name in STABLE:
         r, f = exact[name], fluid[name]
@@ -66,7 +76,12 @@ def test_fluid_is_optimistic_inside_a_tick_but_not_across_ticks() -> None:
     # each second that the fluid model smooths away, so its attainment is never higher.
     workload = _synthetic(seed=8)
     params = SimParams(
-        capacity_rps=1.0, slo_seconds=2.0, cold_start_seconds=60.0, min_replicas=11, max_replicas=11
+        capacity_rps=1.0,
+        slo_seconds=2.0,
+        cold_start_seconds=60.0,
+        min_replicas=11,
+        max_replicas=11,
+        balancer="shared",
     )
     exact, fluid = _both(workload, params)
     r, f = exact["oracle"], fluid["oracle"]
