@@ -70,8 +70,8 @@ SERVED_METRICS: tuple[MetricInfo, ...] = (
     ),
     MetricInfo(
         "triton_arrival_rate_forecast",
-        "Arrival rate forecast one cold start + HPA sync period ahead, at the configured "
-        "quantile (calibrated upper bound).",
+        "Arrival rate forecast one cold start + HPA sync period ahead, with the headroom "
+        "calibrated to the configured SLO attainment.",
         "requests/s",
         served_beside="triton_arrival_rate",
         absent_because=(

@@ -30,9 +30,12 @@ Model (one tick = ``tick_seconds``, 1 s by default; every period is a whole numb
   the ready pod that has been ready the shortest time. A removed ready replica leaves the
   endpoints at once, finishes what was routed to it (graceful termination; with ``shared`` the
   request in service) and **stays billed until its last request completes**.
-* Every policy starts from the same state: ``initial_replicas`` ready replicas (the caller
-  passes ``min_replicas``), an empty queue; requests arriving before ``warm_up_seconds`` and the
-  replica-seconds billed before it are excluded from the score of every policy alike.
+* Every policy starts from the same state: ``initial_replicas`` ready replicas, an empty
+  queue; requests arriving before ``warm_up_seconds`` and the replica-seconds billed before it
+  are excluded from the score of every policy alike. ``tritonscale simulate`` starts at
+  :func:`initial_replicas_for` the trace, not at ``min_replicas``: with one queue per replica,
+  a full load arriving at one replica while the others start leaves minutes of work stuck on
+  it, which a warm-up cannot wash out of a short trace.
 * Two queue models, the same controllers:
 
   - ``request``: exact per-request accounting (per-replica FIFOs, or a heap of server free
@@ -308,6 +311,20 @@ class _Replicas:
     @property
     def total(self) -> int:
         return len(self.ready_ids) + len(self.starting)
+
+
+INITIAL_UTILISATION = 0.5
+INITIAL_WINDOW_SECONDS = 600.0
+
+
+def initial_replicas_for(workload: Workload, params: SimParams) -> int:
+    """The ready replicas every policy starts with: the first 10 minutes' mean work at 50 %
+    utilisation (a deployment already serving the trace's opening load, loosely sized; no
+    policy's own choice), clamped to [min, max] replicas."""
+    ticks = max(1, min(workload.n_ticks, round(INITIAL_WINDOW_SECONDS / workload.tick_seconds)))
+    rate = float(workload.work[:ticks].sum()) / (ticks * workload.tick_seconds)
+    needed = math.ceil(rate / (params.capacity_rps * INITIAL_UTILISATION) - 1e-9)
+    return min(params.max_replicas, max(params.min_replicas, needed))
 
 
 def simulate(

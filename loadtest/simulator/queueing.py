@@ -73,14 +73,14 @@ def stochastic_queue_length(balancer: str, rho: float, n_replicas: float, scv: f
     """Mean requests waiting (not in service) over ``n_replicas`` per-replica queues."""
     if balancer == "shared" or n_replicas <= 0:
         return 0.0
-    r = float(_capped(rho))
+    r = min(max(float(rho), 0.0), MAX_UTILISATION)
     if r <= 0.0:
         return 0.0
     if balancer == "least-outstanding" and n_replicas >= 2:
-        s = _supermarket_tail(np.array([r]))[:, 0]
-        return float(n_replicas * s[2:].sum())
-    variability = float(_variability(balancer, n_replicas, scv))
-    return n_replicas * r * r * variability / (2.0 * (1.0 - r))
+        # sum over i >= 2 of s_i = rho^(2^i - 1): doubly exponential, a few terms suffice.
+        return n_replicas * math.fsum(r ** (2.0**i - 1.0) for i in range(2, _SUPERMARKET_TERMS + 1))
+    arrivals = 1.0 / max(1.0, n_replicas) if balancer == "round-robin" else 1.0
+    return n_replicas * r * r * (arrivals + scv) / (2.0 * (1.0 - r))
 
 
 def stochastic_violation_fraction(
