@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from loadtest.simulator.bound_interface import lower_bound
+from loadtest.simulator.bound_interface import SOLVER, lower_bound
 from loadtest.simulator.controllers import POLICY_NAMES, TritonscaleTuning
 from loadtest.simulator.engine import BALANCERS, DEFAULT_BALANCER, SimParams, check_number
 from loadtest.simulator.frontier import BoundCache
@@ -403,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         slo_targets=slo_targets,
         bound=lower_bound if args.frontier else None,
         bound_cache=BoundCache(Path(args.bound_cache) if args.bound_cache else None),
+        bound_name=SOLVER,
     )
     summary = summary_json(
         output,

@@ -90,8 +90,9 @@ class BoundResult:
     solve_seconds: float
 
 
-BoundFunction = Callable[[Workload, SimParams, float], BoundResult]
-"""(scored workload, parameters, attainment) -> a proven lower bound on replica-seconds."""
+BoundFunction = Callable[[Workload, SimParams, Sequence[float]], dict[float, BoundResult]]
+"""(scored workload, parameters, attainments) -> a proven lower bound on replica-seconds at
+each attainment (one call: the attainments share the program and differ in one number)."""
 
 
 def scored_workload(workload: Workload, params: SimParams) -> Workload:

@@ -155,15 +155,15 @@ def _run_job(job: Job) -> PolicyResult:
     return result
 
 
-def _solve_bound(attainment: float) -> BoundResult:
+def _solve_bounds(attainments: tuple[float, ...]) -> dict[float, BoundResult]:
     bound: BoundFunction = _SHARED["bound"]
-    return bound(_SHARED["scored"], _SHARED["params"], attainment)
+    return bound(_SHARED["scored"], _SHARED["params"], attainments)
 
 
 def _task(item: tuple[str, Any]) -> tuple[str, Any, Any]:
     kind, payload = item
     if kind == "bound":
-        return kind, payload, _solve_bound(payload)
+        return kind, payload, _solve_bounds(payload)
     return kind, payload, _run_job(payload)
 
 
@@ -181,6 +181,7 @@ def run_policies(
     slo_targets: Sequence[float] = (),
     bound: BoundFunction | None = None,
     bound_cache: BoundCache | None = None,
+    bound_name: str = "bound",
 ) -> RunOutput:
     """Simulate every policy in ``names`` (same workload, same initial state); with
     ``frontier`` sweep each policy's knob; with ``bound`` compute it at each of
@@ -204,15 +205,14 @@ def run_policies(
     keys: dict[float, str] = {}
     if bound is not None:
         cache = bound_cache or BoundCache(None)
-        solver = getattr(bound, "__qualname__", "bound")
         for level in slo_targets:
-            keys[level] = cache.key(scored, params, level, solver)
+            keys[level] = cache.key(scored, params, level, bound_name)
             hit = cache.get(keys[level])
             if hit is None:
                 pending_bounds.append(level)
             else:
                 bounds[level] = hit
-    tasks: list[tuple[str, Any]] = [("bound", level) for level in pending_bounds]
+    tasks: list[tuple[str, Any]] = [("bound", tuple(pending_bounds))] if pending_bounds else []
     tasks += [("job", job) for job in jobs]
     total_ticks = workload.n_ticks * len(jobs)
     if show_progress is None:
@@ -273,9 +273,10 @@ def run_policies(
     sweeps: dict[str, list[tuple[float, PolicyResult]]] = {}
     for kind, payload, value in outcomes:
         if kind == "bound":
-            bounds[payload] = value
-            if bound_cache is not None:
-                bound_cache.put(keys[payload], value)
+            for level, result in value.items():
+                bounds[level] = result
+                if bound_cache is not None:
+                    bound_cache.put(keys[level], result)
             continue
         name, knob = payload
         knob_spec = KNOBS.get(name)

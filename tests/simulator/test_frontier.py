@@ -127,7 +127,7 @@ def test_the_bound_is_below_every_policy_that_reaches_its_attainment() -> None:
         workers=1,
         show_progress=False,
         slo_targets=(0.99,),
-        bound=work_floor_bound,
+        bound=lambda w, p, levels: {a: work_floor_bound(w, p, a) for a in levels},
     )
     bound = output.bounds[0.99].replica_seconds
     for name, result in output.results.items():
