@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from loadtest.simulator.engine import SimParams, Workload
 from loadtest.simulator.frontier import BoundResult, work_floor_bound
 
-
 SOLVER = "work-floor"
 """Names the bound in its cache key, so a better solver never reuses a weaker one's values."""
 
