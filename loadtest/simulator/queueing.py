@@ -24,7 +24,8 @@ does not count as a full stationary queue and a sustained load does:
   ``s_i = rho^(2^i - 1)``; an arrival samples two replicas, so it finds j requests with
   probability ``s_j^2 - s_(j+1)^2`` and waits for the one in service and j - 1 more: Erlang(j,
   mu) for exponential service, ``j - 1 + U`` service times for deterministic service, mixed
-  by cs2 (capped at 1) in between.
+  by cs2 (capped at 1) in between; the mean queue ``sum_(i>=2) s_i`` is scaled by
+  ``(1 + cs2) / 2`` as Pollaczek-Khinchine scales M/M/1's.
 
 What is not modelled: the transient of a replica's queue beyond the load average, correlation
 between consecutive ticks' queues, and arrival burstiness inside a tick beyond Poisson (the
@@ -77,8 +78,10 @@ def stochastic_queue_length(balancer: str, rho: float, n_replicas: float, scv: f
     if r <= 0.0:
         return 0.0
     if balancer == "least-outstanding" and n_replicas >= 2:
-        # sum over i >= 2 of s_i = rho^(2^i - 1): doubly exponential, a few terms suffice.
-        return n_replicas * math.fsum(r ** (2.0**i - 1.0) for i in range(2, _SUPERMARKET_TERMS + 1))
+        # sum over i >= 2 of s_i = rho^(2^i - 1) (exponential service; doubly exponential, a
+        # few terms suffice), scaled by (1 + cs2) / 2 as Pollaczek-Khinchine scales M/M/1.
+        waiting = math.fsum(r ** (2.0**i - 1.0) for i in range(2, _SUPERMARKET_TERMS + 1))
+        return n_replicas * waiting * (1.0 + min(scv, 1.0)) / 2.0
     arrivals = 1.0 / max(1.0, n_replicas) if balancer == "round-robin" else 1.0
     return n_replicas * r * r * (arrivals + scv) / (2.0 * (1.0 - r))
 
