@@ -150,15 +150,17 @@ class QuantileHeadroom:
 ViolationModel = Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
 """Share of requests over the SLO at each utilisation of the planned capacity (1 at >= 1)."""
 
-RELATIVE_MARGINS = np.concatenate(([0.0], np.geomspace(0.01, 8.0, 31)))
+RELATIVE_MARGINS = np.concatenate(([0.0], np.geomspace(0.01, 8.0, 23)))
 """Candidate margins as a share of the recent mean rate (0 to 8x), searched in one pass."""
 
-UTILISATION_STEPS = np.array([1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5])
+UTILISATION_STEPS = np.array([1.0, 0.93, 0.86, 0.78, 0.68, 0.55])
 """Candidate utilisations as shares of the highest one the queue alone allows."""
 
-RECALIBRATE_STEPS = 20
-"""The plan is searched again every 20 new pairs (5 minutes at 15 s steps), and reused between
-(its margin rescaled to the recent mean rate): errors change their distribution slowly."""
+RECALIBRATE_STEPS = 40
+"""The plan is searched again every ``count / 8`` new pairs, at least every 4 and at most every
+40 (10 minutes at 15 s steps), and reused between (its margin rescaled to the recent mean
+rate): a young window changes fast, the errors of the last 2 hours slowly, and the feedback on
+the budget acts at every step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +227,7 @@ class AttainmentHeadroom:
         self._points = np.zeros(window)
         self._actuals = np.zeros(window)
         self._loads = np.zeros(window)  # actuals averaged over the last smooth_steps
+        self._actual_sum = 0.0
         self._recent: deque[float] = deque(maxlen=smooth_steps)
         self._count = 0
         self._next = 0
@@ -241,12 +244,17 @@ class AttainmentHeadroom:
         if math.isnan(forecast_point) or math.isnan(actual):
             return
         self._points[self._next] = max(0.0, forecast_point)
+        if self._count == self.window:
+            self._actual_sum -= self._actuals[self._next]
         self._actuals[self._next] = max(0.0, actual)
+        self._actual_sum += max(0.0, actual)
         self._recent.append(max(0.0, actual))
         self._loads[self._next] = sum(self._recent) / len(self._recent)
         self._next = (self._next + 1) % self.window
         self._count = min(self._count + 1, self.window)
         self._since_search += 1
+        if self._next == 0:  # once per window: no float drift in the running sum
+            self._actual_sum = float(self._actuals[: self._count].sum())
 
     def observe_actual(self, actual: float) -> None:
         if len(self._pending) == self.horizon_steps:
@@ -297,10 +305,14 @@ class AttainmentHeadroom:
         return self.prior_margin * max(0.0, current_rate) * fade
 
     def _smallest_margin(
-        self, shares: npt.NDArray[np.float64], margins: npt.NDArray[np.float64]
+        self,
+        shares: npt.NDArray[np.float64],
+        margins: npt.NDArray[np.float64],
+        budget: float | None = None,
     ) -> float:
         """The smallest margin whose share is within budget, interpolated (inf if none)."""
-        within = np.flatnonzero(shares <= self.violation_budget)
+        budget = self.violation_budget if budget is None else budget
+        within = np.flatnonzero(shares <= budget)
         if within.size == 0:
             return math.inf
         first = int(within[0])
@@ -308,7 +320,7 @@ class AttainmentHeadroom:
             return 0.0
         lo_m, hi_m = float(margins[first - 1]), float(margins[first])
         lo_s, hi_s = float(shares[first - 1]), float(shares[first])
-        frac = (lo_s - self.violation_budget) / (lo_s - hi_s) if lo_s > hi_s else 1.0
+        frac = (lo_s - budget) / (lo_s - hi_s) if lo_s > hi_s else 1.0
         return lo_m + frac * (hi_m - lo_m)
 
     def margin(self, current_rate: float, utilisation: float, violation: ViolationModel) -> float:
@@ -328,14 +340,17 @@ class AttainmentHeadroom:
         point: float,
         max_utilisation: float,
         violation: ViolationModel,
+        budget: float | None = None,
     ) -> Plan:
-        """The cheapest plan within budget on the recent pairs (class docstring); searched
-        every :data:`RECALIBRATE_STEPS` new pairs, rescaled to the recent mean rate between."""
+        """The cheapest plan within ``budget`` (default: 1 - the target) on the recent pairs
+        (class docstring); searched again after a few new pairs (:data:`RECALIBRATE_STEPS`),
+        rescaled to the recent mean rate between."""
         prior = self._prior(current_rate)
-        scale = float(self._actuals[: self._count].mean()) if self._count else 0.0
+        scale = self._actual_sum / self._count if self._count else 0.0
         if scale <= 0.0:
             return Plan(max_utilisation, prior)
-        if self._relative is None or self._since_search >= RECALIBRATE_STEPS:
+        every = min(RECALIBRATE_STEPS, max(4, self._count // 8))
+        if self._relative is None or self._since_search >= every:
             self._since_search = 0
             shares_of = UTILISATION_STEPS * max_utilisation
             margins = RELATIVE_MARGINS * scale
@@ -343,7 +358,7 @@ class AttainmentHeadroom:
             best: tuple[float, float, float] | None = None  # (capacity, u, m)
             reference = max(point, scale)
             for row, u in enumerate(shares_of):
-                m = self._smallest_margin(shares[row], margins)
+                m = self._smallest_margin(shares[row], margins, budget)
                 if math.isinf(m):
                     continue
                 capacity = (reference + m) / u
@@ -354,3 +369,47 @@ class AttainmentHeadroom:
             self._relative = (best[1] / max_utilisation, best[2] / scale)
         share, relative_margin = self._relative
         return Plan(share * max_utilisation, max(prior, relative_margin * scale))
+
+
+class BudgetFeedback:
+    """Corrects the plan's violation budget with the lateness the deployment actually had.
+
+    The plan is judged on a model (the queue law, the replay of forecast errors); what runs
+    also carries what the model leaves out (whole replicas, the scale-down delay, the HPA, a
+    cold start that outlasts the horizon at an onset). Each step the policy estimates the late
+    share of that step's requests from what *was* ready: ``violation(load / (ready x
+    capacity))``. Like adaptive conformal inference (Gibbs and Candes, 2021), the budget the
+    plan may spend is ``target x exp(theta)`` with ``theta += gain x w (target - late) /
+    target`` (w: the step's rate over its recent mean, so busy steps count for their
+    requests), clamped to ``[-limit, limit]``: steps with no late requests let the plan spend
+    more, an onset that made requests late takes it back at once. While theta stays inside the
+    clamp the request-weighted late share averages to the target, within
+    ``2 limit target / (gain T)`` after T steps.
+    """
+
+    def __init__(self, target: float, gain: float = 0.02, limit: float = 3.0) -> None:
+        if not 0.0 < target < 1.0:
+            raise ValueError(f"BudgetFeedback target must be in (0, 1), got {target!r}")
+        if not gain > 0 or not limit > 0:
+            raise ValueError("BudgetFeedback gain and limit must be > 0")
+        self.target = target
+        self.gain = gain
+        self.limit = limit
+        self.theta = 0.0
+        self._mean_rate = 0.0
+        self._steps = 0
+
+    @property
+    def budget(self) -> float:
+        """The violation budget the plan may spend now (< 1)."""
+        return min(0.5, self.target * math.exp(self.theta))
+
+    def observe(self, late_share: float, rate: float) -> None:
+        """One step: the estimated share of its requests that were late, and its rate."""
+        if not (math.isfinite(late_share) and math.isfinite(rate)) or rate < 0:
+            return
+        self._steps += 1
+        self._mean_rate += (rate - self._mean_rate) / min(self._steps, 240)
+        weight = rate / self._mean_rate if self._mean_rate > 0 else 0.0
+        step = self.gain * weight * (self.target - late_share) / self.target
+        self.theta = min(self.limit, max(-self.limit, self.theta + step))

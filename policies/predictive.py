@@ -26,7 +26,8 @@ policy turns that into a plan by itself:
 1. update the arrival-rate forecaster, the queue model and the headroom with the new step;
 2. forecast the rate ``horizon_seconds`` ahead (point); plan (u, m) as above; upper = point + m
    (without ``use_headroom``: the point alone, u meeting half the budget);
-3. load = max(upper, current rate) (never plan below what arrives now);
+3. load = max(upper, current rate) (never plan below what arrives now; a step's rate above
+   the last minute's mean counts only up to that mean: Poisson noise, not a trend);
 4. raw = ceil(replicas_for_load(load, queue depth, sizing, utilisation=u))
    (:mod:`policies.sizing`);
 5. burst guard (panic when the current rate > ``panic_factor`` x current capacity): while in
@@ -50,14 +51,17 @@ False and callers publish the forecast only.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from policies.burst import BurstGuard
 from policies.forecast import FORECASTER_NAMES, Forecast, Forecaster, make_forecaster
-from policies.headroom import AttainmentHeadroom, HeadroomState
+from policies.headroom import AttainmentHeadroom, BudgetFeedback, HeadroomState
 from policies.sizing import ReplicaQueue, SizingParams, replicas_for_load
 from policies.window import WindowMax
 
@@ -65,8 +69,10 @@ _PLACEHOLDER_CAPACITY_RPS = 1.0
 """Sizes nothing: stands in for an unknown capacity so the forecast can still run."""
 
 QUEUE_BUILD_SECONDS = 60.0
-"""The headroom judges a plan on the actual rate averaged over this long: a replica's queue
-takes about a minute to build, so a 15 s burst of Poisson noise is not a stationary overload."""
+QUEUE_BUILD_SERVICE_TIMES = 10.0
+"""The headroom and the feedback judge a plan on the actual rate averaged over the time a
+replica's queue takes to build: a minute, or 10 service times (10 / capacity_rps) when longer;
+a 15 s burst of Poisson noise is not a stationary overload (its noise is in the queue law)."""
 
 QUEUEING_SHARE = 0.5
 """Without headroom (the ablation), the share of the violation budget allowed for per-replica
@@ -288,6 +294,8 @@ class PredictivePolicy:
         self.settings = settings
         self.sizing = settings.sizing_params()
         self.horizon_steps = settings.steps_for(settings.horizon_seconds, at_least=1)
+        build = max(QUEUE_BUILD_SECONDS, QUEUE_BUILD_SERVICE_TIMES / self.sizing.capacity_rps)
+        self._queue_build_steps = settings.steps_for(build, at_least=1)
         self.forecaster: Forecaster = make_forecaster(
             settings.forecaster, settings.step_seconds, **dict(settings.forecaster_params)
         )
@@ -295,9 +303,11 @@ class PredictivePolicy:
             settings.slo_attainment,
             self.horizon_steps,
             window=settings.headroom_window,
-            smooth_steps=settings.steps_for(QUEUE_BUILD_SECONDS, at_least=1),
+            smooth_steps=self._queue_build_steps,
         )
         self.queue = ReplicaQueue(self.sizing.capacity_rps, settings.slo_seconds)
+        self.feedback = BudgetFeedback(1.0 - settings.slo_attainment)
+        self._recent_rates: deque[float] = deque(maxlen=self._queue_build_steps)
         self.queueing_budget = QUEUEING_SHARE * (1.0 - settings.slo_attainment)
         self.burst = BurstGuard(
             settings.panic_factor, settings.steps_for(settings.panic_hold_seconds)
@@ -357,19 +367,28 @@ class PredictivePolicy:
         else:
             forecast = Forecast(rate, rate)
         self.headroom.record_forecast(forecast.point)
+        self._recent_rates.append(rate)
+        if math.isfinite(current_capacity_replicas) and current_capacity_replicas > 0:
+            load = sum(self._recent_rates) / len(self._recent_rates)
+            ready_capacity = current_capacity_replicas * sizing.capacity_rps
+            late = float(self.queue.violation(np.array([load / ready_capacity]))[0])
+            self.feedback.observe(late, rate)
         if settings.use_headroom:
+            budget = self.feedback.budget
             plan = self.headroom.plan(
                 rate,
                 forecast.point,
-                self.queue.max_utilisation(1.0 - settings.slo_attainment),
+                self.queue.max_utilisation(budget),
                 self.queue.violation,
+                budget,
             )
             utilisation = plan.utilisation
             upper = forecast.point + plan.margin
         else:
             utilisation = self.queue.max_utilisation(self.queueing_budget)
             upper = forecast.point
-        load = max(upper, rate)
+        recent = sum(self._recent_rates) / len(self._recent_rates)
+        load = max(upper, min(rate, recent))
 
         capacity_now = max(0.0, current_capacity_replicas) * sizing.capacity_rps
         drain = max(sizing.slo_seconds, settings.step_seconds)

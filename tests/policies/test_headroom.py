@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from policies.headroom import AttainmentHeadroom, QuantileHeadroom
+from policies.headroom import AttainmentHeadroom, BudgetFeedback, QuantileHeadroom
 
 SEED = 7
 
@@ -206,3 +206,33 @@ def test_attainment_headroom_counts_the_queueing_of_a_fuller_plan() -> None:
     fuller = headroom.margin(100.0, 0.9, queueing)  # 0.9 e^-2 = 0.12: needs capacity
     assert fuller > 0.0
     assert headroom.estimated_violation(fuller, 0.9, queueing) == pytest.approx(0.005, rel=0.05)
+
+
+@pytest.mark.parametrize("model_bias", [0.4, 1.0, 2.5])
+def test_budget_feedback_brings_the_late_share_to_the_target(model_bias: float) -> None:
+    # The plan spends the budget it is given, but what runs is late model_bias times as often
+    # as the model said (model_bias < 1: the model is pessimistic). The feedback learns the
+    # bias: the late share averages to the target, not to target x bias.
+    rng = np.random.default_rng(SEED)
+    feedback = BudgetFeedback(0.005)
+    late_total = rate_total = 0.0
+    for step in range(20_000):
+        rate = 100.0 * (1.0 + 0.3 * math.sin(step / 50.0))
+        expected = model_bias * feedback.budget
+        late = float(rng.random() < 20 * expected) / 20  # lumpy: whole steps late, rarely
+        feedback.observe(late, rate)
+        if step >= 5_000:
+            late_total += late * rate
+            rate_total += rate
+    assert late_total / rate_total == pytest.approx(0.005, rel=0.25)
+    assert feedback.budget == pytest.approx(0.005 / model_bias, rel=0.6)
+
+
+def test_budget_feedback_takes_the_budget_back_after_an_onset() -> None:
+    feedback = BudgetFeedback(0.005)
+    for _ in range(300):
+        feedback.observe(0.0, 100.0)  # calm: the plan may spend more
+    calm = feedback.budget
+    assert calm > 0.005
+    feedback.observe(0.5, 200.0)  # an onset: half of a busy step's requests were late
+    assert feedback.budget < 0.3 * calm
