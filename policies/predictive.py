@@ -43,9 +43,10 @@ policy turns that into a plan by itself:
 horizon_seconds)``: the backlog expected at the horizon if nothing changes. It is reported, not
 used for sizing (the current depth is).
 
-Without a per-replica capacity (``capacity_rps`` None) the policy still forecasts, but its
-replica counts and queue forecast mean nothing: :attr:`PredictiveSettings.sizes_replicas` is
-False and callers publish the forecast only.
+Without a per-replica capacity (``capacity_rps`` None) the policy still forecasts (its headroom
+calibrated with :class:`policies.sizing.PooledCapacity`: a request is late only when the load
+exceeds the plan), but its replica counts and queue forecast mean nothing:
+:attr:`PredictiveSettings.sizes_replicas` is False and callers publish the forecast only.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ import numpy as np
 from policies.burst import BurstGuard
 from policies.forecast import FORECASTER_NAMES, Forecast, Forecaster, make_forecaster
 from policies.headroom import AttainmentHeadroom, BudgetFeedback, HeadroomState
-from policies.sizing import ReplicaQueue, SizingParams, replicas_for_load
+from policies.sizing import PooledCapacity, ReplicaQueue, SizingParams, replicas_for_load
 from policies.window import WindowMax
 
 _PLACEHOLDER_CAPACITY_RPS = 1.0
@@ -305,7 +306,11 @@ class PredictivePolicy:
             window=settings.headroom_window,
             smooth_steps=self._queue_build_steps,
         )
-        self.queue = ReplicaQueue(self.sizing.capacity_rps, settings.slo_seconds)
+        self.queue: ReplicaQueue | PooledCapacity = (
+            ReplicaQueue(self.sizing.capacity_rps, settings.slo_seconds)
+            if settings.sizes_replicas
+            else PooledCapacity()
+        )
         self.feedback = BudgetFeedback(1.0 - settings.slo_attainment)
         self._recent_rates: deque[float] = deque(maxlen=self._queue_build_steps)
         self.queueing_budget = QUEUEING_SHARE * (1.0 - settings.slo_attainment)

@@ -187,3 +187,21 @@ MAX_PLANNED_UTILISATION = 0.95
 """Never plan a replica fuller than this: the queueing law is only an approximation near 1."""
 MIN_PLANNED_UTILISATION = 0.05
 """Never plan a replica emptier than this, however slow its queue looks (20x the load)."""
+
+
+class PooledCapacity:
+    """The queue model when nothing is known about replicas' queues (no ``capacity_rps``):
+    requests are late only when the load exceeds the capacity (utilisation > 1), as with one
+    shared queue and an SLO longer than the noise. Plans may fill replicas."""
+
+    variability = 0.0
+
+    def observe(self, arrival_rate: float, queue_depth: float, ready_replicas: float) -> None:
+        return None
+
+    def violation(self, utilisation: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        late: npt.NDArray[np.float64] = (np.asarray(utilisation) > 1.0).astype(np.float64)
+        return late
+
+    def max_utilisation(self, violation_budget: float) -> float:
+        return 1.0
