@@ -37,9 +37,9 @@ from policies.predictive import settings_default
 PROG = "tritonscale simulate"
 
 WARM_UP_MARGIN = 300.0
-"""Default warm-up beyond one cold start (s): every policy starts at min replicas, and any of
-them needs a cold start plus a few sync periods to reach a trace's level; 5 minutes covers the
-HPA's default scale-up limits (x2 or +4 per 15 s) from 1 to 200 replicas with margin."""
+"""Default warm-up beyond one cold start (s): every policy starts from the same replicas, and
+any of them needs a cold start plus a few sync periods to reach its own level; 5 minutes covers
+the HPA's default scale-up limits (x2 or +4 per 15 s) from 1 to 200 replicas with margin."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -186,11 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
         "of two choices), shared (one FIFO for all replicas, perfect balancing) (%(default)s)",
     )
     p.add_argument(
+        "--initial-replicas",
+        type=_number("--initial-replicas", int, 0, strict=False),
+        metavar="N",
+        help="ready replicas every policy starts with (default: the first 10 minutes' load at "
+        "50 %% utilisation, loadtest.simulator.engine.initial_replicas_for)",
+    )
+    p.add_argument(
         "--warm-up",
         type=_number("--warm-up", float, 0, strict=False),
         metavar="S",
-        help="every policy starts at --min-replicas; requests arriving and replica-seconds "
-        f"billed in the first S seconds are not scored (default: cold start + {WARM_UP_MARGIN:g})",
+        help="requests arriving and replica-seconds billed in the first S seconds are not "
+        f"scored, for every policy alike (default: cold start + {WARM_UP_MARGIN:g})",
     )
     p.add_argument("--seed", default=0, type=int, metavar="N", help="seed of every random draw (0)")
     p.add_argument(
@@ -360,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_replicas=args.max_replicas,
             balancer=args.balancer,
             seed=args.seed,
+            initial_replicas=args.initial_replicas,
             warm_up_seconds=(
                 args.cold_start + WARM_UP_MARGIN if args.warm_up is None else args.warm_up
             ),
