@@ -79,6 +79,16 @@ def plot_frontier(summary: dict[str, Any], path: str | Path, title: str) -> None
     for i, (level, value) in enumerate(sorted(bound.items(), key=lambda kv: float(kv[0]))):
         violation = 1.0 - float(level)
         ax.axhline(violation, color="grey", linestyle=":", linewidth=0.8)
+        ax.annotate(
+            f"{100 * float(level):g} %",
+            xy=(1.0, violation),
+            xycoords=("axes fraction", "data"),
+            xytext=(-4, 2),
+            textcoords="offset points",
+            ha="right",
+            fontsize=7,
+            color="grey",
+        )
         ax.plot(
             value / 3600.0,
             violation,
