@@ -377,6 +377,14 @@ class PredictivePolicy:
             load = sum(self._recent_rates) / len(self._recent_rates)
             ready_capacity = current_capacity_replicas * sizing.capacity_rps
             late = float(self.queue.violation(np.array([load / ready_capacity]))[0])
+            if math.isfinite(queue_depth) and queue_depth > 0:
+                # What the queue shows now, whatever the load says (a burst, an onset the plan
+                # missed): with q requests queued per replica on average and a geometric
+                # spread, a request arriving now finds c x S or more ahead of it with
+                # probability (q / (1 + q))^(c S).
+                per_replica = queue_depth / current_capacity_replicas
+                ahead = sizing.capacity_rps * sizing.slo_seconds
+                late = max(late, (per_replica / (1.0 + per_replica)) ** ahead)
             self.feedback.observe(late, rate)
         if settings.use_headroom:
             budget = self.feedback.budget
