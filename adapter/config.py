@@ -418,12 +418,25 @@ class PredictiveSeriesConfig(_Strict):
     hpa_sync_period_seconds: float = _ranged(
         "hpa_sync_period_seconds", _series_default("hpa_sync_period_seconds")
     )
-    forecaster: str = _series_default("forecaster")
-    slo_attainment: float = Field(_series_default("slo_attainment"), gt=0, lt=1)
-    slo_seconds: float = Field(_series_default("slo_seconds"), gt=0, le=3600)
-    capacity_rps: float | None = Field(_series_default("capacity_rps"), gt=0, allow_inf_nan=False)
-    min_replicas: int = Field(_series_default("min_replicas"), ge=0)
-    max_replicas: int = Field(_series_default("max_replicas"), ge=1)
+    forecaster: str = Field(
+        _series_default("forecaster"),
+        description=f"arrival-rate forecaster: one of {', '.join(FORECASTER_NAMES)}",
+    )
+    slo_attainment: float = Field(
+        _series_default("slo_attainment"),
+        gt=0,
+        lt=1,
+        description="share of requests that must wait at most slo_seconds; the policy "
+        "calibrates its utilisation and headroom to it",
+    )
+    slo_seconds: float = _ranged("slo_seconds", _series_default("slo_seconds"))
+    capacity_rps: float | None = _ranged("capacity_rps", _series_default("capacity_rps"))
+    min_replicas: int = _ranged("min_replicas", _series_default("min_replicas"))
+    max_replicas: int = _ranged("max_replicas", _series_default("max_replicas"))
+    scale_down_delay_seconds: float = _ranged(
+        "scale_down_delay_seconds", _series_default("scale_down_delay_seconds")
+    )
+    panic_hold_seconds: float = _ranged("panic_hold_seconds", _series_default("panic_hold_seconds"))
 
     @field_validator("forecaster")
     @classmethod
@@ -447,16 +460,20 @@ _INHERITED = "as in predictive.defaults, for the matching series; unset: inherit
 class PredictiveOverride(_Strict):
     """Settings for the series whose labels include every ``match`` pair; unset: inherited."""
 
-    match: dict[str, str]
-    step_seconds: float | None = Field(None, gt=0, le=3600)
-    cold_start_seconds: float | None = Field(None, ge=0, le=86400)
-    hpa_sync_period_seconds: float | None = Field(None, gt=0, le=3600)
-    forecaster: str | None = None
-    slo_attainment: float | None = Field(None, gt=0, lt=1)
-    slo_seconds: float | None = Field(None, gt=0, le=3600)
-    capacity_rps: float | None = Field(None, gt=0, allow_inf_nan=False)
-    min_replicas: int | None = Field(None, ge=0)
-    max_replicas: int | None = Field(None, ge=1)
+    match: dict[str, str] = Field(
+        description="series labels (namespace, deployment, model) this entry applies to"
+    )
+    step_seconds: float | None = _ranged("step_seconds")
+    cold_start_seconds: float | None = _ranged("cold_start_seconds")
+    hpa_sync_period_seconds: float | None = _ranged("hpa_sync_period_seconds")
+    forecaster: str | None = Field(None, description=_INHERITED)
+    slo_attainment: float | None = Field(None, gt=0, lt=1, description=_INHERITED)
+    slo_seconds: float | None = _ranged("slo_seconds")
+    capacity_rps: float | None = _ranged("capacity_rps")
+    min_replicas: int | None = _ranged("min_replicas")
+    max_replicas: int | None = _ranged("max_replicas")
+    scale_down_delay_seconds: float | None = _ranged("scale_down_delay_seconds")
+    panic_hold_seconds: float | None = _ranged("panic_hold_seconds")
 
 
 class PredictiveConfig(_Strict):

@@ -19,12 +19,12 @@ the arrival rate over the same windows and feed their policies the same steps.
 **Warm.** There is one notion of warm, used by readiness and by the warm start alike
 (:meth:`PredictiveStage.is_warm`, :meth:`PredictiveStage.cold_series`): a series' forecast
 is *warm* once its policy has been fed ``warm_steps`` steps with a known arrival rate (by
-default its horizon in steps plus the forecast errors its calibrated headroom needs,
-9 + 20 = 29 steps, 7.25 min, at the defaults: from then on its upper bound is the calibrated
-one, as on a replica that has run for hours). Steps come from live data or, at start, from a
-**warm start** (:meth:`PredictiveStage.warm_start`): recent history read back from
-Prometheus (:mod:`adapter.promsource`) is replayed step by step into a fresh policy, and
-every replayed step with a known rate counts, so a restarted or newly added replica serves
+default its horizon in steps plus the forecast errors after which its calibrated headroom
+outweighs its prior margin, 9 + 20 = 29 steps, 7.25 min, at the defaults: from then on its
+plan is the calibrated one, as on a replica that has run for hours). Steps come from live data
+or, at start, from a **warm start** (:meth:`PredictiveStage.warm_start`): recent history read
+back from Prometheus (:mod:`adapter.promsource`) is replayed step by step into a fresh policy,
+and every replayed step with a known rate counts, so a restarted or newly added replica serves
 a warm forecast at once. :class:`WarmReadiness` holds ``/readyz`` until every series is warm
 (bounded), so a restarted replica does not serve a cold forecast beside a warm one.
 

@@ -239,6 +239,12 @@ class AttainmentHeadroom:
     def samples(self) -> int:
         return self._count
 
+    @property
+    def min_samples(self) -> int:
+        """Matched pairs after which the calibration outweighs the prior (half of
+        ``prior_steps``): the forecast counts as warm from then on."""
+        return (self.prior_steps + 1) // 2
+
     def observe(self, forecast_point: float, actual: float) -> None:
         """One matched pair: ``actual`` (req/s) for a forecast made ``horizon_steps`` ago."""
         if math.isnan(forecast_point) or math.isnan(actual):

@@ -180,10 +180,16 @@ class PredictiveSettings:
     scale_down_delay_seconds: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("step_seconds", "hpa_sync_period_seconds", "slo_seconds"):
-            _require(name, getattr(self, name), "a finite number > 0", lambda v: v > 0)
-        for name in ("cold_start_seconds", "panic_hold_seconds", "scale_down_delay_seconds"):
-            _require(name, getattr(self, name), "a finite number >= 0", lambda v: v >= 0)
+        for name, allowed in SETTING_RANGES.items():
+            value = getattr(self, name)
+            if name == "capacity_rps" and value is None:
+                continue
+            _require(
+                name,
+                value,
+                f"a finite number in [{allowed.low:g}, {allowed.high:g}] ({allowed.why})",
+                lambda v, allowed=allowed: allowed.low <= v <= allowed.high,
+            )
         _require("slo_attainment", self.slo_attainment, "in (0, 1)", lambda v: 0 < v < 1)
         _require("panic_factor", self.panic_factor, "a finite number > 1", lambda v: v > 1)
         if self.forecaster not in FORECASTER_NAMES:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from loadtest.simulator.bound_interface import SOLVER, lower_bound
-from loadtest.simulator.controllers import POLICY_NAMES, TritonscaleTuning
+from loadtest.simulator.controllers import POLICY_NAMES, RatioPath, TritonscaleTuning
 from loadtest.simulator.engine import BALANCERS, DEFAULT_BALANCER, SimParams, check_number
 from loadtest.simulator.frontier import BoundCache
 from loadtest.simulator.run import (
@@ -141,12 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number("--max-replicas", int, 0, strict=False),
         metavar="N",
         help="(%(default)d)",
-    )
-    p.add_argument(
-        "--initial-replicas",
-        type=_number("--initial-replicas", int, 0, strict=False),
-        metavar="N",
-        help="ready replicas at the start, the same for every policy (default: the oracle's)",
     )
     p.add_argument(
         "--ratio-source",
@@ -406,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names,
         model,
         tuning=tuning,
+        ratio_path=ratio_path,
         workers=args.workers,
         frontier=args.frontier,
         slo_targets=slo_targets,
@@ -423,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "time_scale": args.time_scale,
             "rate_scale": args.rate_scale,
             "slo_targets": slo_targets,
+            "ratio_source": args.ratio_source,
+            "rate_window_seconds": args.rate_window,
             "tritonscale": {
                 "step_seconds": args.predictive_step or args.sync_period,
                 "forecaster": args.forecaster,

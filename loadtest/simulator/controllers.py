@@ -255,12 +255,14 @@ class _HPADriven:
         """Index of the tick that ends at the adapter's latest scrape at or before tick k."""
         return ((k + 1) // self.scrape_ticks) * self.scrape_ticks - 1
 
+    rate_window_seconds: float = ADAPTER_RATE_WINDOW_SECONDS
+
     def _adapter_rate(self, k: int, view: ClusterView) -> float | None:
-        """The adapter's arrival rate at its latest scrape: arrivals over its 5 s window."""
+        """The adapter's arrival rate at its latest scrape: arrivals over its rate window."""
         j = self._scraped(k)
         if j < 0:
             return None
-        window = max(1, round(ADAPTER_RATE_WINDOW_SECONDS / self.dt))
+        window = max(1, round(self.rate_window_seconds / self.dt))
         return view.arrivals_in(j, window) / (min(window, j + 1) * self.dt)
 
     def _metrics(self, k: int, view: ClusterView) -> list[list[float] | None]:
@@ -326,10 +328,16 @@ class ArrivalRateHPA(_HPADriven):
 
     name = "hpa-arrival-rate"
 
-    def __init__(self, params: SimParams, target_utilisation: float) -> None:
+    def __init__(
+        self,
+        params: SimParams,
+        target_utilisation: float,
+        rate_window_seconds: float = ADAPTER_RATE_WINDOW_SECONDS,
+    ) -> None:
         target = target_utilisation * params.capacity_rps
         metric = MetricTarget("AverageValue", target, name="triton_arrival_rate")
         super().__init__(params, _default_hpa(params, metric))
+        self.rate_window_seconds = rate_window_seconds
 
     def _metrics(self, k: int, view: ClusterView) -> list[list[float] | None]:
         rate = self._adapter_rate(k, view)
@@ -369,13 +377,24 @@ class QueueRateHPA(_HPADriven):
 
 
 class QueueComputeRatioHPA(_HPADriven):
-    """NVIDIA's path: 15 s scrape of the counters, 6 s recording rule over rate[1m]."""
+    """NVIDIA's path: 15 s scrape of the counters, 6 s recording rule over rate[1m]; or, with
+    ``RatioPath("tritonscale")``, the ratio tritonscale serves (every adapter scrape over its
+    rate window)."""
 
     name = "hpa-queue-compute-ratio"
 
-    def __init__(self, params: SimParams, target_ratio: float) -> None:
+    def __init__(
+        self, params: SimParams, target_ratio: float, path: RatioPath | None = None
+    ) -> None:
         metric = MetricTarget("Value", target_ratio, name="triton:queue_compute:ratio")
         super().__init__(params, _default_hpa(params, metric))
+        path = path or RatioPath()
+        scrape, rule, self.range_seconds = path.periods(params)
+        self.scrape_every = params.ticks(scrape, "ratio counter sampling")
+        self.rule_every = params.ticks(rule, "ratio rule interval")
+        prometheus = path.source == "prometheus"
+        self.scrape_phase = PROMETHEUS_SCRAPE_PHASE if prometheus else 0
+        self.rule_phase = RECORDING_RULE_PHASE if prometheus else 0
         self.queue_us = PromSeries()
         self.compute_us = PromSeries()
         self.rule_value: float | None = None
@@ -383,12 +402,12 @@ class QueueComputeRatioHPA(_HPADriven):
     def observe(self, k: int, view: ClusterView) -> None:
         self._count(k, view)
         now = (k + 1) * self.dt
-        if _due(k, PROMETHEUS_SCRAPE_SECONDS, PROMETHEUS_SCRAPE_PHASE):
+        if _due(k, self.scrape_every, self.scrape_phase):
             self.queue_us.add(now, self.counters["queue"] * 1e6)  # Triton counts microseconds
             self.compute_us.add(now, self.counters["compute"] * 1e6)
-        if _due(k, RECORDING_RULE_SECONDS, RECORDING_RULE_PHASE):
-            queue_rate = self.queue_us.rate(now, RATE_RANGE_SECONDS)
-            compute_rate = self.compute_us.rate(now, RATE_RANGE_SECONDS)
+        if _due(k, self.rule_every, self.rule_phase):
+            queue_rate = self.queue_us.rate(now, self.range_seconds)
+            compute_rate = self.compute_us.rate(now, self.range_seconds)
             if queue_rate is None or compute_rate is None:
                 self.rule_value = None
             else:
@@ -483,6 +502,8 @@ class TritonscaleController(_HPADriven):
                 scale_down_delay_seconds=tuning.scale_down_delay_seconds,
             )
         )
+        self.rate_window_seconds = tuning.rate_window_seconds
+        params.ticks(tuning.rate_window_seconds, "--rate-window")
         self.rates: list[float] = []
         self.published: float | None = None
 
@@ -512,19 +533,21 @@ def make_controller(
     initial_ready: int,
     tuning: TritonscaleTuning | None = None,
     knob: float | None = None,
+    ratio_path: RatioPath | None = None,
 ) -> Controller:
     """Build the controller called ``name`` (one of :data:`POLICY_NAMES`); ``knob`` sets its
-    :data:`KNOBS` value (None: the default)."""
+    :data:`KNOBS` value (None: the default); ``ratio_path`` where the queue:compute ratio
+    HPA reads its ratio."""
     tuning = tuning or TritonscaleTuning()
     value = knob if knob is not None or name not in KNOBS else KNOBS[name].default
     if name == "hpa-gpu-util":
         return GpuUtilHPA(params, _given(value))
     if name == "hpa-arrival-rate":
-        return ArrivalRateHPA(params, _given(value))
+        return ArrivalRateHPA(params, _given(value), tuning.rate_window_seconds)
     if name == "hpa-queue-rate":
         return QueueRateHPA(params, _given(value))
     if name == "hpa-queue-compute-ratio":
-        return QueueComputeRatioHPA(params, _given(value))
+        return QueueComputeRatioHPA(params, _given(value), ratio_path)
     if name == "hpa-queue-depth":
         return QueueDepthHPA(params, _given(value))
     if name == "kpa":

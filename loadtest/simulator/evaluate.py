@@ -5,7 +5,9 @@ Usage::
     python -m loadtest.simulator.evaluate --traces DIR [--out DIR] [--only KEY] [--workers N]
         [extra tritonscale simulate flags]
 
-``--traces`` (or ``$TRITONSCALE_TRACES``) is the folder holding the public traces. Each run is
+``--traces`` (or ``$TRITONSCALE_TRACES``) is a directory holding the full public traces under
+their original names (tests/data/README.md lists them and where to get them); a plain clone
+ships only slices, so without it the command stops and says so. Each run is
 one ``tritonscale simulate --frontier`` call (seed 1, so the whole evaluation is
 deterministic), the same default configuration for every trace; lower bounds are cached in
 ``OUT/bounds`` and reused. Writes ``OUT/<run>.json``, ``OUT/<run>.png`` (frontiers with the
@@ -230,16 +232,27 @@ def rebound(path: Path, cache: Path, plot: Path) -> None:
     plot_frontier(summary, plot, title)
 
 
+TRACES_ENV = "TRITONSCALE_TRACES"
+"""The environment variable the tests read the full traces from, used here as the default."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.simulator.evaluate")
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.simulator.evaluate",
+        description="Every development trace, two cold starts, every policy's frontier and "
+        "the lower bound (BENCHMARKS.md).",
+    )
     parser.add_argument(
         "--traces",
-        default=os.environ.get("TRITONSCALE_TRACES"),
         metavar="DIR",
-        help="folder with the public traces (default: $TRITONSCALE_TRACES)",
+        default=os.environ.get(TRACES_ENV) or None,
+        help=f"directory of the full public traces (default ${TRACES_ENV}); their names: "
+        f"{', '.join(c.file for c in CASES)}",
     )
     parser.add_argument("--out", default="sim-results", metavar="DIR")
-    parser.add_argument("--only", action="append", help="case key(s) to run")
+    parser.add_argument(
+        "--only", action="append", help=f"case key(s) to run: {', '.join(c.key for c in CASES)}"
+    )
     parser.add_argument("--cold-starts", default="60,180")
     parser.add_argument(
         "--rebound",
@@ -249,7 +262,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args, extra = parser.parse_known_args(argv)
     if not args.traces:
-        parser.error("--traces DIR is required (or set $TRITONSCALE_TRACES)")
+        parser.error(
+            f"--traces DIR is required: a directory holding the full public traces "
+            f"(tests/data/README.md says which and where from), or set {TRACES_ENV}"
+        )
+    if not Path(args.traces).is_dir():
+        parser.error(f"--traces {args.traces}: not a directory")
+    found = [c for c in CASES if (Path(args.traces) / c.file).exists()]
+    if not found:
+        parser.error(
+            f"--traces {args.traces} holds none of the traces: {', '.join(c.file for c in CASES)}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {}

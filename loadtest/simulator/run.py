@@ -24,6 +24,7 @@ from loadtest.simulator.controllers import (
     KNOBS,
     POLICY_NAMES,
     ROLES,
+    RatioPath,
     TritonscaleTuning,
     make_controller,
 )
@@ -147,6 +148,7 @@ def _run_job(job: Job) -> PolicyResult:
         initial_ready=params.start_replicas,
         tuning=_SHARED["tuning"],
         knob=knob,
+        ratio_path=_SHARED["ratio_path"],
     )
     result = simulate(
         _SHARED["workload"], params, controller, _SHARED["model"], None, _progress_callback()

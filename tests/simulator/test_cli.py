@@ -245,3 +245,74 @@ def test_evaluate_rebound_recomputes_only_the_bound(tmp_path: Path) -> None:
     assert again["policies"] == summary["policies"]
     assert (tmp_path / "f.png").exists()
     assert list((tmp_path / "bounds").glob("bound-*.json"))
+
+
+def test_evaluate_without_traces_says_what_to_give(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from loadtest.simulator.evaluate import main as evaluate_main
+
+    monkeypatch.delenv("TRITONSCALE_TRACES", raising=False)
+    with pytest.raises(SystemExit) as raised:
+        evaluate_main(["--out", str(tmp_path)])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "--traces DIR is required" in err and "TRITONSCALE_TRACES" in err
+    with pytest.raises(SystemExit):
+        evaluate_main(["--traces", str(tmp_path), "--out", str(tmp_path)])
+    assert "holds none of the traces" in capsys.readouterr().err
+
+
+def test_ratio_source_and_initial_replicas_change_only_what_they_name(tmp_path: Path) -> None:
+    burst = ROOT / "loadtest" / "harness" / "data" / "servegen_m-large_burst.tar.gz"
+    common = ("--rate-scale", "0.0075", "--seed", "1", "--scrape-interval", "4")
+    common += ("--policy", "hpa-queue-compute-ratio,tritonscale", "--max-replicas", "6")
+    common += ("--rate-window", "20")
+    prometheus = _run(tmp_path, *common, trace=burst)
+    adapter = _run(tmp_path, *common, "--ratio-source", "tritonscale", trace=burst)
+    assert adapter["params"]["ratio_source"] == "tritonscale"
+    assert adapter["params"]["rate_window_seconds"] == 20
+    ratio = "hpa-queue-compute-ratio"
+    assert adapter["policies"][ratio] != prometheus["policies"][ratio]  # a faster signal
+    assert adapter["policies"]["tritonscale"] == prometheus["policies"]["tritonscale"]
+    # the default starts at the opening load (3 here); start every policy at 6 instead, and
+    # score from t = 0 (the default warm-up would exclude the start from the cost)
+    assert prometheus["params"]["initial_replicas"] == 3
+    scored = (*common, "--warm-up", "0")
+    default = _run(tmp_path, *scored, trace=burst)
+    started = _run(tmp_path, *scored, "--initial-replicas", "6", trace=burst)
+    assert started["params"]["initial_replicas"] == 6
+    assert (
+        started["policies"]["tritonscale"]["replica_seconds"]
+        > default["policies"]["tritonscale"]["replica_seconds"]
+    )
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "--trace",
+                str(burst),
+                "--capacity",
+                "1",
+                "--slo",
+                "5",
+                "--ratio-source",
+                "tritonscale",
+                "--rate-window",
+                "2.5",
+            ]
+        )
+
+
+def test_tritonscale_steps_on_the_mean_of_its_windowed_rates(tmp_path: Path) -> None:
+    """As the service: the rate window smooths what the policy sees, so it changes the result
+    (feeding the step's exact arrivals made simulated replicas higher than measured)."""
+    burst = ROOT / "loadtest" / "harness" / "data" / "servegen_m-large_burst.tar.gz"
+    common = ("--rate-scale", "0.0075", "--seed", "1", "--policy", "tritonscale")
+    common += ("--max-replicas", "40", "--slo", "10")
+    short = _run(tmp_path, *common, "--rate-window", "1", trace=burst)
+    long = _run(tmp_path, *common, "--rate-window", "30", trace=burst)
+    assert short["params"]["rate_window_seconds"] == 1
+    assert (
+        short["policies"]["tritonscale"]["replica_seconds"]
+        != long["policies"]["tritonscale"]["replica_seconds"]
+    )
