@@ -340,7 +340,7 @@ class PredictiveStage:
 
 def published_rate(decision: Decision) -> float:
     """The rate the plan is sized for at full replicas: upper bound / planned utilisation."""
-    return decision.arrival_upper / decision.utilisation
+    return decision.planned_rate
 
 
 def _key(labels: Mapping[str, str]) -> Labels:

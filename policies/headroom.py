@@ -147,6 +147,7 @@ class QuantileHeadroom:
             ),
         )
 
+
 ViolationModel = Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
 """Share of requests over the SLO at each utilisation of the planned capacity (1 at >= 1)."""
 
@@ -219,6 +220,7 @@ class AttainmentHeadroom:
             raise ValueError("AttainmentHeadroom prior_margin and prior_steps must be >= 0")
         if smooth_steps < 1:
             raise ValueError(f"AttainmentHeadroom smooth_steps must be >= 1, got {smooth_steps}")
+        self.slo_attainment = slo_attainment
         self.violation_budget = 1.0 - slo_attainment
         self.horizon_steps = horizon_steps
         self.window = window
@@ -234,10 +236,17 @@ class AttainmentHeadroom:
         self._since_search = RECALIBRATE_STEPS  # search at the first call
         self._relative: tuple[float, float] | None = None  # (utilisation share, margin / scale)
         self._pending: deque[float] = deque(maxlen=horizon_steps)
+        self._last_plan: Plan | None = None  # what plan() returned last, for state()
+        self._last_budget = math.nan  # the violation budget that plan was given
 
     @property
     def samples(self) -> int:
         return self._count
+
+    @property
+    def ready(self) -> bool:
+        """True once :attr:`min_samples` pairs are held (the forecast counts as warm)."""
+        return self._count >= self.min_samples
 
     @property
     def min_samples(self) -> int:
@@ -351,10 +360,12 @@ class AttainmentHeadroom:
         """The cheapest plan within ``budget`` (default: 1 - the target) on the recent pairs
         (class docstring); searched again after a few new pairs (:data:`RECALIBRATE_STEPS`),
         rescaled to the recent mean rate between."""
+        self._last_budget = self.violation_budget if budget is None else budget
         prior = self._prior(current_rate)
         scale = self._actual_sum / self._count if self._count else 0.0
         if scale <= 0.0:
-            return Plan(max_utilisation, prior)
+            self._last_plan = Plan(max_utilisation, prior)
+            return self._last_plan
         every = min(RECALIBRATE_STEPS, max(4, self._count // 8))
         if self._relative is None or self._since_search >= every:
             self._since_search = 0
@@ -374,7 +385,38 @@ class AttainmentHeadroom:
                 best = (math.inf, float(shares_of[-1]), float(margins[-1]))
             self._relative = (best[1] / max_utilisation, best[2] / scale)
         share, relative_margin = self._relative
-        return Plan(share * max_utilisation, max(prior, relative_margin * scale))
+        self._last_plan = Plan(share * max_utilisation, max(prior, relative_margin * scale))
+        return self._last_plan
+
+    def state(self) -> HeadroomState:
+        """A read-only summary (see :class:`HeadroomState`): what the plan aims for (the
+        stated ``slo_attainment``), the violation budget the last plan was given (the
+        feedback moves it around ``1 - slo_attainment``) and that plan's margin (req/s) and
+        utilisation (NaN before the first plan); the prior's floor on the margin as a share of
+        the current rate (0 once ``prior_steps`` pairs are held)."""
+        count = self._count
+        newest = [(self._next - 1 - i) % self.window for i in range(min(count, RECENT_ERRORS))]
+        plan = self._last_plan
+        fade = 1.0 - count / self.prior_steps if count < self.prior_steps else 0.0
+        return HeadroomState(
+            method="attainment",
+            target=(("slo_attainment", self.slo_attainment),),
+            ready=self.ready,
+            samples=count,
+            min_samples=self.min_samples,
+            margin=plan.margin if plan is not None else math.nan,
+            recent_errors=tuple(
+                float(self._actuals[i] - self._points[i]) for i in reversed(newest)
+            ),
+            details=(
+                ("violation_budget", self.violation_budget),
+                ("budget_now", self._last_budget),
+                ("utilisation", plan.utilisation if plan is not None else math.nan),
+                ("prior_margin_share", self.prior_margin * fade),
+                ("window", float(self.window)),
+                ("horizon_steps", float(self.horizon_steps)),
+            ),
+        )
 
 
 class BudgetFeedback:

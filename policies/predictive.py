@@ -273,6 +273,12 @@ class Decision:
     panic: bool
     utilisation: float = 1.0
 
+    @property
+    def planned_rate(self) -> float:
+        """The rate the plan is sized for at full replicas (req/s): ``arrival_upper`` over the
+        planned utilisation, so ``planned_rate / capacity_rps`` is the planned replicas."""
+        return self.arrival_upper / self.utilisation
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyState:
