@@ -341,7 +341,10 @@ def format_table(summary: dict[str, Any]) -> str:
     if bound:
         lines.append(
             "lower bound (replica-h): "
-            + ", ".join(f"{100 * float(a):g}%: {v / 3600:.2f}" for a, v in bound.items())
+            + ", ".join(
+                f"{100 * float(a):g}%: " + ("unattainable" if v is None else f"{v / 3600:.2f}")
+                for a, v in bound.items()
+            )
         )
     return "\n".join(lines)
 

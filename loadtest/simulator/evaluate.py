@@ -44,7 +44,13 @@ from loadtest.simulator.cli import format_table
 from loadtest.simulator.cli import main as simulate_main
 from loadtest.simulator.controllers import REACTIVE
 from loadtest.simulator.engine import SimParams
-from loadtest.simulator.frontier import BoundCache, BoundResult, attainment_key, scored_workload
+from loadtest.simulator.frontier import (
+    BoundCache,
+    BoundResult,
+    attainment_key,
+    bound_json,
+    scored_workload,
+)
 from loadtest.simulator.plot import plot_frontier
 from loadtest.simulator.run import build_workload
 from loadtest.simulator.traces import load_trace, scale_trace
@@ -178,11 +184,18 @@ def cost_table(summary: dict[str, Any]) -> list[str]:
             cost = summary.get("cost_at_attainment", {}).get(name, {}).get(level)
             if cost is None:
                 cells.append("never")
+            elif bound[level] is None:
+                cells.append(f"{cost / 3600:.1f} (no bound)")
             else:
                 cells.append(f"{cost / 3600:.1f} ({cost / bound[level]:.2f}x)")
         lines.append(f"| {name} | {entry['role']} | {default} | " + " | ".join(cells) + " |")
     lines.append(
-        "| lower bound | | | " + " | ".join(f"{bound[level] / 3600:.1f}" for level in levels) + " |"
+        "| lower bound | | | "
+        + " | ".join(
+            "unattainable" if bound[level] is None else f"{bound[level] / 3600:.1f}"
+            for level in levels
+        )
+        + " |"
     )
     return lines
 
@@ -214,7 +227,7 @@ def rebound(path: Path, cache: Path, plot: Path) -> None:
             store.put(store.key(scored, params, level, SOLVER), result)
             bounds[level] = result
     summary["lower_bound"] = {
-        attainment_key(level): round(bounds[level].replica_seconds, 3) for level in levels
+        attainment_key(level): bound_json(bounds[level].replica_seconds) for level in levels
     }
     summary["params"]["lower_bound_solver"] = {
         attainment_key(level): {

@@ -80,6 +80,12 @@ def attainment_key(level: float) -> str:
     return f"{level:g}"
 
 
+def bound_json(replica_seconds: float) -> float | None:
+    """A bound as JSON: rounded to the millisecond; None where no plan reaches the attainment
+    (an infinite bound; JSON has no infinity, and it is not a number to divide by)."""
+    return round(replica_seconds, 3) if math.isfinite(replica_seconds) else None
+
+
 @dataclass(frozen=True)
 class BoundResult:
     """A lower bound on replica-seconds at one attainment (what ``bound.py`` returns)."""

@@ -42,6 +42,7 @@ from loadtest.simulator.frontier import (
     BoundResult,
     FrontierPoint,
     attainment_key,
+    bound_json,
     cost_at_attainment,
     scored_workload,
 )
@@ -375,7 +376,8 @@ def summary_json(
             for level, b in output.bounds.items()
         }
         summary["lower_bound"] = {
-            attainment_key(level): round(b.replica_seconds, 3) for level, b in output.bounds.items()
+            attainment_key(level): bound_json(b.replica_seconds)
+            for level, b in output.bounds.items()
         }
     if output.frontier:
         points = frontier_points(output)

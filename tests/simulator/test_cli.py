@@ -83,6 +83,8 @@ def test_frontier_adds_the_bound_the_frontiers_and_the_cost_at_each_attainment(
     )
     assert set(summary) - set(plain) == {"lower_bound", "frontier", "cost_at_attainment"}
     assert list(summary["lower_bound"]) == ["0.99", "0.995", "0.999"]
+    solver = summary["params"]["lower_bound_solver"]  # the LP (bound.py), not a placeholder
+    assert {s["status"] for s in solver.values()} <= {"optimal", "unattainable"}
     assert set(summary["frontier"]) == set(policies.split(","))
     for name, points in summary["frontier"].items():
         knob = KNOBS.get(name)

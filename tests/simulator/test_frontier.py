@@ -3,17 +3,20 @@ scored workload and cache, and the run plan."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from loadtest.simulator.bound_interface import initial_ready_for_bound, lower_bound
 from loadtest.simulator.controllers import KNOBS, POLICY_NAMES
 from loadtest.simulator.engine import SimParams, Workload
 from loadtest.simulator.frontier import (
     BoundCache,
     BoundResult,
     FrontierPoint,
+    bound_json,
     cost_at_attainment,
     scored_workload,
     work_floor_bound,
@@ -153,3 +156,33 @@ def test_bound_cache_round_trip_and_key(tmp_path: Path) -> None:
     assert cache.key(workload, slower, 0.99, "lp") != key
     (tmp_path / "cache" / f"bound-{key}.json").write_text("{broken")
     assert cache.get(key) is None  # recomputed, never trusted
+
+
+def test_the_lp_bound_is_unattainable_cold_and_assumes_the_best_start_after_a_warm_up() -> None:
+    """The simulator's bound is the LP (bound.py): from one ready replica, 5x its capacity
+    for the first cold start cannot be met (null in the JSON, not a number); scored after a
+    warm-up, any start is possible, so the bound assumes max replicas ready and is finite."""
+    counts = np.full(240, 5, dtype=np.int64)  # 5 req/s of unit work; capacity 1 req/s
+    workload = Workload.from_counts(counts, counts.astype(np.float64))
+    cold = SimParams(
+        capacity_rps=1.0, slo_seconds=2.0, cold_start_seconds=60.0, max_replicas=10,
+        initial_replicas=1,
+    )  # fmt: skip
+    assert initial_ready_for_bound(cold) == 1
+    (unattainable,) = lower_bound(workload, cold, [0.99]).values()
+    assert (
+        unattainable.status == "unattainable" and bound_json(unattainable.replica_seconds) is None
+    )
+    warm = replace(cold, warm_up_seconds=30.0)
+    assert initial_ready_for_bound(warm) == 10
+    scored = scored_workload(workload, warm)
+    bounds = lower_bound(scored, warm, [0.99, 0.999])
+    assert [b.status for b in bounds.values()] == ["optimal", "optimal"]
+    # steady load: the bound is the work due within the window (arrivals up to one tick + S
+    # before its end) less the misses' budget, served at capacity 1; 5 replicas all along
+    # would cost more than that, never less
+    for level, bound in bounds.items():
+        due = float(scored.work.sum()) - 5 * (2.0 + 1.0) - (1 - level) * scored.n_requests
+        assert bound.replica_seconds == pytest.approx(due, abs=1e-3), level
+        assert bound.replica_seconds <= 5 * scored.duration
+    assert bounds[0.99].replica_seconds <= bounds[0.999].replica_seconds
