@@ -422,11 +422,12 @@ class PredictiveSeriesConfig(_Strict):
         _series_default("forecaster"),
         description=f"arrival-rate forecaster: one of {', '.join(FORECASTER_NAMES)}",
     )
-    quantile: float = Field(
-        _series_default("quantile"),
+    slo_attainment: float = Field(
+        _series_default("slo_attainment"),
         gt=0,
         lt=1,
-        description="coverage of the calibrated upper bound on the forecast rate",
+        description="share of requests that must wait at most slo_seconds; the policy "
+        "calibrates its utilisation and headroom to it",
     )
     slo_seconds: float = _ranged("slo_seconds", _series_default("slo_seconds"))
     capacity_rps: float | None = _ranged("capacity_rps", _series_default("capacity_rps"))
@@ -466,7 +467,7 @@ class PredictiveOverride(_Strict):
     cold_start_seconds: float | None = _ranged("cold_start_seconds")
     hpa_sync_period_seconds: float | None = _ranged("hpa_sync_period_seconds")
     forecaster: str | None = Field(None, description=_INHERITED)
-    quantile: float | None = Field(None, gt=0, lt=1, description=_INHERITED)
+    slo_attainment: float | None = Field(None, gt=0, lt=1, description=_INHERITED)
     slo_seconds: float | None = _ranged("slo_seconds")
     capacity_rps: float | None = _ranged("capacity_rps")
     min_replicas: int | None = _ranged("min_replicas")

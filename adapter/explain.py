@@ -445,6 +445,11 @@ def _forecast(view: ForecastView, now: float, metric: str) -> dict[str, Any]:
         used = "off: the policy plans for the point forecast"
     elif headroom.ready:
         used = "calibrated: upper = point + margin"
+    elif headroom.method == "attainment":
+        used = (
+            f"warming up ({headroom.samples} of {headroom.min_samples} errors): upper = point "
+            "+ margin, the margin at least the prior share of the rate, fading as errors arrive"
+        )
     else:
         used = (
             f"not calibrated yet ({headroom.samples} of {headroom.min_samples} errors): "
@@ -475,6 +480,8 @@ def _forecast(view: ForecastView, now: float, metric: str) -> dict[str, Any]:
         "model_upper": decision.arrival_forecast.upper if decision else None,
         "upper": view.upper,
         "margin": view.upper - view.point,
+        "utilisation": decision.utilisation if decision else None,
+        "planned": view.planned,
         "headroom": {
             "method": headroom.method,
             "target": dict(headroom.target),

@@ -420,9 +420,10 @@ def _render_forecast(add: Callable[[str], None], f: Mapping[str, Any], metric: s
             "      newest errors (actual - forecast): "
             + " ".join(_num(e, 3) for e in h["recent_errors"][-12:])
         )
+    add(f"    upper {_num(f['upper'])} req/s = point + {_num(f['margin'])}")
     add(
-        f"    planned for (triton_arrival_rate_forecast): {_num(f['upper'])} req/s "
-        f"= point + {_num(f['margin'])}"
+        f"    planned for (triton_arrival_rate_forecast): {_num(f.get('planned'))} req/s "
+        f"= upper / planned utilisation {_num(f.get('utilisation'))}"
     )
     if f["sizes_replicas"]:
         add(

@@ -70,8 +70,9 @@ SERVED_METRICS: tuple[MetricInfo, ...] = (
     ),
     MetricInfo(
         "triton_arrival_rate_forecast",
-        "Arrival rate forecast one cold start + HPA sync period ahead, at the configured "
-        "quantile (calibrated upper bound).",
+        "Arrival rate the plan is sized to serve one cold start + HPA sync period ahead: the "
+        "forecast with its headroom (calibrated to the SLO attainment) over the planned "
+        "utilisation, so forecast / capacity_rps is the planned replicas.",
         "requests/s",
         served_beside="triton_arrival_rate",
         absent_because=(

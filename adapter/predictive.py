@@ -3,8 +3,10 @@
 For every (namespace, group, model) series it feeds the mean arrival rate over the last
 step (default 15 s, as in the simulator) and the current queue depth into a
 :class:`policies.predictive.PredictivePolicy` built by the same builder the simulator uses
-(horizon = cold start + HPA sync period), and serves ``triton_arrival_rate_forecast``
-(calibrated upper bound), ``triton_queue_depth_forecast`` and ``triton_desired_replicas``.
+(horizon = cold start + HPA sync period), and serves ``triton_arrival_rate_forecast`` (the
+rate the plan is sized to serve one horizon ahead: the calibrated upper bound over the planned
+utilisation, so that ``forecast / capacity_rps`` is the planned replicas),
+``triton_queue_depth_forecast`` and ``triton_desired_replicas``.
 The last two need a per-replica capacity (``capacity_rps``) for the series; without one only
 the forecast is served. Outputs carry their newest inputs' timestamps, so they age out
 together: when the inputs go stale the outputs do too, and the API holds instead of serving a
@@ -17,20 +19,20 @@ the arrival rate over the same windows and feed their policies the same steps.
 **Warm.** There is one notion of warm, used by readiness and by the warm start alike
 (:meth:`PredictiveStage.is_warm`, :meth:`PredictiveStage.cold_series`): a series' forecast
 is *warm* once its policy has been fed ``warm_steps`` steps with a known arrival rate (by
-default its horizon in steps plus the forecast errors its calibrated headroom needs,
-9 + 20 = 29 steps, 7.25 min, at the defaults: from then on its upper bound is the calibrated
-one, as on a replica that has run for hours). Steps come from live data or, at start, from a
-**warm start** (:meth:`PredictiveStage.warm_start`): recent history read back from
-Prometheus (:mod:`adapter.promsource`) is replayed step by step into a fresh policy, and
-every replayed step with a known rate counts, so a restarted or newly added replica serves
+default its horizon in steps plus the forecast errors after which its calibrated headroom
+outweighs its prior margin, 9 + 20 = 29 steps, 7.25 min, at the defaults: from then on its
+plan is the calibrated one, as on a replica that has run for hours). Steps come from live data
+or, at start, from a **warm start** (:meth:`PredictiveStage.warm_start`): recent history read
+back from Prometheus (:mod:`adapter.promsource`) is replayed step by step into a fresh policy,
+and every replayed step with a known rate counts, so a restarted or newly added replica serves
 a warm forecast at once. :class:`WarmReadiness` holds ``/readyz`` until every series is warm
 (bounded), so a restarted replica does not serve a cold forecast beside a warm one.
 
-Each series also keeps score of its own forecasts (:class:`ForecastCheck`): the upper bound
+Each series also keeps score of its own forecasts (:class:`ForecastCheck`): the rate
 published one horizon ago is compared with the mean arrival rate of the step it was made
-for. The adapter's /metrics exports the score, so an alert can tell when the realised
-coverage falls below the configured quantile, and a dashboard can draw each forecast at the
-time it forecasts.
+for; a step above it overloaded the plan. The adapter's /metrics exports the score, so an
+alert can tell when such steps are far more frequent than the stated ``slo_attainment``
+allows, and a dashboard can draw each forecast at the time it forecasts.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ DESIRED_REPLICAS = "triton_desired_replicas"
 class ForecastCheck:
     """How one series' arrival-rate forecasts have fared, as of its last step.
 
-    ``quantile``: the coverage the upper bound is calibrated for; ``horizon_seconds``: how
+    ``quantile``: the stated ``slo_attainment`` (misses should stay well below ``1 -`` it);
+    ``horizon_seconds``: how
     far ahead each forecast looks (whole steps). ``due_point``/``due_upper`` (req/s): the
     forecast made one horizon ago for the step that just ended (NaN when none was made);
     ``actual`` (req/s): that step's mean arrival rate (NaN when unknown). ``checks``:
@@ -134,7 +137,7 @@ class _SeriesState:
         fresh = math.isfinite(actual) and math.isfinite(decision.arrival_upper)
         nan = math.nan
         self.pending.append(
-            (decision.arrival_forecast.point, decision.arrival_upper) if fresh else (nan, nan)
+            (decision.arrival_forecast.point, published_rate(decision)) if fresh else (nan, nan)
         )
 
 
@@ -212,7 +215,7 @@ class PredictiveStage:
         settings = self._settings.for_series(labels)
         policy = build_predictive_policy(settings)
         horizon = policy.horizon_steps * settings.step_seconds
-        check = ForecastCheck(dict(labels), settings.quantile, horizon)
+        check = ForecastCheck(dict(labels), settings.slo_attainment, horizon)
         return _SeriesState(policy, settings.step_seconds, settings.sizes_replicas, check)
 
     def warm_start(
@@ -327,12 +330,17 @@ class PredictiveStage:
         older = arrival if arrival.timestamp <= depth.timestamp else depth
         timestamp, source = older.timestamp, older.source
         labels = depth.labels
-        values = {ARRIVAL_FORECAST: decision.arrival_upper}
+        values = {ARRIVAL_FORECAST: published_rate(decision)}
         if state.has_capacity:
             values[QUEUE_DEPTH_FORECAST] = decision.queue_depth_forecast
             values[DESIRED_REPLICAS] = float(decision.desired_replicas)
         for metric, value in values.items():
             out.setdefault(metric, []).append(SeriesPoint(labels, value, timestamp, source=source))
+
+
+def published_rate(decision: Decision) -> float:
+    """The rate the plan is sized for at full replicas: upper bound / planned utilisation."""
+    return decision.planned_rate
 
 
 def _key(labels: Mapping[str, str]) -> Labels:

@@ -5,10 +5,13 @@ subscriber downstream of the snapshot); the recorder copies what the page draws 
 per series; the page's handlers only read the rings. Nothing flows back.
 
 Per series (one model in one group, as ``triton_arrival_rate`` labels it) a row holds, at the
-snapshot's publish time: the arrival rate, the queue depth, the point forecast and its
-calibrated upper bound (drawn ``horizon_seconds`` later, at the time they forecast), the
-desired replicas and the Triton pods scraped. A value the API would not serve (older than the
-max age, or not known) is recorded as NaN, never 0.
+snapshot's publish time: the arrival rate, the queue depth, the point forecast and the rate
+the plan is sized for (``triton_arrival_rate_forecast``; both drawn ``horizon_seconds`` later,
+at the time they forecast), the desired replicas and the Triton pods scraped. A value the API
+would not serve (older than the max age, or not known) is recorded as NaN, never 0. Beside the
+rows, each series keeps what its policy aims for at its last step (:data:`AIM_FIELDS`: the
+stated attainment, the violation budget its last plan spent, that plan's margin and
+utilisation), from the headroom's state.
 
 Bounds: at most one row per ``step_seconds`` (the publish step), ``window_seconds`` of rows
 (one hour by default) and ``max_series`` rings: a series that appears while every ring is in
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +45,10 @@ _FROM_SNAPSHOT = {
     DESIRED_REPLICAS: COLUMNS.index("desired"),
 }
 _POINT = COLUMNS.index("point")
+
+AIM_FIELDS = ("slo_attainment", "budget", "margin", "utilisation")
+"""What a series' policy aims for (share, share, req/s over the point forecast, share; NaN:
+not known, e.g. before the first plan or with a headroom that has no such setting)."""
 _REPLICAS = COLUMNS.index("replicas")
 
 
@@ -50,13 +57,15 @@ class SeriesRows:
     """Rows of one series, oldest first: ``times`` (Unix s) and one list per column of
     :data:`COLUMNS` (NaN: not known; stored in float32). ``latest``: the newest row at full
     precision, as the API served it. ``horizon_seconds``: how far ahead the forecast columns
-    look (NaN without a predictive state)."""
+    look (NaN without a predictive state). ``aim``: :data:`AIM_FIELDS` at the series' last
+    step (NaN: not known)."""
 
     labels: Mapping[str, str]
     horizon_seconds: float
     times: list[float]
     columns: dict[str, list[float]]
     latest: dict[str, float]
+    aim: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +84,7 @@ class NamespaceRows:
 class _Ring:
     """A fixed-size ring of rows; times in float64, values in float32 (what a page draws)."""
 
-    __slots__ = ("count", "head", "horizon", "labels", "latest", "times", "values")
+    __slots__ = ("aim", "count", "head", "horizon", "labels", "latest", "times", "values")
 
     def __init__(self, capacity: int, labels: Mapping[str, str]) -> None:
         self.labels = dict(labels)
@@ -84,6 +93,7 @@ class _Ring:
         self.head = 0  # slot of the next write
         self.count = 0
         self.horizon = math.nan
+        self.aim = dict.fromkeys(AIM_FIELDS, math.nan)
         self.latest = np.full(len(COLUMNS), np.nan, dtype=np.float64)
 
     def append(self, when: float, row: npt.NDArray[np.float64]) -> None:
@@ -166,6 +176,7 @@ class SeriesRecorder:
                 if key in rows:
                     rows[key][column] = self._known(point, now)
         horizons: dict[Labels, float] = {}
+        aims: dict[Labels, dict[str, float]] = {}
         for view in self._forecasts():
             key = _key(view.labels)
             if key in rows:
@@ -173,6 +184,7 @@ class SeriesRecorder:
                 rows[key][_POINT] = view.point if fresh else math.nan
                 rows[key][_REPLICAS] = view.input_replicas
                 horizons[key] = view.horizon_seconds
+                aims[key] = _aim(view)
 
         unrecorded: dict[str, int] = {}
         for key, values in rows.items():
@@ -184,6 +196,7 @@ class SeriesRecorder:
                     continue
                 ring = self._rings[key] = _Ring(self._capacity, labels_of[key])
             ring.horizon = horizons.get(key, ring.horizon)
+            ring.aim = aims.get(key, ring.aim)
             ring.append(now, values)
         self._unrecorded = unrecorded
         oldest = now - self.window_seconds
@@ -221,7 +234,11 @@ class SeriesRecorder:
                 name: values[:, i].astype(np.float64).tolist() for i, name in enumerate(COLUMNS)
             }
             latest = dict(zip(COLUMNS, ring.latest.tolist(), strict=True))
-            series.append(SeriesRows(ring.labels, ring.horizon, times.tolist(), columns, latest))
+            series.append(
+                SeriesRows(
+                    ring.labels, ring.horizon, times.tolist(), columns, latest, dict(ring.aim)
+                )
+            )
         series.sort(key=lambda s: sorted(s.labels.items()))
         return NamespaceRows(
             namespace=namespace,
@@ -232,6 +249,19 @@ class SeriesRecorder:
             unrecorded_series=self._unrecorded.get(namespace, 0),
             series=tuple(series),
         )
+
+
+def _aim(view: ForecastView) -> dict[str, float]:
+    """:data:`AIM_FIELDS` from the headroom's state (NaN where it has no such value)."""
+    headroom = view.policy.headroom
+    target = dict(headroom.target)
+    details = dict(headroom.details)
+    return {
+        "slo_attainment": target.get("slo_attainment", math.nan),
+        "budget": details.get("budget_now", math.nan),
+        "margin": headroom.margin,
+        "utilisation": details.get("utilisation", math.nan),
+    }
 
 
 def _key(labels: Mapping[str, str]) -> Labels:

@@ -134,13 +134,13 @@ class _ForecastCollector(Collector):
         )
         misses = CounterMetricFamily(
             "tritonscale_forecast_misses",
-            "Compared forecasts whose calibrated upper bound the arriving rate exceeded; "
-            "misses / checks should stay near 1 - tritonscale_forecast_quantile.",
+            "Compared forecasts whose planned rate the arriving rate exceeded (an overloaded "
+            "plan); misses / checks should stay well below 1 - tritonscale_forecast_quantile.",
             labels=labels,
         )
         quantile = GaugeMetricFamily(
             "tritonscale_forecast_quantile",
-            "Coverage the forecast's upper bound is calibrated for (predictive quantile).",
+            "The stated SLO attainment the plan is calibrated for (predictive slo_attainment).",
             labels=labels,
         )
         horizon = GaugeMetricFamily(

@@ -52,3 +52,9 @@ class ForecastView:
     def upper(self) -> float:
         """The calibrated upper bound the policy plans for (req/s; NaN: none yet)."""
         return self.decision.arrival_upper if self.decision is not None else math.nan
+
+    @property
+    def planned(self) -> float:
+        """The rate the plan is sized for, served as ``triton_arrival_rate_forecast``: the
+        upper bound over the planned utilisation (req/s; NaN: none yet)."""
+        return self.decision.planned_rate if self.decision is not None else math.nan

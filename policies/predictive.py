@@ -7,14 +7,29 @@ here, once: a replica asked for now serves only after its cold start, and the HP
 value up to one sync period after it is published, so the policy plans
 ``cold_start_seconds + hpa_sync_period_seconds`` ahead.
 
+The user states the objective, not a tuning knob: ``slo_seconds`` (the queue wait a request may
+have) and ``slo_attainment`` (the share of requests that must meet it, 0.995 by default). The
+policy turns that into a plan by itself:
+
+* each replica has its own queue (behind a Kubernetes Service), so even a right forecast makes
+  some requests wait: :class:`policies.sizing.ReplicaQueue` learns how queues build from the
+  queue depth it sees and gives the share of late requests at any utilisation;
+* :class:`policies.headroom.AttainmentHeadroom` replays the recent forecast errors through that
+  queue model and picks the cheapest plan, a utilisation u and a margin m over the point
+  forecast, whose *request-weighted* share of late requests stays within ``1 -
+  slo_attainment``: onsets, where the rate jumps and whole steps of requests wait, weigh what
+  they cost; steady traffic spends the budget on fuller replicas. Before errors exist a prior
+  margin (50 % of the rate, fading over the first errors) covers the blind start.
+
 ``PredictivePolicy.step`` (one call per ``step_seconds``):
 
-1. update the arrival-rate forecaster and the calibrated headroom with the new rate;
-2. forecast the rate ``horizon_seconds`` ahead: point, and upper = point + calibrated margin
-   (the model's own bound until the headroom has enough samples; the point alone when
-   ``use_headroom`` is False);
-3. load = max(upper, current rate) (never plan below what arrives now);
-4. raw = ceil(replicas_for_load(load, queue depth, sizing)) (:mod:`policies.sizing`);
+1. update the arrival-rate forecaster, the queue model and the headroom with the new step;
+2. forecast the rate ``horizon_seconds`` ahead (point); plan (u, m) as above; upper = point + m
+   (without ``use_headroom``: the point alone, u meeting half the budget);
+3. load = max(upper, current rate) (never plan below what arrives now; a step's rate above
+   the last minute's mean counts only up to that mean: Poisson noise, not a trend);
+4. raw = ceil(replicas_for_load(load, queue depth, sizing, utilisation=u))
+   (:mod:`policies.sizing`);
 5. burst guard (panic when the current rate > ``panic_factor`` x current capacity): while in
    panic the desired count may not fall below the previous decision;
 6. scale-down damping: desired = max of raw over the last ``scale_down_delay_seconds``
@@ -28,27 +43,41 @@ value up to one sync period after it is published, so the policy plans
 horizon_seconds)``: the backlog expected at the horizon if nothing changes. It is reported, not
 used for sizing (the current depth is).
 
-Without a per-replica capacity (``capacity_rps`` None) the policy still forecasts, but its
-replica counts and queue forecast mean nothing: :attr:`PredictiveSettings.sizes_replicas` is
-False and callers publish the forecast only.
+Without a per-replica capacity (``capacity_rps`` None) the policy still forecasts (its headroom
+calibrated with :class:`policies.sizing.PooledCapacity`: a request is late only when the load
+exceeds the plan), but its replica counts and queue forecast mean nothing:
+:attr:`PredictiveSettings.sizes_replicas` is False and callers publish the forecast only.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from policies.burst import BurstGuard
 from policies.forecast import FORECASTER_NAMES, Forecast, Forecaster, make_forecaster
-from policies.headroom import HeadroomState, QuantileHeadroom
-from policies.sizing import SizingParams, replicas_for_load
+from policies.headroom import AttainmentHeadroom, BudgetFeedback, HeadroomState
+from policies.sizing import PooledCapacity, ReplicaQueue, SizingParams, replicas_for_load
 from policies.window import WindowMax
 
 _PLACEHOLDER_CAPACITY_RPS = 1.0
 """Sizes nothing: stands in for an unknown capacity so the forecast can still run."""
+
+QUEUE_BUILD_SECONDS = 60.0
+QUEUE_BUILD_SERVICE_TIMES = 10.0
+"""The headroom and the feedback judge a plan on the actual rate averaged over the time a
+replica's queue takes to build: a minute, or 10 service times (10 / capacity_rps) when longer;
+a 15 s burst of Poisson noise is not a stationary overload (its noise is in the queue law)."""
+
+QUEUEING_SHARE = 0.5
+"""Without headroom (the ablation), the share of the violation budget allowed for per-replica
+queueing at the planned utilisation; with headroom the split is searched (AttainmentHeadroom)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,18 +149,18 @@ class PredictiveSettings:
     """Settings of one predictive policy (seconds, requests/s; keyword-only).
 
     These defaults are the only ones: the service's config and the simulator take theirs
-    from here. The policy defaults (holt, quantile 0.98, scale-down delay 60 s) are the best
-    single setting of the closed-loop evaluation over every trace in BENCHMARKS.md.
+    from here; one default configuration serves every trace in BENCHMARKS.md.
 
     step_seconds: the policy decides once per step, on the mean arrival rate over the step.
     cold_start_seconds: a new replica's time to Ready; hpa_sync_period_seconds: the HPA's
     ``--horizontal-pod-autoscaler-sync-period``; together they make the horizon.
-    quantile: coverage of the calibrated upper bound on the forecast rate.
-    slo_seconds: target queue wait; capacity_rps: requests/s one replica serves within it
-    (None: forecast only). scale_down_delay_seconds: desired may only fall to the max of the
-    raw recommendations over this window (the HPA's own scaleDown stabilisation should then
-    be 0, or the two holds add up). forecaster_params: extra parameters for
-    :func:`policies.forecast.make_forecaster`. headroom_window: forecast errors kept.
+    slo_seconds: the queue wait a request may have; slo_attainment: the share of requests that
+    must meet it (the policy calibrates its utilisation and headroom to it); capacity_rps:
+    requests/s one replica serves (None: forecast only). scale_down_delay_seconds: desired may
+    only fall to the max of the raw recommendations over this window (the HPA's own scaleDown
+    stabilisation should then be 0, or the two holds add up). forecaster_params: extra
+    parameters for :func:`policies.forecast.make_forecaster`. headroom_window: forecast errors
+    kept.
     """
 
     step_seconds: float = 15.0
@@ -139,7 +168,7 @@ class PredictiveSettings:
     hpa_sync_period_seconds: float = 15.0
     forecaster: str = "holt"
     forecaster_params: Mapping[str, float] = field(default_factory=dict)
-    quantile: float = 0.98
+    slo_attainment: float = 0.995
     use_headroom: bool = True
     headroom_window: int = 512
     slo_seconds: float = 0.5
@@ -161,7 +190,7 @@ class PredictiveSettings:
                 f"a finite number in [{allowed.low:g}, {allowed.high:g}] ({allowed.why})",
                 lambda v, allowed=allowed: allowed.low <= v <= allowed.high,
             )
-        _require("quantile", self.quantile, "in (0, 1)", lambda v: 0 < v < 1)
+        _require("slo_attainment", self.slo_attainment, "in (0, 1)", lambda v: 0 < v < 1)
         _require("panic_factor", self.panic_factor, "a finite number > 1", lambda v: v > 1)
         if self.forecaster not in FORECASTER_NAMES:
             raise ValueError(
@@ -233,7 +262,8 @@ class Decision:
     desired_replicas: what to publish; arrival_forecast: the forecaster's point and own bound
     (req/s, at the horizon); arrival_upper: the rate actually planned for (after headroom);
     queue_depth_forecast: requests expected queued at the horizon if capacity stays (NaN when
-    the depth is unknown); panic: burst guard state.
+    the depth is unknown); panic: burst guard state; utilisation: the planned share of each
+    replica's capacity.
     """
 
     desired_replicas: int
@@ -241,6 +271,13 @@ class Decision:
     arrival_upper: float
     queue_depth_forecast: float
     panic: bool
+    utilisation: float = 1.0
+
+    @property
+    def planned_rate(self) -> float:
+        """The rate the plan is sized for at full replicas (req/s): ``arrival_upper`` over the
+        planned utilisation, so ``planned_rate / capacity_rps`` is the planned replicas."""
+        return self.arrival_upper / self.utilisation
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,12 +307,25 @@ class PredictivePolicy:
         self.settings = settings
         self.sizing = settings.sizing_params()
         self.horizon_steps = settings.steps_for(settings.horizon_seconds, at_least=1)
+        build = max(QUEUE_BUILD_SECONDS, QUEUE_BUILD_SERVICE_TIMES / self.sizing.capacity_rps)
+        self._queue_build_steps = settings.steps_for(build, at_least=1)
         self.forecaster: Forecaster = make_forecaster(
             settings.forecaster, settings.step_seconds, **dict(settings.forecaster_params)
         )
-        self.headroom = QuantileHeadroom(
-            settings.quantile, self.horizon_steps, window=settings.headroom_window
+        self.headroom = AttainmentHeadroom(
+            settings.slo_attainment,
+            self.horizon_steps,
+            window=settings.headroom_window,
+            smooth_steps=self._queue_build_steps,
         )
+        self.queue: ReplicaQueue | PooledCapacity = (
+            ReplicaQueue(self.sizing.capacity_rps, settings.slo_seconds)
+            if settings.sizes_replicas
+            else PooledCapacity()
+        )
+        self.feedback = BudgetFeedback(1.0 - settings.slo_attainment)
+        self._recent_rates: deque[float] = deque(maxlen=self._queue_build_steps)
+        self.queueing_budget = QUEUEING_SHARE * (1.0 - settings.slo_attainment)
         self.burst = BurstGuard(
             settings.panic_factor, settings.steps_for(settings.panic_hold_seconds)
         )
@@ -327,23 +377,49 @@ class PredictivePolicy:
         rate = max(0.0, arrival_rate)
         self.steps_with_rate += 1
         self.forecaster.update(rate)
+        self.queue.observe(rate, queue_depth, current_capacity_replicas)
         self.headroom.observe_actual(rate)
         if self.forecaster.ready:
             forecast = self.forecaster.forecast(self.horizon_steps)
         else:
             forecast = Forecast(rate, rate)
         self.headroom.record_forecast(forecast.point)
-        if not settings.use_headroom:
-            upper = forecast.point
-        elif self.headroom.ready:
-            upper = self.headroom.upper(forecast.point)
+        self._recent_rates.append(rate)
+        if math.isfinite(current_capacity_replicas) and current_capacity_replicas > 0:
+            load = sum(self._recent_rates) / len(self._recent_rates)
+            ready_capacity = current_capacity_replicas * sizing.capacity_rps
+            late = float(self.queue.violation(np.array([load / ready_capacity]))[0])
+            if math.isfinite(queue_depth) and queue_depth > 0:
+                # What the queue shows now, whatever the load says (a burst, an onset the plan
+                # missed): with q requests queued per replica on average and a geometric
+                # spread, a request arriving now finds c x S or more ahead of it with
+                # probability (q / (1 + q))^(c S).
+                per_replica = queue_depth / current_capacity_replicas
+                ahead = sizing.capacity_rps * sizing.slo_seconds
+                late = max(late, (per_replica / (1.0 + per_replica)) ** ahead)
+            self.feedback.observe(late, rate)
+        if settings.use_headroom:
+            budget = self.feedback.budget
+            plan = self.headroom.plan(
+                rate,
+                forecast.point,
+                self.queue.max_utilisation(budget),
+                self.queue.violation,
+                budget,
+            )
+            utilisation = plan.utilisation
+            upper = forecast.point + plan.margin
         else:
-            upper = forecast.upper
-        load = max(upper, rate)
+            utilisation = self.queue.max_utilisation(self.queueing_budget)
+            upper = forecast.point
+        recent = sum(self._recent_rates) / len(self._recent_rates)
+        load = max(upper, min(rate, recent))
 
         capacity_now = max(0.0, current_capacity_replicas) * sizing.capacity_rps
         drain = max(sizing.slo_seconds, settings.step_seconds)
-        raw = math.ceil(replicas_for_load(load, queue_depth, sizing, drain) - 1e-9)
+        raw = math.ceil(
+            replicas_for_load(load, queue_depth, sizing, drain, utilisation=utilisation) - 1e-9
+        )
         if not self._warm:
             self._warm = True
             if math.isfinite(current_capacity_replicas):
@@ -370,6 +446,7 @@ class PredictivePolicy:
             arrival_upper=upper,
             queue_depth_forecast=depth_forecast,
             panic=panic,
+            utilisation=utilisation,
         )
         self._previous = decision
         return decision

@@ -30,7 +30,7 @@ from adapter.api import status
 from adapter.api.access import NamespaceAccess
 from adapter.api.auth import DelegatedAuth
 from adapter.predictive import ARRIVAL_FORECAST, DESIRED_REPLICAS
-from adapter.recorder import COLUMNS, NamespaceRows, SeriesRecorder
+from adapter.recorder import AIM_FIELDS, COLUMNS, NamespaceRows, SeriesRecorder
 from adapter.signals import ARRIVAL_RATE, QUEUE_DEPTH
 
 UI_METRICS = (ARRIVAL_RATE, ARRIVAL_FORECAST, DESIRED_REPLICAS, QUEUE_DEPTH)
@@ -81,6 +81,7 @@ def series_json(rows: NamespaceRows) -> dict[str, Any]:
                 "t": s.times,
                 **{name: known(s.columns[name]) for name in COLUMNS},
                 "latest": {name: one(s.latest[name]) for name in COLUMNS},
+                "aim": {name: one(s.aim.get(name, math.nan)) for name in AIM_FIELDS},
             }
             for s in rows.series
         ],

@@ -217,7 +217,10 @@ def simulate_command(
     balancer: str,
     initial_replicas: int,
 ) -> list[str]:
-    """``tritonscale simulate`` arguments for the same hour, settings and arrivals."""
+    """``tritonscale simulate`` arguments for the same hour, settings and arrivals: each
+    request queues at the replica ``balancer`` sends it to (per-replica queues, as the real
+    loop's balancer does), and every request counts (no warm-up: the real runs score the whole
+    hour from the same initial replicas)."""
     argv = [
         "--trace",
         str(TRACE.relative_to(REPO)) if TRACE.is_relative_to(REPO) else str(TRACE),
@@ -251,18 +254,14 @@ def simulate_command(
         "tritonscale",
         "--rate-window",
         f"{clock.rate_window_s:g}",
+        "--balancer",
+        balancer,
+        "--warm-up",
+        "0",
         "--policy",
         ",".join(policies),
     ]
-    if _simulate_has("--balancer"):
-        argv += ["--balancer", balancer]
     return argv
-
-
-def _simulate_has(flag: str) -> bool:
-    from loadtest.simulator.cli import build_parser as simulate_parser
-
-    return any(flag in action.option_strings for action in simulate_parser()._actions)
 
 
 def run_simulation(argv: list[str], workdir: Path) -> dict[str, Any] | None:

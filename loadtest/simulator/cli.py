@@ -3,7 +3,7 @@
 Example::
 
     tritonscale simulate --trace AzureLLMInferenceTrace_conv_2023.csv --capacity 1 --slo 5 \\
-        --cold-start 120 --policy all --json out.json --plot out.png
+        --cold-start 120 --policy all --frontier --json out.json --plot out.png
 
 Exit codes: 0 success, 2 bad input (flag, trace file, output path).
 """
@@ -19,14 +19,27 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from loadtest.simulator.bound_interface import SOLVER, lower_bound
 from loadtest.simulator.controllers import POLICY_NAMES, RatioPath, TritonscaleTuning
-from loadtest.simulator.engine import SimParams, check_number
-from loadtest.simulator.run import build_workload, choose_model, run_policies, summary_json
+from loadtest.simulator.engine import BALANCERS, DEFAULT_BALANCER, SimParams, check_number
+from loadtest.simulator.frontier import BoundCache
+from loadtest.simulator.run import (
+    DEFAULT_SLO_TARGETS,
+    build_workload,
+    choose_model,
+    run_policies,
+    summary_json,
+)
 from loadtest.simulator.traces import FORMATS, TraceError, detect_format, load_trace, scale_trace
 from policies.forecast import FORECASTER_NAMES
 from policies.predictive import settings_default
 
 PROG = "tritonscale simulate"
+
+WARM_UP_MARGIN = 300.0
+"""Default warm-up beyond one cold start (s): every policy starts from the same replicas, and
+any of them needs a cold start plus a few sync periods to reach its own level; 5 minutes covers
+the HPA's default scale-up limits (x2 or +4 per 15 s) from 1 to 200 replicas with margin."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,10 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--slo",
-        required=True,
+        default=settings_default("slo_seconds"),
         type=_number("--slo", float, 0, strict=True),
         metavar="S",
-        help="queue-wait objective per request, seconds",
+        help="queue-wait objective per request, seconds (default: the service's slo_seconds, "
+        "%(default)g)",
     )
     p.add_argument(
         "--cold-start",
@@ -129,12 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="(%(default)d)",
     )
     p.add_argument(
-        "--initial-replicas",
-        type=_number("--initial-replicas", int, 0, strict=False),
-        metavar="N",
-        help="ready replicas at the start, the same for every policy (default: the oracle's)",
-    )
-    p.add_argument(
         "--ratio-source",
         choices=("prometheus", "tritonscale"),
         default="prometheus",
@@ -163,6 +171,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X",
         help="multiply the arrival rate by X (1)",
     )
+    p.add_argument(
+        "--balancer",
+        default=DEFAULT_BALANCER,
+        choices=BALANCERS,
+        help="where requests wait: random (a Kubernetes Service: kube-proxy iptables, one random "
+        "ready pod per request), round-robin (IPVS rr), least-outstanding (an L7 proxy, power "
+        "of two choices), shared (one FIFO for all replicas, perfect balancing) (%(default)s)",
+    )
+    p.add_argument(
+        "--initial-replicas",
+        type=_number("--initial-replicas", int, 0, strict=False),
+        metavar="N",
+        help="ready replicas every policy starts with (default: the first 10 minutes' load at "
+        "50 %% utilisation, loadtest.simulator.engine.initial_replicas_for)",
+    )
+    p.add_argument(
+        "--warm-up",
+        type=_number("--warm-up", float, 0, strict=False),
+        metavar="S",
+        help="requests arriving and replica-seconds billed in the first S seconds are not "
+        f"scored, for every policy alike (default: cold start + {WARM_UP_MARGIN:g})",
+    )
     p.add_argument("--seed", default=0, type=int, metavar="N", help="seed of every random draw (0)")
     p.add_argument(
         "--model",
@@ -170,8 +200,30 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "request", "fluid"),
         help="queue model: per-request, fluid, or auto by trace size (auto)",
     )
+    p.add_argument(
+        "--frontier",
+        action="store_true",
+        help="sweep each policy's main knob (grids in loadtest/simulator/controllers.py KNOBS) "
+        "and compute the lower bound: the JSON gains lower_bound, frontier, cost_at_attainment",
+    )
+    p.add_argument(
+        "--slo-target",
+        default=",".join(f"{a:g}" for a in DEFAULT_SLO_TARGETS),
+        metavar="A[,A...]",
+        help="attainment levels of the lower bound and of cost_at_attainment (%(default)s)",
+    )
+    p.add_argument(
+        "--bound-cache",
+        metavar="DIR",
+        help="keep lower bounds in DIR, reused when trace and parameters are the same",
+    )
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
-    p.add_argument("--plot", metavar="OUT.png", help="write a plot of load, replicas and queue")
+    p.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="with --frontier: the SLO-cost frontiers and the bound; also (or else) "
+        "OUT-timeline.png: load, replicas and queue over time",
+    )
     p.add_argument(
         "--workers",
         type=_number("--workers", int, 0, strict=False),
@@ -181,10 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     tuning = p.add_argument_group("tritonscale tuning (policies.predictive.PredictiveSettings)")
     defaults = TritonscaleTuning()
     tuning.add_argument(
-        "--quantile",
-        type=_number("--quantile", float, 0, strict=True, maximum=1),
-        default=defaults.quantile,
-        help=f"calibrated headroom coverage ({defaults.quantile})",
+        "--slo-attainment",
+        type=_number("--slo-attainment", float, 0, strict=True, maximum=1),
+        default=defaults.slo_attainment,
+        metavar="A",
+        help="the share of requests that must meet --slo, stated to tritonscale, which "
+        f"calibrates its utilisation and headroom to it ({defaults.slo_attainment:g})",
     )
     tuning.add_argument(
         "--forecaster",
@@ -231,6 +285,16 @@ def _policies(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _slo_targets(text: str) -> list[float]:
+    try:
+        levels = sorted({float(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise ValueError(f"--slo-target: {text!r} is not a list of numbers") from None
+    if not levels or not all(0.0 < a < 1.0 for a in levels):
+        raise ValueError(f"--slo-target levels must be in (0, 1), got {text!r}")
+    return levels
+
+
 def _check_output(flag: str, path: str | None) -> None:
     if path is None:
         return
@@ -240,31 +304,48 @@ def _check_output(flag: str, path: str | None) -> None:
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    rows = [("policy", "SLO met", "violating", "p99 wait s", "replica-h", "x oracle", "events")]
+    """Each policy at its default knob; with a frontier, its cost at each attainment level as a
+    multiple of the lower bound ("-" where its frontier never reaches the level)."""
+    bound = summary.get("lower_bound", {})
+    costs = summary.get("cost_at_attainment", {})
+    levels = list(bound)
+    header = ["policy", "role", "SLO met", "violating", "p99 wait s", "replica-h", "events"]
+    header += [f"@{100 * float(a):g}% x bound" for a in levels]
+    rows: list[tuple[str, ...]] = [tuple(header)]
     for name, r in summary["policies"].items():
         att = r["slo_attainment"]
         p99 = r["p99_queue_seconds"]
-        ratio = r["cost_vs_oracle"]
-        rows.append(
-            (
-                name,
-                "n/a" if att is None else f"{100 * att:.3f}%",
-                f"{r['violating_requests']:.0f}",
-                "inf" if p99 is None else f"{p99:.2f}",
-                f"{r['replica_seconds'] / 3600:.1f}",
-                "n/a" if ratio is None else f"{ratio:.3f}",
-                str(r["scale_events"]),
-            )
-        )
+        row: list[str] = [
+            name,
+            r["role"],
+            "n/a" if att is None else f"{100 * att:.3f}%",
+            f"{r['violating_requests']:.0f}",
+            "inf" if p99 is None else f"{p99:.2f}",
+            f"{r['replica_seconds'] / 3600:.1f}",
+            str(r["scale_events"]),
+        ]
+        for level in levels:
+            cost = costs.get(name, {}).get(level)
+            row.append("-" if cost is None or not bound[level] else f"{cost / bound[level]:.2f}")
+        rows.append(tuple(row))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
-    for i, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+    for i, cells_in in enumerate(rows):
+        row = list(cells_in)
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])] + [
+            c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True)
         ]
         lines.append("  ".join(cells))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
+    if bound:
+        lines.append(
+            "lower bound (replica-h): "
+            + ", ".join(
+                f"{100 * float(a):g}%: " + ("unattainable" if v is None else f"{v / 3600:.2f}")
+                for a, v in bound.items()
+            )
+        )
     return "\n".join(lines)
 
 
@@ -281,18 +362,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             scrape_interval_seconds=args.scrape_interval,
             min_replicas=args.min_replicas,
             max_replicas=args.max_replicas,
+            balancer=args.balancer,
+            seed=args.seed,
             initial_replicas=args.initial_replicas,
+            warm_up_seconds=(
+                args.cold_start + WARM_UP_MARGIN if args.warm_up is None else args.warm_up
+            ),
         )
         ratio_path = RatioPath(args.ratio_source, args.rate_window)
         params.ticks(args.rate_window, "--rate-window")
         tuning = TritonscaleTuning(
             step_seconds=args.predictive_step,
             forecaster=args.forecaster,
-            quantile=args.quantile,
+            slo_attainment=args.slo_attainment,
             scale_down_delay_seconds=args.scale_down_delay,
             hpa_scale_down_stabilization_seconds=args.hpa_scale_down_stabilization,
             rate_window_seconds=args.rate_window,
         )
+        slo_targets = _slo_targets(args.slo_target)
         if args.predictive_step is not None:
             params.ticks(args.predictive_step, "--predictive-step")
         _check_output("--json", args.json)
@@ -311,7 +398,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if workload.n_requests == 0:
         parser.error(f"{args.trace}: empty trace after scaling (no requests)")
     output = run_policies(
-        workload, params, names, model, tuning=tuning, ratio_path=ratio_path, workers=args.workers
+        workload,
+        params,
+        names,
+        model,
+        tuning=tuning,
+        ratio_path=ratio_path,
+        workers=args.workers,
+        frontier=args.frontier,
+        slo_targets=slo_targets,
+        bound=lower_bound if args.frontier else None,
+        bound_cache=BoundCache(Path(args.bound_cache) if args.bound_cache else None),
+        bound_name=SOLVER,
     )
     summary = summary_json(
         output,
@@ -322,17 +420,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seed": args.seed,
             "time_scale": args.time_scale,
             "rate_scale": args.rate_scale,
+            "slo_targets": slo_targets,
             "ratio_source": args.ratio_source,
             "rate_window_seconds": args.rate_window,
             "tritonscale": {
                 "step_seconds": args.predictive_step or args.sync_period,
                 "forecaster": args.forecaster,
-                "quantile": args.quantile,
+                "slo_attainment": args.slo_attainment,
                 "scale_down_delay_seconds": args.scale_down_delay,
                 "hpa_scale_down_stabilization_seconds": args.hpa_scale_down_stabilization,
                 "hpa_scale_up_tolerance": tuning.scale_up_tolerance,
             },
         },
+        slo_targets=slo_targets,
     )
     print(
         f"{trace.name}: {workload.n_requests} requests over {workload.duration / 3600:.2f} h "
@@ -343,15 +443,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         if args.plot:
-            from loadtest.simulator.plot import plot_run
+            from loadtest.simulator.plot import plot_frontier, plot_run
 
-            plot_run(
-                output,
-                args.plot,
-                f"{trace.name}: D={args.cold_start:g} s, SLO={args.slo:g} s",
-                capacity_rps=args.capacity,
-                slo_seconds=args.slo,
-            )
+            title = f"{trace.name}: D={args.cold_start:g} s, SLO={args.slo:g} s, {args.balancer}"
+            plot = Path(args.plot)
+            plot_run(output, plot.with_name(f"{plot.stem}-timeline{plot.suffix}"), title)
+            if args.frontier:
+                plot_frontier(summary, plot, title)
     except OSError as err:
         print(f"{PROG}: error: cannot write output: {err}", file=sys.stderr)
         return 2

@@ -1,11 +1,14 @@
-"""Plot a simulation: the load, then one row per policy (replicas | queue), matplotlib Agg.
+"""Plots of a simulation (matplotlib, Agg): the SLO-cost frontiers with the lower bound, and
+the load, then one row per policy (replicas | queue).
 
-One row per policy, not one panel for all: the reactive queue-signal baselines swing between
-their min and max replicas and would squeeze every other policy into a thin band of a shared
-axis. Each row has its own replica axis with the oracle's plan as a grey reference, the
-queue depth on a symlog axis with the backlog that breaks the SLO when every replica serves
-(replicas x capacity x SLO, dotted), and the policy's summary in its title. Legends sit
-outside the axes.
+Frontiers: replica-hours against the share of late requests (log, up is better), one line per
+policy in knob order, its default knob circled, the lower bound as a black star at each
+attainment level. Timelines: one row per policy, not one panel for all: the reactive
+queue-signal baselines swing between their min and max replicas and would squeeze every other
+policy into a thin band of a shared axis. Each row has its own replica axis with the oracle's
+plan as a grey reference, the queue depth on a symlog axis with the backlog that breaks the SLO
+when every replica serves (replicas x capacity x SLO, dotted), and the policy's summary in its
+title. One colour per policy in both; legends sit outside the axes.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from loadtest.simulator.controllers import POLICY_NAMES
 from loadtest.simulator.run import RunOutput
 
 MAX_POINTS = 2000
+VIOLATION_FLOOR = 1e-5
+"""Frontier plots show the share of late requests on a log axis; 0 is drawn at this floor."""
 
 
 def _binned(values: NDArray[np.generic], bins: int, how: str) -> NDArray[np.float64]:
@@ -66,7 +72,7 @@ def plot_run(
     replica_axes: list[Any] = []
     for row, name in enumerate(names, start=1):
         result = output.results[name]
-        color = f"C{(row - 1) % 10}"
+        color = policy_colour(name)
         left = fig.add_subplot(grid[row, 0], sharex=top)
         right = fig.add_subplot(grid[row, 1], sharex=top)
         replica_axes.append(left)
@@ -109,4 +115,96 @@ def plot_run(
     for axis in fig.axes[-2:]:
         axis.set_xlabel(f"time ({unit})", fontsize=9)
     fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def policy_colour(name: str) -> str:
+    """A fixed colour per policy (tab10 order of POLICY_NAMES; the oracle is black)."""
+    if name == "oracle":
+        return "black"
+    palette = [
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#e41a1c",
+        "#8c564b",
+        "#7f7f7f",
+        "#17becf",
+    ]
+    index = POLICY_NAMES.index(name) if name in POLICY_NAMES else len(palette) - 1
+    return "#e6007e" if name == "tritonscale" else palette[index % len(palette)]
+
+
+def plot_frontier(summary: dict[str, Any], path: str | Path, title: str) -> None:
+    """Write the SLO-cost frontiers: x replica-hours, y share of requests over the SLO (log),
+    one line per policy in knob order (the default knob circled), the lower bound at each
+    attainment level as a black star, the levels as dotted lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10.5, 6.0))
+    for name, points in summary.get("frontier", {}).items():
+        xs, ys = [], []
+        for point in points:
+            attainment = point["slo_attainment"]
+            if attainment is None:
+                continue
+            xs.append(point["replica_seconds"] / 3600.0)
+            ys.append(max(VIOLATION_FLOOR, 1.0 - attainment))
+        if not xs:
+            continue
+        role = summary["policies"].get(name, {}).get("role", "")
+        colour = policy_colour(name)
+        width = 2.4 if name == "tritonscale" else 1.3
+        style = ":" if role in ("strawman", "ablation") else "-"
+        label = f"{name} ({role})" if role else name
+        ax.plot(xs, ys, style, color=colour, linewidth=width, marker="o", markersize=4, label=label)
+        default = summary["policies"].get(name)
+        if default and default["slo_attainment"] is not None:
+            ax.plot(
+                default["replica_seconds"] / 3600.0,
+                max(VIOLATION_FLOOR, 1.0 - default["slo_attainment"]),
+                marker="o",
+                markersize=10,
+                markerfacecolor="none",
+                markeredgecolor=colour,
+                markeredgewidth=1.8,
+            )
+    bound = summary.get("lower_bound", {})
+    for i, (level, value) in enumerate(sorted(bound.items(), key=lambda kv: float(kv[0]))):
+        violation = 1.0 - float(level)
+        ax.axhline(violation, color="grey", linestyle=":", linewidth=0.8)
+        ax.annotate(
+            f"{100 * float(level):g} %",
+            xy=(1.0, violation),
+            xycoords=("axes fraction", "data"),
+            xytext=(-4, 2),
+            textcoords="offset points",
+            ha="right",
+            fontsize=7,
+            color="grey",
+        )
+        ax.plot(
+            value / 3600.0,
+            violation,
+            marker="*",
+            markersize=14,
+            color="black",
+            linestyle="none",
+            label="lower bound" if i == 0 else None,
+        )
+    ax.set_yscale("log")
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("replica-hours (scored, incl. draining)")
+    ax.set_ylabel("requests over the SLO (share; up is better)")
+    ax.set_title(title + " - circles: default knob")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)

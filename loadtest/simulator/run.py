@@ -1,7 +1,10 @@
-"""Run several policies on one trace: workload preparation, the oracle, parallel runs, JSON.
+"""Run several policies on one trace: workload, the oracle, frontiers, the bound, JSON.
 
-The per-policy runs are independent, so they are spread over worker processes (fork: the
-workload arrays are shared copy-on-write); a shared counter drives one tqdm bar on stderr.
+Each (policy, knob value) run and each bound is independent, so they are spread over worker
+processes (fork: the workload arrays are shared copy-on-write); a shared counter drives one
+tqdm bar on stderr. Every policy starts from the same state (``SimParams.initial_replicas``,
+by default :func:`engine.initial_replicas_for` the trace, an empty queue) and is scored after
+the same warm-up.
 """
 
 from __future__ import annotations
@@ -12,18 +15,37 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from loadtest.simulator.controllers import (
+    KNOBS,
     POLICY_NAMES,
+    ROLES,
     RatioPath,
     TritonscaleTuning,
     make_controller,
 )
-from loadtest.simulator.engine import PolicyResult, QueueModel, SimParams, Workload, simulate
+from loadtest.simulator.engine import (
+    PolicyResult,
+    QueueModel,
+    SimParams,
+    Workload,
+    initial_replicas_for,
+    simulate,
+)
+from loadtest.simulator.frontier import (
+    BoundCache,
+    BoundFunction,
+    BoundResult,
+    FrontierPoint,
+    attainment_key,
+    bound_json,
+    cost_at_attainment,
+    scored_workload,
+)
 from loadtest.simulator.oracle import OraclePlan, oracle_plan
 from loadtest.simulator.traces import ArrivalTrace, RateTrace, Trace
 
@@ -31,7 +53,9 @@ REQUEST_MODEL_LIMIT = 2_000_000
 """``--model auto`` uses the per-request model up to this many requests, the fluid one above."""
 
 PROGRESS_MIN_TICKS = 500_000
-"""Show the progress bar when policies x ticks exceeds this (a run of a few seconds)."""
+"""Show the progress bar when runs x ticks exceeds this (a run of a few seconds)."""
+
+DEFAULT_SLO_TARGETS = (0.99, 0.995, 0.999)
 
 
 def choose_model(trace: Trace, requested: str) -> QueueModel:
@@ -57,49 +81,93 @@ def build_workload(
             return Workload.from_counts(counts, work, tick_seconds)
     workload = Workload.from_arrivals(trace.times, trace.work, trace.duration, tick_seconds)
     if model == "fluid":
-        workload.times = None
+        workload.times = None  # work_scv, from the requests, stays for the per-replica queues
         workload.request_work = None
     return workload
 
 
+Job = tuple[str, float | None]
+"""(policy, knob value); None: the policy's default (or a policy without a knob)."""
+
+
 @dataclass(frozen=True)
 class RunOutput:
-    """Everything one simulate invocation produced."""
+    """Everything one simulate invocation produced.
+
+    ``results``: each policy at its default knob; ``frontier``: each swept policy's runs in
+    grid order (empty without ``--frontier``); ``bounds``: attainment -> bound.
+    """
 
     model: QueueModel
     workload: Workload
     plan: OraclePlan
     results: dict[str, PolicyResult]
     wall_seconds: float
+    frontier: dict[str, list[tuple[float, PolicyResult]]] = field(default_factory=dict)
+    bounds: dict[float, BoundResult] = field(default_factory=dict)
+    params: SimParams | None = None  # as run (initial replicas filled in)
+
+
+def plan_jobs(names: Sequence[str], frontier: bool) -> list[Job]:
+    """Every run: each policy at its default, and with ``frontier`` over its whole grid."""
+    jobs: list[Job] = []
+    for name in names:
+        knob = KNOBS.get(name)
+        if knob is None:
+            jobs.append((name, None))
+        elif frontier:
+            values = knob.grid if knob.default in knob.grid else (*knob.grid, knob.default)
+            jobs.extend((name, v) for v in values)
+        else:
+            jobs.append((name, knob.default))
+    return jobs
 
 
 # Worker state inherited through fork (not pickled per task).
 _SHARED: dict[str, Any] = {}
 
 
-def _run_one(name: str) -> PolicyResult:
-    params: SimParams = _SHARED["params"]
+def _progress_callback() -> Callable[[int], None] | None:
     counter = _SHARED.get("counter")
-    progress: Callable[[int], None] | None = None
-    if counter is not None:
+    if counter is None:
+        return None
 
-        def progress(ticks: int) -> None:
-            with counter.get_lock():
-                counter.value += ticks
+    def progress(ticks: int) -> None:
+        with counter.get_lock():
+            counter.value += ticks
 
+    return progress
+
+
+def _run_job(job: Job) -> PolicyResult:
+    name, knob = job
+    params: SimParams = _SHARED["params"]
     controller = make_controller(
         name,
         params,
         plan=_SHARED["plan"],
-        initial_ready=_SHARED["initial"],
+        initial_ready=params.start_replicas,
         tuning=_SHARED["tuning"],
+        knob=knob,
         ratio_path=_SHARED["ratio_path"],
     )
     result = simulate(
-        _SHARED["workload"], params, controller, _SHARED["model"], _SHARED["initial"], progress
+        _SHARED["workload"], params, controller, _SHARED["model"], None, _progress_callback()
     )
     result.waits = None  # do not ship per-request arrays back through the pipe
     return result
+
+
+def _solve_bounds(attainments: tuple[float, ...]) -> dict[float, BoundResult]:
+    bound: BoundFunction = _SHARED["bound"]
+    return bound(_SHARED["scored"], _SHARED["params"], attainments)
+
+
+def _task(item: tuple[str, Any]) -> tuple[str, Any, Any]:
+    kind, payload = item
+    if kind == "bound":
+        return kind, payload, _solve_bounds(payload)
+    return kind, payload, _run_job(payload)
 
 
 def run_policies(
@@ -112,9 +180,18 @@ def run_policies(
     ratio_path: RatioPath | None = None,
     workers: int | None = None,
     show_progress: bool | None = None,
+    frontier: bool = False,
+    slo_targets: Sequence[float] = (),
+    bound: BoundFunction | None = None,
+    bound_cache: BoundCache | None = None,
+    bound_name: str = "bound",
 ) -> RunOutput:
-    """Simulate every policy in ``names`` (same workload, same initial replicas)."""
+    """Simulate every policy in ``names`` (same workload, same initial state); with
+    ``frontier`` sweep each policy's knob; with ``bound`` compute it at each of
+    ``slo_targets`` (cached in ``bound_cache``)."""
     started = time.perf_counter()
+    if params.initial_replicas is None:
+        params = replace(params, initial_replicas=initial_replicas_for(workload, params))
     plan = oracle_plan(
         workload.work,
         params.capacity_rps,
@@ -124,26 +201,41 @@ def run_policies(
         params.min_replicas,
         params.max_replicas,
     )
-    initial = params.initial_replicas if params.initial_replicas is not None else plan.initial
-    initial = min(params.max_replicas, max(params.min_replicas, initial))
-    total_ticks = workload.n_ticks * len(names)
+    jobs = plan_jobs(names, frontier)
+    scored = scored_workload(workload, params)
+    bounds: dict[float, BoundResult] = {}
+    pending_bounds: list[float] = []
+    keys: dict[float, str] = {}
+    if bound is not None:
+        cache = bound_cache or BoundCache(None)
+        for level in slo_targets:
+            keys[level] = cache.key(scored, params, level, bound_name)
+            hit = cache.get(keys[level])
+            if hit is None:
+                pending_bounds.append(level)
+            else:
+                bounds[level] = hit
+    tasks: list[tuple[str, Any]] = [("bound", tuple(pending_bounds))] if pending_bounds else []
+    tasks += [("job", job) for job in jobs]
+    total_ticks = workload.n_ticks * len(jobs)
     if show_progress is None:
         show_progress = total_ticks >= PROGRESS_MIN_TICKS
     if workers is None:
-        workers = min(len(names), os.cpu_count() or 1)
-    if total_ticks < 200_000:
+        workers = min(len(tasks), os.cpu_count() or 1)
+    if total_ticks < 200_000 and not pending_bounds:
         workers = 1
     _SHARED.clear()
     _SHARED.update(
         params=params,
         plan=plan,
-        initial=initial,
         tuning=tuning or TritonscaleTuning(),
         ratio_path=ratio_path,
         workload=workload,
+        scored=scored,
         model=model,
+        bound=bound,
     )
-    results: dict[str, PolicyResult] = {}
+    outcomes: list[tuple[str, Any, Any]] = []
     bar = None
     if show_progress:
         from tqdm import tqdm
@@ -158,23 +250,16 @@ def run_policies(
         )
     try:
         if workers <= 1:
-            for name in names:
-                controller = make_controller(
-                    name,
-                    params,
-                    plan=plan,
-                    initial_ready=initial,
-                    tuning=_SHARED["tuning"],
-                    ratio_path=ratio_path,
-                )
-                callback = None if bar is None else _bar_callback(bar)
-                results[name] = simulate(workload, params, controller, model, initial, callback)
+            for task in tasks:
+                outcomes.append(_task(task))
+                if bar is not None and task[0] == "job":
+                    bar.update(workload.n_ticks)
         else:
             ctx = mp.get_context("fork")
             counter = ctx.Value("q", 0)
             _SHARED["counter"] = counter
             with ctx.Pool(workers) as pool:
-                pending = pool.map_async(_run_one, list(names), chunksize=1)
+                pending = pool.map_async(_task, tasks, chunksize=1)
                 seen = 0
                 while not pending.ready():
                     pending.wait(0.25)
@@ -182,35 +267,70 @@ def run_policies(
                         now = counter.value
                         bar.update(now - seen)
                         seen = now
-                for name, result in zip(names, pending.get(), strict=True):
-                    results[name] = result
+                outcomes = pending.get()
     finally:
         if bar is not None:
             bar.close()
         _SHARED.clear()
-    return RunOutput(model, workload, plan, results, time.perf_counter() - started)
+    results: dict[str, PolicyResult] = {}
+    sweeps: dict[str, list[tuple[float, PolicyResult]]] = {}
+    for kind, payload, value in outcomes:
+        if kind == "bound":
+            for level, result in value.items():
+                bounds[level] = result
+                if bound_cache is not None:
+                    bound_cache.put(keys[level], result)
+            continue
+        name, knob = payload
+        knob_spec = KNOBS.get(name)
+        if knob_spec is None or knob == knob_spec.default:
+            results[name] = value
+        if frontier and knob_spec is not None and knob is not None:
+            sweeps.setdefault(name, []).append((knob, value))
+    ordered = {name: results[name] for name in names if name in results}
+    return RunOutput(
+        model,
+        workload,
+        plan,
+        ordered,
+        time.perf_counter() - started,
+        frontier={name: sorted(runs, key=lambda r: r[0]) for name, runs in sweeps.items()},
+        bounds=dict(sorted(bounds.items())),
+        params=params,
+    )
 
 
-def _bar_callback(bar: Any) -> Callable[[int], None]:
-    def progress(ticks: int) -> None:
-        bar.update(ticks)
-
-    return progress
-
-
-def policy_summary(result: PolicyResult, oracle_replica_seconds: float) -> dict[str, Any]:
-    """The JSON entry of one policy (numbers, NaN as null)."""
-    ratio = result.replica_seconds / oracle_replica_seconds if oracle_replica_seconds > 0 else None
+def policy_summary(result: PolicyResult, name: str) -> dict[str, Any]:
+    """The JSON entry of one policy at its default knob (numbers, NaN as null)."""
+    knob = KNOBS.get(name)
     return {
+        "role": ROLES[name],
+        "knob": None if knob is None else {"name": knob.name, "value": knob.default},
         "requests": result.requests,
         "slo_attainment": _finite(result.slo_attainment),
         "violating_requests": _count(result.violating_requests),
         "p99_queue_seconds": _finite(result.p99_queue_seconds),
         "replica_seconds": round(result.replica_seconds, 3),
-        "oracle_replica_seconds": round(oracle_replica_seconds, 3),
-        "cost_vs_oracle": None if ratio is None else round(ratio, 4),
+        "drain_seconds": round(result.drain_seconds, 3),
         "scale_events": result.scale_events,
     }
+
+
+def frontier_points(output: RunOutput) -> dict[str, list[FrontierPoint]]:
+    """Each policy's frontier, in knob order; a policy without a knob is its one point."""
+    points: dict[str, list[FrontierPoint]] = {}
+    for name, result in output.results.items():
+        runs = output.frontier.get(name)
+        if runs is None:
+            points[name] = [
+                FrontierPoint(None, None, result.slo_attainment, result.replica_seconds)
+            ]
+        else:
+            points[name] = [
+                FrontierPoint(KNOBS[name].name, value, r.slo_attainment, r.replica_seconds)
+                for value, r in runs
+            ]
+    return points
 
 
 def _finite(value: float) -> float | None:
@@ -227,28 +347,60 @@ def summary_json(
     trace: dict[str, Any],
     params: SimParams,
     extra_params: dict[str, Any],
+    slo_targets: Sequence[float] = DEFAULT_SLO_TARGETS,
 ) -> dict[str, Any]:
-    oracle_rs = output.plan.replica_seconds
-    return {
+    """The run as JSON: trace, params, each policy at its default; with a frontier also
+    ``lower_bound``, ``frontier`` and ``cost_at_attainment``."""
+    summary: dict[str, Any] = {
         "trace": {
             **trace,
             "requests": output.workload.n_requests,
             "duration_seconds": output.workload.duration,
             "mean_rate_rps": round(output.workload.n_requests / output.workload.duration, 6),
         },
-        "params": {**asdict(params), **extra_params, "model": output.model},
-        "policies": {
-            name: policy_summary(result, oracle_rs) for name, result in output.results.items()
+        "params": {
+            **asdict(output.params or params),
+            **extra_params,
+            "model": output.model,
+            "oracle_replica_seconds": round(output.plan.replica_seconds, 3),
         },
+        "policies": {name: policy_summary(r, name) for name, r in output.results.items()},
     }
+    if output.bounds:
+        summary["params"]["lower_bound_solver"] = {
+            attainment_key(level): {
+                "block_seconds": b.block_seconds,
+                "status": b.status,
+                "solve_seconds": round(b.solve_seconds, 3),
+            }
+            for level, b in output.bounds.items()
+        }
+        summary["lower_bound"] = {
+            attainment_key(level): bound_json(b.replica_seconds)
+            for level, b in output.bounds.items()
+        }
+    if output.frontier:
+        points = frontier_points(output)
+        summary["frontier"] = {name: [p.as_json() for p in runs] for name, runs in points.items()}
+        summary["cost_at_attainment"] = {}
+        for name, runs in points.items():
+            entry: dict[str, float | None] = {}
+            for level in slo_targets:
+                cost = cost_at_attainment(runs, level)
+                entry[attainment_key(level)] = None if cost is None else round(cost, 3)
+            summary["cost_at_attainment"][name] = entry
+    return summary
 
 
 __all__ = [
+    "DEFAULT_SLO_TARGETS",
     "POLICY_NAMES",
     "REQUEST_MODEL_LIMIT",
     "RunOutput",
     "build_workload",
     "choose_model",
+    "frontier_points",
+    "plan_jobs",
     "policy_summary",
     "run_policies",
     "summary_json",

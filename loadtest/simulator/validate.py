@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from loadtest.simulator.controllers import POLICY_NAMES
-from loadtest.simulator.engine import SimParams
+from loadtest.simulator.engine import BALANCERS, DEFAULT_BALANCER, SimParams
 from loadtest.simulator.run import build_workload, run_policies
 from loadtest.simulator.traces import crop, load_trace
 
@@ -85,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cold-start", type=float, default=60.0)
     parser.add_argument("--max-replicas", type=int, default=200)
     parser.add_argument("--window", metavar="START:END", help="crop every trace (seconds)")
+    parser.add_argument("--balancer", default=DEFAULT_BALANCER, choices=BALANCERS)
     args = parser.parse_args(argv)
     shown = " ".join(sys.argv[1:] if argv is None else argv)
     print(f"$ python -m loadtest.simulator.validate {shown}")
@@ -103,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             slo_seconds=args.slo,
             cold_start_seconds=args.cold_start,
             max_replicas=args.max_replicas,
+            balancer=args.balancer,
         )
         window = None
         if args.window:

@@ -116,9 +116,17 @@ async def test_a_served_series_with_its_targets_and_forecast(
     assert forecast["horizon_seconds"] == 1.5  # cold start 0.5 + sync 1, whole steps
     assert forecast["forecaster"]["name"] == "holt"
     assert set(forecast["forecaster"]["state"]) >= {"level", "trend", "alpha"}
-    assert forecast["headroom"]["method"] == "quantile"
-    assert forecast["headroom"]["target"] == {"quantile": 0.98}
-    assert forecast["upper"] == series["value"]  # the served forecast is the planned upper
+    headroom = forecast["headroom"]
+    assert headroom["method"] == "attainment"
+    assert headroom["target"] == {"slo_attainment": 0.995}  # the stated default
+    details = headroom["details"]
+    assert details["violation_budget"] == pytest.approx(0.005)
+    assert 0 < details["budget_now"] < 1  # what the feedback lets the last plan spend
+    assert 0 < details["utilisation"] <= 1 and details["utilisation"] == forecast["utilisation"]
+    assert headroom["margin"] == pytest.approx(forecast["margin"])  # the last plan's margin
+    # the served forecast is the rate the plan is sized for: upper over the planned utilisation
+    assert forecast["planned"] == series["value"]
+    assert forecast["planned"] == pytest.approx(forecast["upper"] / forecast["utilisation"])
     assert forecast["upper"] >= forecast["point"]
     assert forecast["inputs"]["replicas"] == 1
     # the same value the API serves at the same moment (nothing changes between: it is held)
@@ -133,8 +141,10 @@ async def test_a_served_series_with_its_targets_and_forecast(
         "The API serves 1 series now",
         f"target {prod.url} (triton): ok",
         "forecast: holt, one step every 0.5s, horizon 1.5s",
-        "headroom (quantile, quantile=0.98)",
+        "headroom (attainment, slo_attainment=0.995)",
+        "violation_budget=0.005, budget_now=",
         "planned for (triton_arrival_rate_forecast)",
+        "= upper / planned utilisation",
         "desired replicas",
     ):
         assert expected in text, f"{expected!r} not in:\n{text}"

@@ -25,7 +25,7 @@ SETTING_NAMES = [
     "max_response_bytes", "signals", "rate_window_seconds", "max_age_seconds", "targets", "url",
     "kind", "labels", "scrape_interval_seconds", "predictive", "defaults", "series", "match",
     "step_seconds", "cold_start_seconds", "capacity_rps", "min_replicas", "max_replicas",
-    "quantile", "forecaster", "auth", "mode", "always_allow_paths", "discovery", "kubernetes",
+    "slo_attainment", "forecaster", "auth", "mode", "always_allow_paths", "discovery", "kubernetes",
     "namespaces", "label_selector", "port", "copy_labels", "log", "level", "format",
 ]  # fmt: skip
 

@@ -161,7 +161,9 @@ def test_policy_steps_on_the_mean_of_fresh_rates_only() -> None:
     raw = {"triton_arrival_rate": [point(50.0, T0 + 15)], "triton_queue_depth": [point(0, T0 + 15)]}
     out = stage.step(15.0, raw, {group: 1})
     (forecast,) = out[ARRIVAL_FORECAST]
-    assert forecast.value == pytest.approx((10 + 30 + 50) / 3)  # fresh readings, each once
+    # fresh readings, each once; before any forecast error is known the plan adds the
+    # headroom's prior margin (50 % of the rate) to the point forecast
+    assert forecast.value == pytest.approx(1.5 * (10 + 30 + 50) / 3)
     assert forecast.timestamp == T0 + 15
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from policies.headroom import QuantileHeadroom
+from policies.headroom import AttainmentHeadroom, BudgetFeedback, QuantileHeadroom
 
 SEED = 7
 
@@ -118,3 +118,121 @@ def test_observe_takes_matched_pairs() -> None:
 def test_bad_settings_name_the_field(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         QuantileHeadroom(**kwargs)  # type: ignore[arg-type]
+
+
+def _hard_capacity(utilisation: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Every request of a step is late when the step's load exceeds the planned capacity."""
+    return (np.asarray(utilisation) > 1.0).astype(np.float64)
+
+
+def _realised_share(
+    target: float, noise: npt.NDArray[np.float64], violation: object, utilisation: float = 1.0
+) -> float:
+    """Online: plan each step with the margin learnt before it (searched again every 10 steps,
+    as the policy does every 20); the request-weighted share of late requests."""
+    headroom = AttainmentHeadroom(target, horizon_steps=1, window=512, prior_steps=0)
+    late = total = margin = 0.0
+    for i, extra in enumerate(noise):
+        actual = max(0.0, 100.0 + float(extra))
+        if i >= 600:  # score once the window is full
+            if i % 10 == 0:
+                margin = headroom.margin(100.0, utilisation, violation)  # type: ignore[arg-type]
+            planned = (100.0 + margin) / utilisation
+            late += actual * float(violation(np.array([actual / planned]))[0])  # type: ignore[operator]
+            total += actual
+        headroom.step(100.0, actual)
+    return late / total
+
+
+@pytest.mark.parametrize(
+    ("target", "noise"),
+    [(0.99, "normal"), (0.995, "normal"), (0.99, "exponential"), (0.98, "bursts")],
+)
+def test_attainment_headroom_reaches_its_target_on_requests(target: float, noise: str) -> None:
+    rng = np.random.default_rng(SEED)
+    size = 40_000
+    draws = {
+        "normal": rng.normal(0.0, 10.0, size),
+        "exponential": rng.exponential(10.0, size) - 10.0,
+        # rare large onsets on a calm series: where the late requests are
+        "bursts": rng.normal(0.0, 2.0, size)
+        + (rng.random(size) < 0.05) * rng.exponential(80.0, size),
+    }[noise]
+    share = _realised_share(target, draws, _hard_capacity)
+    budget = 1.0 - target
+    assert share <= 1.25 * budget  # meets the target (sampling noise aside)...
+    assert share >= 0.5 * budget  # ...without planning far more than it needs
+
+
+def test_attainment_headroom_weighs_requests_not_steps() -> None:
+    # Same share of under-forecast steps, but in one series the misses come at high load:
+    # those steps hold more requests, so the margin must be larger there.
+    rng = np.random.default_rng(SEED)
+    calm, busy = (
+        AttainmentHeadroom(0.99, 1, prior_steps=0),
+        AttainmentHeadroom(0.99, 1, prior_steps=0),
+    )
+    for _ in range(500):
+        miss = rng.random() < 0.02
+        calm.observe(100.0, 20.0 if miss else 100.0 + rng.normal(0.0, 1.0))
+        busy.observe(100.0, 300.0 if miss else 100.0 + rng.normal(0.0, 1.0))
+    assert busy.margin(100.0, 1.0, _hard_capacity) > 150.0
+    assert calm.margin(100.0, 1.0, _hard_capacity) < 5.0
+
+
+def test_attainment_headroom_has_a_prior_before_its_first_errors() -> None:
+    headroom = AttainmentHeadroom(0.995, horizon_steps=4, prior_margin=0.5, prior_steps=40)
+    assert headroom.margin(200.0, 1.0, _hard_capacity) == pytest.approx(100.0)  # no errors yet
+    for _ in range(4 + 20):  # 20 matched pairs of perfect forecasts: the prior has half faded
+        headroom.step(200.0, 200.0)
+    assert headroom.samples == 20
+    assert headroom.margin(200.0, 1.0, _hard_capacity) == pytest.approx(50.0)
+    for _ in range(40):
+        headroom.step(200.0, 200.0)
+    assert headroom.margin(200.0, 1.0, _hard_capacity) == 0.0
+
+
+def test_attainment_headroom_counts_the_queueing_of_a_fuller_plan() -> None:
+    # With a smooth queueing law (late share grows with utilisation) a perfect forecast still
+    # needs no margin when the planned utilisation is within budget, and one when it is not.
+    def queueing(rho: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        rho = np.asarray(rho)
+        return np.where(rho >= 1.0, 1.0, np.clip(rho, 0, 1) * np.exp(-20.0 * (1.0 - rho)))
+
+    headroom = AttainmentHeadroom(0.995, 1, prior_steps=0)
+    for _ in range(100):
+        headroom.observe(100.0, 100.0)
+    assert headroom.margin(100.0, 0.6, queueing) == 0.0  # 0.6 e^-8 = 0.0002 <= 0.005
+    fuller = headroom.margin(100.0, 0.9, queueing)  # 0.9 e^-2 = 0.12: needs capacity
+    assert fuller > 0.0
+    assert headroom.estimated_violation(fuller, 0.9, queueing) == pytest.approx(0.005, rel=0.05)
+
+
+@pytest.mark.parametrize("model_bias", [0.4, 1.0, 2.5])
+def test_budget_feedback_brings_the_late_share_to_the_target(model_bias: float) -> None:
+    # The plan spends the budget it is given, but what runs is late model_bias times as often
+    # as the model said (model_bias < 1: the model is pessimistic). The feedback learns the
+    # bias: the late share averages to the target, not to target x bias.
+    rng = np.random.default_rng(SEED)
+    feedback = BudgetFeedback(0.005)
+    late_total = rate_total = 0.0
+    for step in range(20_000):
+        rate = 100.0 * (1.0 + 0.3 * math.sin(step / 50.0))
+        expected = model_bias * feedback.budget
+        late = float(rng.random() < 20 * expected) / 20  # lumpy: whole steps late, rarely
+        feedback.observe(late, rate)
+        if step >= 5_000:
+            late_total += late * rate
+            rate_total += rate
+    assert late_total / rate_total == pytest.approx(0.005, rel=0.25)
+    assert feedback.budget == pytest.approx(0.005 / model_bias, rel=0.6)
+
+
+def test_budget_feedback_takes_the_budget_back_after_an_onset() -> None:
+    feedback = BudgetFeedback(0.005)
+    for _ in range(300):
+        feedback.observe(0.0, 100.0)  # calm: the plan may spend more
+    calm = feedback.budget
+    assert calm > 0.005
+    feedback.observe(0.5, 200.0)  # an onset: half of a busy step's requests were late
+    assert feedback.budget < 0.3 * calm

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from policies.forecast import FORECASTER_NAMES, make_forecaster
-from policies.headroom import RECENT_ERRORS, QuantileHeadroom
+from policies.headroom import RECENT_ERRORS, AttainmentHeadroom, QuantileHeadroom
 from policies.predictive import PredictiveSettings, build_predictive_policy
 
 
@@ -65,4 +67,38 @@ def test_policy_state_counts_steps_and_reports_panic() -> None:
     assert state.steps == 2 and state.forecaster == "holt" and state.forecaster_ready
     assert state.panic and state.horizon_steps == policy.horizon_steps
     assert dict(state.forecaster_state)["level"] > 5.0
-    assert state.headroom.method == "quantile" and state.use_headroom
+    assert state.headroom.method == "attainment" and state.use_headroom
+    assert dict(state.headroom.target) == {"slo_attainment": 0.995}
+
+
+def test_attainment_headroom_state_shows_what_it_aims_for() -> None:
+    """The stated attainment, the budget the last plan was given and that plan's margin;
+    unknown (NaN), not 0, before the first plan."""
+    headroom = AttainmentHeadroom(0.99, horizon_steps=2, window=64, prior_steps=10)
+    state = headroom.state()
+    assert (state.method, state.target, state.ready, state.samples, state.min_samples) == (
+        "attainment",
+        (("slo_attainment", 0.99),),
+        False,
+        0,
+        5,
+    )
+    details = dict(state.details)
+    assert math.isnan(state.margin) and math.isnan(details["budget_now"])
+    assert math.isnan(details["utilisation"])
+    assert details["violation_budget"] == pytest.approx(0.01)
+    assert details["prior_margin_share"] == 0.5 and state.recent_errors == ()
+
+    def violation(rho: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.where(rho >= 1.0, 1.0, 0.0)
+
+    for i in range(30):
+        headroom.step(10.0, 10.0 + (i % 3))  # the actual beats the point by 0..2
+        plan = headroom.plan(10.0 + (i % 3), 10.0, 0.9, violation, budget=0.02)
+    state = headroom.state()
+    details = dict(state.details)
+    assert state.ready and state.samples == 28  # the first pair arrives a horizon in
+    assert state.margin == plan.margin > 0 and details["utilisation"] == plan.utilisation
+    assert details["budget_now"] == 0.02 and details["prior_margin_share"] == 0.0
+    assert state.recent_errors[-1] == pytest.approx((10.0 + 29 % 3) - 10.0)  # newest last
+    assert headroom.state() == state  # reading is pure

@@ -320,7 +320,7 @@ async def test_a_warm_start_reproduces_the_live_forecast(
             "step_seconds": 2,
             "cold_start_seconds": 4,
             "hpa_sync_period_seconds": 2,
-            "quantile": 0.9,
+            "slo_attainment": 0.9,
         },
         "warm_steps": 10,  # readiness' notion of warm: 20 s of 2 s steps with a known rate
     }

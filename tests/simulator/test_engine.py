@@ -24,8 +24,14 @@ class Schedule:
         return self.replicas.get(k)
 
 
-def _params(**kw: float) -> SimParams:
-    base: dict[str, float] = {"capacity_rps": 1.0, "slo_seconds": 2.0, "cold_start_seconds": 10.0}
+def _params(**kw: float | str) -> SimParams:
+    """Shared FIFO unless told: these cases pin the queue accounting, not the balancer."""
+    base: dict[str, float | str] = {
+        "capacity_rps": 1.0,
+        "slo_seconds": 2.0,
+        "cold_start_seconds": 10.0,
+        "balancer": "shared",
+    }
     base.update(kw)
     return SimParams(**base)  # type: ignore[arg-type]
 

@@ -94,6 +94,12 @@ async def test_a_user_sees_only_namespaces_whose_metrics_they_may_read(
     assert response.status == 200 and [s["labels"]["namespace"] for s in body["series"]] == ["prod"]
     assert body["series"][0]["latest"]["arrival"] == 4.0
     assert body["series"][0]["latest"]["upper"] is None  # unknown is null, never 0
+    assert body["series"][0]["aim"] == {
+        "slo_attainment": None,  # no policy state for this series: unknown, never 0
+        "budget": None,
+        "margin": None,
+        "utilisation": None,
+    }
 
     response = await http.get("/ui/api/v1/namespaces/staging/series", headers=AS_ALICE)
     assert response.status == 403

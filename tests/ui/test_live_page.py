@@ -64,6 +64,8 @@ PAGE_VALUES = """
       (s) => [s.dataset.field, s.dataset.value === '' ? null : Number(s.dataset.value)])),
     texts: Object.fromEntries([...card.querySelectorAll('.stat')].map(
       (s) => [s.dataset.field, s.querySelector('.value').textContent])),
+    aim: Object.fromEntries([...card.querySelectorAll('.aim-part')].map(
+      (s) => [s.dataset.field, s.dataset.value === '' ? null : Number(s.dataset.value)])),
     paths: Object.fromEntries([...card.querySelectorAll('path')].map(
       (p) => [p.getAttribute('class'), p.getAttribute('d').length])),
   }));
@@ -145,6 +147,9 @@ async def test_the_live_page_shows_what_the_api_serves(
             assert [c["labels"] for c in cards] == [
                 {"namespace": "prod", "deployment": "llm", "model": "resnet"}
             ]
+            aim = cards[0]["aim"]
+            assert aim["slo_attainment"] == 0.995  # what the policy aims for, shown
+            assert 0 < aim["budget"] < 1 and aim["margin"] >= 0 and 0 < aim["utilisation"] <= 1
             paths = cards[0]["paths"]
             for drawn in ("actual", "band", "point", "desired", "replicas"):
                 assert paths[drawn] > 20, f"nothing drawn for {drawn}: {paths}"

@@ -115,9 +115,15 @@ def test_the_forecast_point_horizon_and_replicas_come_from_the_stage() -> None:
     (rows,) = recorder.rows("prod").series
     assert rows.horizon_seconds == view.horizon_seconds == 3.0
     assert rows.latest["point"] == pytest.approx(view.point)
-    assert rows.latest["upper"] == view.upper
+    assert rows.latest["upper"] == view.planned  # the served forecast: the planned rate
     assert rows.latest["desired"] == view.decision.desired_replicas  # type: ignore[union-attr]
     assert rows.latest["replicas"] == 2.0
+    # what the policy aims for: the stated attainment, its last plan's budget and margin
+    headroom = view.policy.headroom
+    assert rows.aim["slo_attainment"] == 0.995  # the default
+    assert rows.aim["margin"] == headroom.margin == pytest.approx(view.upper - view.point)
+    assert rows.aim["budget"] == dict(headroom.details)["budget_now"]
+    assert 0 < rows.aim["budget"] < 1 and 0 < rows.aim["utilisation"] <= 1
 
 
 def test_bad_limits_are_refused() -> None:

@@ -9,7 +9,7 @@
   const FIELDS = ["arrival", "queue_depth", "point", "upper", "desired", "replicas"];
   const STATS = [
     ["arrival", "arrival rate", "req/s"],
-    ["upper", "forecast (upper)", "req/s"],
+    ["upper", "forecast (planned for)", "req/s"],
     ["point", "forecast (point)", "req/s"],
     ["desired", "desired replicas", ""],
     ["replicas", "pods scraped", ""],
@@ -115,6 +115,7 @@
         for (const field of ["t", ...FIELDS]) series[field] = series[field].concat(incoming[field]);
         if (incoming.t.length) series.latest = incoming.latest;
         series.horizon_seconds = incoming.horizon_seconds;
+        series.aim = incoming.aim;
       }
       const cutoff = body.recorded_at - state.window;
       let first = 0;
@@ -250,6 +251,28 @@
       .join(", ");
   }
 
+  // What the policy aims for at its last step: the stated attainment, the violation budget
+  // its last plan spent, that plan's margin over the point forecast and its utilisation.
+  function aim(values) {
+    const node = el("p", { class: "aim" });
+    const pct = (v, digits) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(digits)} %`);
+    const parts = [
+      ["slo_attainment", "aims at", (v) => `${pct(v, 1)} of requests within the SLO`],
+      ["budget", "violation budget now", (v) => pct(v, 2)],
+      ["margin", "margin", (v) => (v === null || v === undefined ? "–" : `${fmt(v)} req/s`)],
+      ["utilisation", "planned utilisation", (v) => pct(v, 0)],
+    ];
+    for (const [field, name, text] of parts) {
+      const value = values[field];
+      const part = el("span", { class: "aim-part", "data-field": field,
+                                "data-value": value === null || value === undefined ? "" : String(value) });
+      part.append(el("span", { class: "name" }, name), document.createTextNode(" "),
+                  el("span", { class: "value" }, text(value)));
+      node.append(part);
+    }
+    return node;
+  }
+
   function card(series, now) {
     const node = el("article", { class: "card", "data-key": series.key,
                                  "data-labels": JSON.stringify(series.labels) });
@@ -270,10 +293,11 @@
                 el("span", { class: "value" }, horizon === null ? "–" : `${fmt(horizon)} s`));
     stats.append(stat);
     node.append(stats);
+    node.append(aim(series.aim || {}));
     node.append(chart(series, now, "rates"));
     node.append(legend([["var(--actual)", "arrival rate"],
                         ["var(--point)", "forecast point, at the time it forecasts"],
-                        ["var(--band)", "up to the calibrated upper bound"]]));
+                        ["var(--band)", "up to the rate the plan is sized for"]]));
     node.append(chart(series, now, "replicas"));
     node.append(legend([["var(--desired)", "desired replicas"],
                         ["var(--replicas)", "pods scraped"]]));
