@@ -16,11 +16,19 @@ import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from adapter.config_yaml import read_yaml
 from adapter.kube.reviews import (
@@ -323,6 +331,17 @@ class SignalsConfig(_Strict):
         return self
 
 
+def _label_keys_checked(labels: dict[str, str]) -> dict[str, str]:
+    for key in labels:
+        _check_label_key(key)
+    return labels
+
+
+PodLabels = Annotated[dict[str, str], AfterValidator(_label_keys_checked)]
+"""Kubernetes labels of a pod (or of every pod of a group), each key checked as the API server
+checks label keys."""
+
+
 class TargetConfig(_Strict):
     """A static target: one Triton (or dcgm-exporter) /metrics endpoint."""
 
@@ -339,7 +358,7 @@ class TargetConfig(_Strict):
     pod: str | None = Field(
         None, description="the pod this target scrapes (custom metrics: per-pod values)"
     )
-    pod_labels: dict[str, str] = Field(
+    pod_labels: PodLabels = Field(
         default_factory=dict, description="that pod's labels (labelSelector over pods)"
     )
 
@@ -352,13 +371,6 @@ class TargetConfig(_Strict):
                 "and '.', at most 253 characters)"
             )
         return name
-
-    @field_validator("pod_labels")
-    @classmethod
-    def _pod_label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
-        for key in labels:
-            _check_label_key(key)
-        return labels
 
     @model_validator(mode="after")
     def _pod_labels_need_pod(self) -> TargetConfig:
@@ -887,7 +899,7 @@ class PrometheusGroupConfig(_Strict):
         description="PromQL label matchers of the group's Triton targets, target labels only, "
         'e.g. namespace="prod",pod=~"triton-llm-.+"'
     )
-    pod_labels: dict[str, str] = Field(
+    pod_labels: PodLabels = Field(
         default_factory=dict,
         description="Kubernetes labels every pod of the group has (custom metrics' "
         "labelSelector: the Deployment's selector)",
@@ -924,13 +936,6 @@ class PrometheusGroupConfig(_Strict):
                     "the metric names and models are the adapter's to choose"
                 )
         return text
-
-    @field_validator("pod_labels")
-    @classmethod
-    def _pod_label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
-        for key in labels:
-            _check_label_key(key)
-        return labels
 
     def group_labels(self) -> dict[str, str]:
         return {"namespace": "default", **self.labels}
