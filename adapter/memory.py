@@ -16,7 +16,7 @@ import functools
 import gc
 import logging
 
-__all__ = ["keep_large_buffers_out_of_the_heap", "return_free_memory"]
+__all__ = ["freeze_startup_objects", "keep_large_buffers_out_of_the_heap", "return_free_memory"]
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +59,21 @@ def return_free_memory() -> bool:
     if libc is None:
         return False
     return bool(libc.malloc_trim(0))
+
+
+def freeze_startup_objects() -> int:
+    """Take every object alive now out of the cyclic collector's full collections; returns
+    how many.
+
+    Once the service has started, the modules, classes, config and app it holds (about
+    100,000 tracked objects) live as long as the process. A full (generation 2) collection
+    walks every tracked object: with a 10,000-series snapshot that was a 70 ms pause, which
+    every request in flight waited for (API p99 100+ ms at 2,000 req/s). After one collection
+    (so no garbage is frozen with them), ``gc.freeze()`` moves them to the permanent
+    generation, as CPython's documentation advises for long-lived processes; the pauses then
+    walk only what was made since (8-10 ms with the same snapshot). Snapshots published later
+    are freed by reference counting as before.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

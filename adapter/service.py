@@ -65,7 +65,7 @@ from adapter.kube.reviews import (
     request_header_config_from_file,
     request_header_config_from_pem,
 )
-from adapter.memory import keep_large_buffers_out_of_the_heap
+from adapter.memory import freeze_startup_objects, keep_large_buffers_out_of_the_heap
 from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage, WarmReadiness
@@ -657,5 +657,7 @@ async def serve_forever(config: Config) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with running_service(config):
+        frozen = freeze_startup_objects()  # short full collections: no API pauses of 70 ms
+        log.debug("startup objects frozen", extra={"objects": frozen})
         await stop.wait()
         log.info("shutting down")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import Any
@@ -14,7 +15,12 @@ __all__ = ["json_response", "rfc3339_seconds"]
 
 def rfc3339_seconds(unix_seconds: float) -> str:
     """``metav1.Time`` JSON: UTC, whole seconds (truncated, as Go's RFC3339 layout), ``Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(unix_seconds // 1)))
+    return _rfc3339(int(unix_seconds // 1))
+
+
+@functools.lru_cache(maxsize=1024)  # the seconds of the series served now: a few hundred
+def _rfc3339(whole_seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(whole_seconds))
 
 
 def json_response(body: Any, *, headers: dict[str, str] | None = None) -> web.Response:

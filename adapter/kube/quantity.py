@@ -10,6 +10,7 @@ canonical form "no fractional digits, largest suffix" (``1.5`` -> ``"1500m"``,
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from decimal import ROUND_UP, Context, Decimal, InvalidOperation, localcontext
@@ -48,6 +49,15 @@ def format_quantity(value: float) -> str:
     """
     if math.isnan(value) or math.isinf(value):
         raise QuantityError(f"{value!r} cannot be served as a Quantity")
+    return _format_finite(float(value))
+
+
+FORMATTED_VALUES_CACHED = 65536
+"""Values whose Quantity string is kept: between publishes every HPA asks for the same few."""
+
+
+@functools.lru_cache(maxsize=FORMATTED_VALUES_CACHED)
+def _format_finite(value: float) -> str:
     with localcontext(_CONTEXT):
         amount = Decimal(repr(float(value)))
         if amount.is_zero():

@@ -12,6 +12,7 @@ Errors are :class:`SelectorError` and name the character offset and what was exp
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -422,10 +423,12 @@ class Selector:
 
     @classmethod
     def parse(cls, text: str) -> Selector:
-        """Parse ``text`` with the Kubernetes grammar; raise :class:`SelectorError` if invalid."""
-        requirements = _Parser(text).parse()
-        requirements.sort(key=lambda r: r.key)
-        return cls(tuple(requirements), text)
+        """Parse ``text`` with the Kubernetes grammar; raise :class:`SelectorError` if invalid.
+
+        An HPA sends the same selector every sync, so parses are kept in a bounded LRU
+        (:data:`PARSED_SELECTORS_CACHED` texts; a selector is immutable). Errors are not kept.
+        """
+        return _parse_cached(text)
 
     @classmethod
     def everything(cls) -> Selector:
@@ -440,6 +443,17 @@ class Selector:
     def __str__(self) -> str:
         """The canonical form Kubernetes would send (sorted by key, comma-joined)."""
         return ",".join(str(r) for r in self.requirements)
+
+
+PARSED_SELECTORS_CACHED = 4096
+"""Distinct selector texts whose parse is kept: a fleet's HPAs send a few per Deployment."""
+
+
+@functools.lru_cache(maxsize=PARSED_SELECTORS_CACHED)
+def _parse_cached(text: str) -> Selector:
+    requirements = _Parser(text).parse()
+    requirements.sort(key=lambda r: r.key)
+    return Selector(tuple(requirements), text)
 
 
 _EXPRESSION_OPERATORS = {

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -35,9 +36,11 @@ from types import MappingProxyType
 from typing import Any, cast
 
 import aiohttp
+from aiohttp import web
 
 from adapter.api.server import create_app
 from adapter.api.tls import bound_port, generate_self_signed, make_server_ssl_context, start_server
+from adapter.memory import freeze_startup_objects
 from adapter.provider import SnapshotProvider
 from adapter.snapshot import MetricInfo, SeriesPoint, Snapshot
 
@@ -195,6 +198,21 @@ class Served:
         return cast(Snapshot, self.snapshot)
 
 
+async def start_hello_world(context: ssl.SSLContext) -> web.AppRunner:
+    """The floor: a bare aiohttp app answering ``ok`` over the same TLS context, no guard,
+    no middleware, no access log. What aiohttp + TLS + the Python client cost by themselves."""
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    return runner
+
+
 def pin(cpu: int | None) -> None:
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
@@ -202,6 +220,7 @@ def pin(cpu: int | None) -> None:
 
 async def bench(args: argparse.Namespace) -> None:
     pin(args.server_cpu)
+    freeze_startup_objects()  # as `serve` does once started, before its first snapshot
     now = time.time()
     sizes: list[int] = args.series
     shapes = {size: Shape.of(size) for size in sizes}
@@ -218,6 +237,7 @@ async def bench(args: argparse.Namespace) -> None:
         os.chmod(key_file, 0o600)
         context = make_server_ssl_context(str(cert_file), str(key_file), hostnames=[])
         runner = await start_server(create_app(provider), "127.0.0.1:0", context)
+        hello = await start_hello_world(context)
         try:
             base = {
                 "base_url": f"https://127.0.0.1:{bound_port(runner)}",
@@ -227,11 +247,21 @@ async def bench(args: argparse.Namespace) -> None:
                 "cpu": args.client_cpu,
             }
 
-            async def measure(name: str, rate: float, paths: list[str]) -> Summary:
-                summary = Summary.of(name, await run_client({**base, "rate": rate, "paths": paths}))
+            async def measure(
+                name: str, rate: float, paths: list[str], **overrides: Any
+            ) -> Summary:
+                config = {**base, "rate": rate, "paths": paths, **overrides}
+                summary = Summary.of(name, await run_client(config))
                 print(summary.row(), file=sys.stderr, flush=True)
                 return summary
 
+            bare = await measure(
+                "bare aiohttp TLS hello world (reference)",
+                args.rate,
+                ["/"],
+                base_url=f"https://127.0.0.1:{hello.addresses[0][1]}",
+            )
+            rows.append(bare.row())
             healthz = await measure("/healthz (baseline)", args.rate, ["/healthz"])
             rows.append(healthz.row())
             for size in sizes:
@@ -253,6 +283,7 @@ async def bench(args: argparse.Namespace) -> None:
                     break
                 sustained = summary
         finally:
+            await hello.cleanup()
             await runner.cleanup()
     command = " ".join(["python -m loadtest.bench.api", *sys.argv[1:]])
     print("### External metrics API latency (`loadtest/bench/api.py`)\n")
@@ -286,8 +317,16 @@ async def bench(args: argparse.Namespace) -> None:
 
 
 async def drive(config: dict[str, Any]) -> dict[str, Any]:
-    """Open-loop load: request ``i`` is sent at ``t0 + i/rate`` regardless of the others."""
+    """Open-loop load: request ``i`` is sent at ``t0 + i/rate`` regardless of the others.
+
+    The client is the measuring instrument, so it must not pause on its own: its cyclic
+    garbage collector is off for the run (a full collection over 20,000 finished requests
+    took 50+ ms, counted as server latency of every request in flight; the process is
+    short-lived and its memory bounded by the request count), and it waits for the last
+    answers without gathering every task at once (which held the loop as long).
+    """
     pin(config.get("cpu"))
+    gc.disable()
     cafile = config.get("cafile")  # None: do not verify (a server's self-signed certificate)
     context: ssl.SSLContext | bool = ssl.create_default_context(cafile=cafile) if cafile else False
     paths: list[str] = config["paths"]
@@ -324,14 +363,24 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
         # warm-up: TLS handshakes and a few requests, not measured
         await asyncio.gather(*(one(paths[i % len(paths)], None) for i in range(20)))
         start = loop.time() + 0.05
-        tasks = []
+        in_flight: set[asyncio.Task[None]] = set()
+        all_answered = asyncio.Event()
+
+        def answered(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            if not in_flight and len(latencies) == total:
+                all_answered.set()
+
         for i in range(total):
             due = start + i / rate
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(paths[i % len(paths)], due)))
-        await asyncio.gather(*tasks)
+            task = asyncio.create_task(one(paths[i % len(paths)], due))
+            in_flight.add(task)
+            task.add_done_callback(answered)
+        if in_flight:
+            await all_answered.wait()
         elapsed = loop.time() - start
     return {
         "sent": total,

@@ -119,3 +119,16 @@ def test_round_trip_is_canonical_and_within_one_nano() -> None:
             assert (parsed < 0) is (value < 0), (value, text)
         # the HPA's MilliValue (ceil of milli-units) fits int64
         assert abs(math.ceil(parsed * 1000)) <= INT64_MAX, (value, text)
+
+
+@pytest.mark.parametrize("value", [0.1, -0.1, 1.5, 12000.0, 1e-12, -0.0, 9.0e15])
+def test_a_value_formatted_again_reads_the_same(value: float) -> None:
+    first = format_quantity(value)
+    assert format_quantity(value) == first
+    assert format_quantity(value + 1.0) != first  # the cache keys on the value itself
+
+
+def test_non_finite_values_are_refused_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(QuantityError):
+            format_quantity(math.nan)

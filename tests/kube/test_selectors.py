@@ -154,3 +154,16 @@ def test_requirement_structure_of_set_operator() -> None:
     assert requirement.key == "env"
     assert requirement.operator is Operator.NOT_IN
     assert requirement.values == frozenset({"a", "b"})
+
+
+def test_a_selector_sent_again_is_not_parsed_again() -> None:
+    text = "deployment=triton-cache-check,model in (a,b)"
+    first = Selector.parse(text)
+    assert Selector.parse(text) is first  # an HPA sends the same text every sync
+    assert Selector.parse("deployment=triton-cache-check") is not first
+
+
+def test_a_bad_selector_is_an_error_every_time_it_is_sent() -> None:
+    for _ in range(2):  # errors are not cached into a value
+        with pytest.raises(SelectorError):
+            Selector.parse("deployment in (a")
