@@ -8,8 +8,11 @@ slow server cannot slow the load down) with the selectors an HPA sends, and meas
 from each request's due time to the end of its body. The same schedule is first run against
 ``/healthz`` on the same server, so each row's ratio isolates what the metric handler
 (selector parse, index lookup, JSON, quantity formatting) adds over aiohttp + TLS + the Python
-client. ``--baseline`` adds a row at the largest size where the provider scans every series
-of the metric (the code before the snapshot was indexed), measured the same way in the same
+client; before it, a bare aiohttp hello-world app on the same TLS context gives the floor
+(no connection guard, no middleware), and every row reports the server's CPU time per
+request (this process's CPU over the row), which does not depend on queueing.
+``--baseline`` adds a row at the largest size where the provider scans every series of the
+metric (the code before the snapshot was indexed), measured the same way in the same
 run. ``--max-rate`` then raises the rate at the largest size until p99 exceeds 5 ms.
 
 ``--server-cpu``/``--client-cpu`` pin the server (this process) and the client to one core
@@ -159,9 +162,10 @@ class Summary:
     p99_ms: float
     max_ms: float
     achieved_rate: float
+    server_cpu_ms: float  # this process's CPU time per request sent, over the run
 
     @classmethod
-    def of(cls, name: str, result: dict[str, Any]) -> Summary:
+    def of(cls, name: str, result: dict[str, Any], server_cpu_s: float) -> Summary:
         latencies = sorted(result["latencies_s"])
         if len(latencies) < 100:
             raise RuntimeError(f"{name}: only {len(latencies)} requests completed")
@@ -174,6 +178,7 @@ class Summary:
             p99_ms=cuts[98] * 1e3,
             max_ms=latencies[-1] * 1e3,
             achieved_rate=result["sent"] / result["elapsed_s"],
+            server_cpu_ms=server_cpu_s / result["sent"] * 1e3,
         )
 
     def row(self, baseline: Summary | None = None) -> str:
@@ -184,7 +189,8 @@ class Summary:
         )
         return (
             f"| {self.name} | {self.sent} | {self.achieved_rate:.0f} | {self.errors} | "
-            f"{self.p50_ms:.2f} | {self.p99_ms:.2f} | {self.max_ms:.2f} | {ratio} |"
+            f"{self.p50_ms:.2f} | {self.p99_ms:.2f} | {self.max_ms:.2f} | "
+            f"{self.server_cpu_ms:.3f} | {ratio} |"
         )
 
 
@@ -251,7 +257,9 @@ async def bench(args: argparse.Namespace) -> None:
                 name: str, rate: float, paths: list[str], **overrides: Any
             ) -> Summary:
                 config = {**base, "rate": rate, "paths": paths, **overrides}
-                summary = Summary.of(name, await run_client(config))
+                before = time.process_time()
+                result = await run_client(config)
+                summary = Summary.of(name, result, time.process_time() - before)
                 print(summary.row(), file=sys.stderr, flush=True)
                 return summary
 
@@ -296,10 +304,10 @@ async def bench(args: argparse.Namespace) -> None:
         f"{os.cpu_count()} CPUs.\n"
     )
     print(
-        "| endpoint | requests | req/s | errors | p50 ms | p99 ms | max ms | p50 / healthz "
-        "| p99 / healthz |"
+        "| endpoint | requests | req/s | errors | p50 ms | p99 ms | max ms "
+        "| server CPU ms/request | p50 / healthz | p99 / healthz |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         print(row)
     if args.max_rate:
