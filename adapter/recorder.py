@@ -88,8 +88,11 @@ class _Ring:
 
     def __init__(self, capacity: int, labels: Mapping[str, str]) -> None:
         self.labels = dict(labels)
-        self.times = np.zeros(capacity, dtype=np.float64)
-        self.values = np.zeros((capacity, len(COLUMNS)), dtype=np.float32)
+        # np.full writes every slot now: calloc'ed (np.zeros) pages would be committed one by
+        # one as the ring fills, so RSS would climb for a whole window (an hour by default)
+        # and look like a leak; this way the memory a ring holds is held from its first row
+        self.times = np.full(capacity, np.nan, dtype=np.float64)
+        self.values = np.full((capacity, len(COLUMNS)), np.nan, dtype=np.float32)
         self.head = 0  # slot of the next write
         self.count = 0
         self.horizon = math.nan
