@@ -181,6 +181,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             "rss_peak_mib": round(max(v for _, v in samples), 1),
             "rss_slope_mib_per_hour": round(slope_mib_per_hour(steady), 2),
             "rss_samples": len(samples),
+            "rss_mib_by_second": [(round(t, 1), round(v, 2)) for t, v in samples],
             "server_alive": server.process.poll() is None,
         }
     finally:
@@ -198,8 +199,8 @@ def main() -> None:
     if args.duration < 10 or args.rate <= 0 or args.targets < 1:
         parser.error("--duration >= 10, --rate > 0 and --targets >= 1")
     result = asyncio.run(soak(args))
-    print(json.dumps(result))
-    if args.out:
+    print(json.dumps({key: value for key, value in result.items() if key != "rss_mib_by_second"}))
+    if args.out:  # with every RSS sample
         args.out.write_text(json.dumps(result, indent=2))
     sys.exit(0 if result["errors"] == 0 and result["server_alive"] else 1)
 
