@@ -106,6 +106,7 @@ class Pipeline:
         self.pacing = ScrapePacing(scrape.max_concurrent_scrapes)  # shared by every loop
         self._group_cache = GroupSeriesCache()  # series of groups with no new reading
         self._pod_cache = GroupSeriesCache()
+        self._memberships: dict[Target, _Membership] = {}
 
     # -- what the API reads -------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -196,6 +197,7 @@ class Pipeline:
     def untrack(self, target: Target) -> None:
         """Forget ``target``'s readings (it left discovery); its series age out as stale."""
         del self._states[target]
+        self._memberships.pop(target, None)
         self._left_out.discard(target.url)
         if self._on_target_removed is not None:
             self._on_target_removed(target)
@@ -267,6 +269,7 @@ class Pipeline:
             if new is None:
                 continue
             state = self._states.pop(old)
+            self._memberships.pop(old, None)
             state.target = new
             self._states[new] = state
             self._loops[new] = self._loops.pop(old)
@@ -334,14 +337,11 @@ class Pipeline:
                 if newest is not None:
                     exporters.append((newest.wall, newest.gpus))
                 continue
-            container = target.pod.container if target.pod is not None else None
-            member = Member(target.kind, state.history, target.url, target.pod_key, container)
-            groups.setdefault(target.group, []).append(member)
-            if target.pod is not None and target.kind == "triton":
-                pods.setdefault(pod_group(target.group, target.pod.name), []).append(member)
-                pod_labels[(target.namespace, target.pod.name)] = MappingProxyType(
-                    dict(target.pod.labels)
-                )
+            membership = self._membership(target, state)
+            groups.setdefault(target.group, []).append(membership.member)
+            if membership.pod_owner is not None and membership.pod_key is not None:
+                pods.setdefault(membership.pod_owner, []).append(membership.member)
+                pod_labels[membership.pod_key] = membership.pod_labels
         groups = {group: self._in_service(members, now_mono) for group, members in groups.items()}
 
         pod_gpus = attribute(exporters)
@@ -392,6 +392,25 @@ class Pipeline:
             except Exception:  # a reader's bug must not stop publishing
                 log.exception("publish subscriber failed")
         return snapshot
+
+    def _membership(self, target: Target, state: TargetState) -> _Membership:
+        """What ``target`` contributes to its group and pod, built once per target (and again
+        after a relabel hands its state to a new target), not at every publish."""
+        found = self._memberships.get(target)
+        if found is not None and found.member.history is state.history:
+            return found
+        container = target.pod.container if target.pod is not None else None
+        member = Member(target.kind, state.history, target.url, target.pod_key, container)
+        membership = _Membership(member, None, None, MappingProxyType({}))
+        if target.pod is not None and target.kind == "triton":
+            membership = _Membership(
+                member,
+                pod_group(target.group, target.pod.name),
+                (target.namespace, target.pod.name),
+                MappingProxyType(dict(target.pod.labels)),
+            )
+        self._memberships[target] = membership
+        return membership
 
     def _with_carried(
         self,
@@ -470,6 +489,18 @@ class Pipeline:
                 "GPUs shared by several pods",
                 extra={"gpus": {d: [f"{ns}/{pod}" for ns, pod in p] for d, p in shared.items()}},
             )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Membership:
+    """A scraped target's place in the published series: its member (one object for as
+    long as the target is tracked, so an unchanged group compares by identity), and for a
+    Triton pod its per-pod owner labels, ``(namespace, pod)`` and the pod's own labels."""
+
+    member: Member
+    pod_owner: Labels | None
+    pod_key: PodKey | None
+    pod_labels: Mapping[str, str]
 
 
 def _scrape_identity(target: Target) -> tuple[object, ...]:

@@ -46,7 +46,7 @@ def _fingerprint(
 
 def _same(a: tuple[_MemberPrint, ...], b: tuple[_MemberPrint, ...]) -> bool:
     return len(a) == len(b) and all(
-        x[1] is y[1] and x[2] is y[2] and x[0] == y[0] and x[3] == y[3]
+        x[1] is y[1] and x[2] is y[2] and (x[0] is y[0] or x[0] == y[0]) and x[3] == y[3]
         for x, y in zip(a, b, strict=True)
     )
 
@@ -93,8 +93,12 @@ def _compute(
     window_seconds: float,
     pod_gpus: Mapping[PodKey, PodGpus],
 ) -> tuple[Entry, ...]:
-    return tuple(
-        ((metric, tuple(sorted(point.labels.items()))), (owner, point))
-        for metric, series in group_series(owner, members, window_seconds, pod_gpus).items()
-        for point in series
-    )
+    entries: list[Entry] = []
+    sorted_labels: dict[int, Labels] = {}  # by id: every metric of a model shares its labels
+    for metric, series in group_series(owner, members, window_seconds, pod_gpus).items():
+        for point in series:
+            labels = sorted_labels.get(id(point.labels))
+            if labels is None:
+                labels = sorted_labels[id(point.labels)] = tuple(sorted(point.labels.items()))
+            entries.append(((metric, labels), (owner, point)))
+    return tuple(entries)

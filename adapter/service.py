@@ -65,7 +65,11 @@ from adapter.kube.reviews import (
     request_header_config_from_file,
     request_header_config_from_pem,
 )
-from adapter.memory import freeze_startup_objects, keep_large_buffers_out_of_the_heap
+from adapter.memory import (
+    collect_cycles_less_often,
+    freeze_startup_objects,
+    keep_large_buffers_out_of_the_heap,
+)
 from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage, WarmReadiness
@@ -652,6 +656,7 @@ async def _stop(task: asyncio.Task[Any]) -> None:
 
 async def serve_forever(config: Config) -> None:
     keep_large_buffers_out_of_the_heap()  # RSS returns after a burst of TLS connections
+    collect_cycles_less_often()  # no full collection of the heap every second
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
