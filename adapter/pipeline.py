@@ -24,7 +24,7 @@ from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
 from adapter.gpus import GpuSample, PodGpus, attribute, shared_devices
 from adapter.scrape import ScrapeLoop, ScrapeObserver, TargetState
 from adapter.scrape_pacing import ScrapePacing
-from adapter.series_cache import GroupSeriesCache
+from adapter.series_cache import GroupSeriesCache, Served
 from adapter.signals import (
     Labels,
     Member,
@@ -99,8 +99,8 @@ class Pipeline:
         self._publish_failures = 0  # in a row
         self._failing_since: float | None = None  # monotonic time of the first of them
         self._publish_error: str | None = None
-        self._last_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
-        self._last_pod_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
+        self._last_points = _Published()
+        self._last_pod_points = _Published()
         self._left_out: set[str] = set()  # URLs of members left out of their group
         self._stage_failing = False
         self.pacing = ScrapePacing(scrape.max_concurrent_scrapes)  # shared by every loop
@@ -414,14 +414,14 @@ class Pipeline:
 
     def _with_carried(
         self,
-        last: Mapping[SeriesKey, tuple[Labels, SeriesPoint]],
+        last: _Published,
         owners: Mapping[Labels, list[Member]],
         now_wall: float,
         pod_gpus: Mapping[PodKey, PodGpus],
         cache: GroupSeriesCache,
         *,
         keep_vanished: bool = True,
-    ) -> tuple[dict[SeriesKey, tuple[Labels, SeriesPoint]], PointsByMetric]:
+    ) -> tuple[_Published, PointsByMetric]:
         """This pass's series of each owner (a group, or one pod), plus the carried ones.
 
         A series that had data and cannot be recomputed this pass (its targets stopped
@@ -432,33 +432,68 @@ class Pipeline:
         selectors recover. Without ``keep_vanished`` (per-pod series) a series is carried only
         while its pod is there and at most max age: a deleted or silent pod must not hold its
         Deployment's Pods metrics for minutes.
+
+        Cost: the owners' series are merged by their stored hashes; only the series of owners
+        recomputed or gone since the last pass, and those carried then, are looked at one by
+        one to find what is no longer computed (a series key is not hashed again otherwise).
         """
         window = self._signals.rate_window_seconds
-        fresh = dict(cache.entries(owners.items(), window, pod_gpus))
+        current = cache.owner_series(owners.items(), window, pod_gpus)
+        fresh: Served = {}
+        for _owner, series in current:
+            fresh.update(series)
         max_age = self._signals.max_age_seconds
         forget = self._signals.forget_after_seconds
-        gone = last.keys() - fresh.keys()  # usually empty: no loop over every series
-        for key in (k for k in last if k in gone) if gone else ():
-            owner, point = last[key]
+        gone = self._no_longer_computed(last, current, owners, fresh)
+        carried: set[SeriesKey] = set()
+        for key in (k for k in last.series if k in gone) if gone else ():
+            owner, point = last.series[key]
             age = now_wall - point.timestamp
             if not keep_vanished:  # per pod: carried while the pod is there, up to max age
                 if owner in owners and age <= max_age:
                     fresh[key] = (owner, point)
+                    carried.add(key)
                 continue
             if not age <= forget:
                 continue
             if age > max_age and _no_longer_reported(point, owners.get(owner), now_wall, max_age):
                 continue
             fresh[key] = (owner, point)
-        kept: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
+            carried.add(key)
+        forgotten: list[SeriesKey] = []
         points: PointsByMetric = {}
         for key, entry in fresh.items():  # one pass: drop the forgotten, group by metric
             point = entry[1]
-            if math.isfinite(point.timestamp) and now_wall - point.timestamp > forget:
+            if now_wall - point.timestamp > forget and math.isfinite(point.timestamp):
+                forgotten.append(key)
                 continue
-            kept[key] = entry
             points.setdefault(key[0], []).append(point)
-        return kept, points
+        for key in forgotten:
+            del fresh[key]
+            carried.discard(key)
+        return _Published(fresh, carried, dict(current)), points
+
+    @staticmethod
+    def _no_longer_computed(
+        last: _Published,
+        current: list[tuple[Labels, Served]],
+        owners: Mapping[Labels, list[Member]],
+        fresh: Served,
+    ) -> set[SeriesKey]:
+        """``last.series.keys() - fresh.keys()``, looking only at the series carried at the last
+        pass and those of the owners recomputed or gone since (an owner whose series mapping
+        is the same object as at the last pass still computes every one of them)."""
+        gone = {key for key in last.carried if key not in fresh}
+        before = last.by_owner
+        for owner, series in current:
+            previous = before.get(owner)
+            if previous is not None and previous is not series:
+                gone.update(key for key in previous if key not in fresh)
+        for owner, previous in before.items():
+            if owner not in owners:  # the owner is gone: its pods left, or its group did
+                gone.update(key for key in previous if key not in fresh)
+        gone &= last.series.keys()  # series forgotten at the last pass stay forgotten
+        return gone
 
     def _in_service(self, members: list[Member], now_mono: float) -> list[Member]:
         """The group's members minus those failing too long; logs each change once."""
@@ -489,6 +524,17 @@ class Pipeline:
                 "GPUs shared by several pods",
                 extra={"gpus": {d: [f"{ns}/{pod}" for ns, pod in p] for d, p in shared.items()}},
             )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Published:
+    """What one pass of :meth:`Pipeline._with_carried` served: ``series`` (computed and
+    carried, the forgotten dropped), the keys of those ``carried``, and each owner's computed
+    series as the cache gave them (``by_owner``: compared by identity at the next pass)."""
+
+    series: Served = dataclasses.field(default_factory=dict)
+    carried: set[SeriesKey] = dataclasses.field(default_factory=set)
+    by_owner: dict[Labels, Served] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage
 from adapter.readings import Reading, reading_from_families
 from adapter.scrape import TargetState
-from adapter.series_cache import Entry, GroupSeriesCache
+from adapter.series_cache import GroupSeriesCache, Served
 from adapter.signals import Labels, Member
 from adapter.snapshot import PodKey
 from adapter.targets import StaticTargets, Target
@@ -87,14 +87,14 @@ def build(count: int) -> tuple[Pipeline, list[TargetState]]:
 class Uncached(GroupSeriesCache):
     """The baseline: every owner recomputed at every publish."""
 
-    def entries(
+    def owner_series(
         self,
         owners: Iterable[tuple[Labels, Sequence[Member]]],
         window_seconds: float,
         pod_gpus: Mapping[PodKey, PodGpus],
-    ) -> list[Entry]:
+    ) -> list[tuple[Labels, Served]]:
         self._computed = {}
-        return super().entries(owners, window_seconds, pod_gpus)
+        return super().owner_series(owners, window_seconds, pod_gpus)
 
 
 def run(count: int, rounds: int, profile: int, uncached: bool) -> dict[float, list[float]]:
