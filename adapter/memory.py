@@ -96,10 +96,11 @@ def collect_cycles_less_often() -> None:
     Why: the service keeps a few hundred thousand container objects alive (each target's
     readings for the rate window, the snapshot), renewed every second. With CPython's
     defaults a publish's burst of allocations triggered a young collection every few
-    milliseconds and a full one, walking the whole heap for about 250 ms on the event loop,
-    every 1.3 s at 2,000 targets: a third of the service's CPU (measured with ``gc.callbacks``,
-    see BENCHMARKS.md). :func:`freeze_startup_objects` makes each full collection shorter,
-    these thresholds make collections rare. The readings and snapshots hold no reference
+    milliseconds and, every few seconds, a full one walking the whole heap on the event loop:
+    at 2,000 targets 0.28 s of every second, 29 % of the service's CPU (timed with
+    ``gc.callbacks``: ``loadtest.bench.sizing --gc-time``, see BENCHMARKS.md).
+    :func:`freeze_startup_objects` makes each full collection shorter, these thresholds make
+    collections rare. The readings and snapshots hold no reference
     cycles (they are freed by reference counting whatever the thresholds:
     ``tests/pipeline/test_no_cyclic_garbage.py``); the cycles that do occur (closed
     connections) are also collected explicitly after bursts (:func:`return_free_memory`).
