@@ -89,9 +89,9 @@ def freeze_startup_objects() -> int:
     return gc.get_freeze_count()
 
 
-def collect_cycles_less_often() -> None:
+def collect_cycles_less_often() -> tuple[int, int, int]:
     """Collect the youngest generation after 50,000 net container allocations instead of
-    700 (and so the older ones less often too).
+    700 (and so the older ones less often too); returns the thresholds it replaced.
 
     Why: the service keeps a few hundred thousand container objects alive (each target's
     readings for the rate window, the snapshot), renewed every second. With CPython's
@@ -105,4 +105,6 @@ def collect_cycles_less_often() -> None:
     ``tests/pipeline/test_no_cyclic_garbage.py``); the cycles that do occur (closed
     connections) are also collected explicitly after bursts (:func:`return_free_memory`).
     """
+    replaced = gc.get_threshold()
     gc.set_threshold(*GC_THRESHOLDS)
+    return replaced

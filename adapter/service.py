@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import ssl
@@ -656,7 +657,14 @@ async def _stop(task: asyncio.Task[Any]) -> None:
 
 async def serve_forever(config: Config) -> None:
     keep_large_buffers_out_of_the_heap()  # RSS returns after a burst of TLS connections
-    collect_cycles_less_often()  # no full collection of the heap every second
+    thresholds = collect_cycles_less_often()  # no full collection of the heap every second
+    try:
+        await _serve_until_stopped(config)
+    finally:
+        gc.set_threshold(*thresholds)  # as it was, for a caller that goes on (tests)
+
+
+async def _serve_until_stopped(config: Config) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
