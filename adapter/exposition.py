@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 # name{labels} value [timestamp]
 _SAMPLE = re.compile(
@@ -53,22 +52,39 @@ class TooManySeriesError(ExpositionError):
     reason = "too_many_series"
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):
+    """One kept sample. ``labels`` may be shared with other samples of the same series
+    (see :class:`ExpositionParser`): read it, never change it."""
+
     labels: Labels
     value: float
 
 
 Families = dict[str, list[Sample]]
+_SeriesKey = tuple[str, frozenset[tuple[str, str]]]
+_Head = tuple[str, Labels, _SeriesKey]  # name, labels, series key
+
+MAX_REMEMBERED_HEADS = 10_000
+"""Line heads (name and labels) an :class:`ExpositionParser` remembers: about 3 MB."""
 
 
 class ExpositionParser:
-    """Parses only the families named in ``families`` (exact metric names)."""
+    """Parses only the families named in ``families`` (exact metric names).
+
+    Kept lines are mostly the same from one scrape to the next but for their value (the
+    same models, the same label sets, on every target of a fleet), so the name and labels
+    parsed from a line's text before its value are remembered (at most
+    :data:`MAX_REMEMBERED_HEADS`; all forgotten when full, so a target that invents names
+    at every scrape costs the full parse, not memory): a line whose head is known costs a
+    dictionary look-up and a ``float``. Whatever is remembered, :meth:`parse` gives the same
+    result, or the same error, as a parser that remembers nothing.
+    """
 
     def __init__(self, families: Iterable[str]) -> None:
         self._names = frozenset(families)
         # Order longest first so no name shadows a longer one in the prefix test.
         self._prefixes = tuple(sorted(self._names, key=len, reverse=True))
+        self._heads: dict[str, _Head] = {}
 
     def parse(self, text: str, max_series: int | None = None) -> Families:
         """Return ``{family: [Sample, ...]}`` for the kept families present in ``text``.
@@ -80,26 +96,30 @@ class ExpositionParser:
         """
         out: Families = {}
         prefixes = self._prefixes
-        names = self._names
-        seen: set[tuple[str, frozenset[tuple[str, str]]]] = set()
+        heads = self._heads
+        seen: set[_SeriesKey] = set()
         cap = -1 if max_series is None else max_series
         for number, line in enumerate(text.split("\n"), start=1):
             if not line.startswith(prefixes):
                 continue
-            match = _SAMPLE.match(line.rstrip("\r"))
-            if match is None:
-                raise ExpositionError(f"line {number}: not a valid sample: {line[:120]!r}")
-            name, raw_labels, raw_value, _timestamp = match.groups()
-            if name not in names:
-                continue  # a longer name sharing a kept prefix, e.g. *_summary_us
-            try:
-                value = float(raw_value)
-            except ValueError:
-                raise ExpositionError(
-                    f"line {number}: {name}: value {raw_value!r} is not a number"
-                ) from None
-            labels = _parse_labels(raw_labels, number) if raw_labels else {}
-            series = (name, frozenset(labels.items()))
+            # Fast path: "<known head> <value>", the value a number with no white space (a
+            # timestamp, or any other spacing, takes the full path: see _remember).
+            head, _, raw_value = line.rpartition(" ")
+            known = heads.get(head)
+            if known is not None and raw_value and raw_value.strip() == raw_value:
+                try:
+                    value = float(raw_value)
+                except ValueError:
+                    known = None  # the full parse says what is wrong, as it would have
+            else:
+                known = None
+            if known is None:
+                parsed = self._parse_line(line, number)
+                if parsed is None:
+                    continue  # a longer name sharing a kept prefix, e.g. *_summary_us
+                name, labels, series, value = parsed
+            else:
+                name, labels, series = known
             if series in seen:
                 raise DuplicateSeriesError(
                     f"line {number}: {name}{_show(labels)} appears twice in one exposition"
@@ -110,8 +130,51 @@ class ExpositionParser:
                     f"line {number}: more than {cap} series of the families the adapter reads "
                     "(scrape.max_series_per_target)"
                 )
-            out.setdefault(name, []).append(Sample(labels, value))
+            samples = out.get(name)
+            if samples is None:
+                samples = out[name] = []
+            samples.append(Sample(labels, value))
         return out
+
+    @property
+    def remembered_heads(self) -> int:
+        return len(self._heads)
+
+    def _parse_line(self, line: str, number: int) -> tuple[str, Labels, _SeriesKey, float] | None:
+        """The full parse of one line that starts with a kept prefix: (name, labels, series
+        key, value), or None when its name is not kept. Remembers its head when the line is
+        ``head + " " + value`` exactly."""
+        line = line.rstrip("\r")
+        match = _SAMPLE.match(line)
+        if match is None:
+            raise ExpositionError(f"line {number}: not a valid sample: {line[:120]!r}")
+        name, raw_labels, raw_value, _timestamp = match.groups()
+        if name not in self._names:
+            return None
+        try:
+            value = float(raw_value)
+        except ValueError:
+            raise ExpositionError(
+                f"line {number}: {name}: value {raw_value!r} is not a number"
+            ) from None
+        labels = _parse_labels(raw_labels, number) if raw_labels else {}
+        series = (name, frozenset(labels.items()))
+        value_start = match.start(3)
+        if match.end(3) == len(line) and line[value_start - 1] == " ":
+            self._remember(line[: value_start - 1], (name, labels, series))
+        return name, labels, series, value
+
+    def _remember(self, head: str, parsed: _Head) -> None:
+        """Remember a head whose parse does not depend on the value after it.
+
+        Sound because for ``head + " " + v``, ``v`` non-empty without white space, the
+        sample pattern matches with the same name and labels and ``v`` as the value: the
+        labels end at the last ``}`` followed by white space, and ``v`` has none.
+        """
+        heads = self._heads
+        if len(heads) >= MAX_REMEMBERED_HEADS:
+            heads.clear()
+        heads[head] = parsed
 
 
 def _show(labels: Labels) -> str:

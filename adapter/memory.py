@@ -1,4 +1,5 @@
-"""Handing memory back to the operating system after a burst of connections (glibc only).
+"""Memory: handing it back to the operating system after a burst of connections (glibc
+only), and a garbage collector that does not walk the whole heap every second.
 
 Each TLS connection allocates a 256 KiB read buffer (``asyncio.sslproto``). glibc serves the
 first ones with ``mmap`` and then, by its dynamic threshold, from the heap, where a burst of
@@ -16,9 +17,18 @@ import functools
 import gc
 import logging
 
-__all__ = ["freeze_startup_objects", "keep_large_buffers_out_of_the_heap", "return_free_memory"]
+__all__ = [
+    "collect_cycles_less_often",
+    "freeze_startup_objects",
+    "keep_large_buffers_out_of_the_heap",
+    "return_free_memory",
+]
 
 log = logging.getLogger(__name__)
+
+GC_THRESHOLDS = (50_000, 20, 10)
+"""The cyclic collector's thresholds (CPython's defaults: 700, 10, 10), see
+:func:`collect_cycles_less_often`."""
 
 _M_MMAP_THRESHOLD = -3  # glibc malloc.h
 _MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own initial value, kept fixed
@@ -77,3 +87,24 @@ def freeze_startup_objects() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+def collect_cycles_less_often() -> tuple[int, int, int]:
+    """Collect the youngest generation after 50,000 net container allocations instead of
+    700 (and so the older ones less often too); returns the thresholds it replaced.
+
+    Why: the service keeps a few hundred thousand container objects alive (each target's
+    readings for the rate window, the snapshot), renewed every second. With CPython's
+    defaults a publish's burst of allocations triggered a young collection every few
+    milliseconds and, every few seconds, a full one walking the whole heap on the event loop:
+    at 2,000 targets 0.28 s of every second, 29 % of the service's CPU (timed with
+    ``gc.callbacks``: ``loadtest.bench.sizing --gc-time``, see BENCHMARKS.md).
+    :func:`freeze_startup_objects` makes each full collection shorter, these thresholds make
+    collections rare. The readings and snapshots hold no reference
+    cycles (they are freed by reference counting whatever the thresholds:
+    ``tests/pipeline/test_no_cyclic_garbage.py``); the cycles that do occur (closed
+    connections) are also collected explicitly after bursts (:func:`return_free_memory`).
+    """
+    replaced = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    return replaced

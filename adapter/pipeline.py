@@ -24,7 +24,7 @@ from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
 from adapter.gpus import GpuSample, PodGpus, attribute, shared_devices
 from adapter.scrape import ScrapeLoop, ScrapeObserver, TargetState
 from adapter.scrape_pacing import ScrapePacing
-from adapter.series_cache import GroupSeriesCache
+from adapter.series_cache import GroupSeriesCache, Served
 from adapter.signals import (
     Labels,
     Member,
@@ -99,13 +99,14 @@ class Pipeline:
         self._publish_failures = 0  # in a row
         self._failing_since: float | None = None  # monotonic time of the first of them
         self._publish_error: str | None = None
-        self._last_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
-        self._last_pod_points: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
+        self._last_points = _Published()
+        self._last_pod_points = _Published()
         self._left_out: set[str] = set()  # URLs of members left out of their group
         self._stage_failing = False
         self.pacing = ScrapePacing(scrape.max_concurrent_scrapes)  # shared by every loop
         self._group_cache = GroupSeriesCache()  # series of groups with no new reading
         self._pod_cache = GroupSeriesCache()
+        self._memberships: dict[Target, _Membership] = {}
 
     # -- what the API reads -------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -196,6 +197,7 @@ class Pipeline:
     def untrack(self, target: Target) -> None:
         """Forget ``target``'s readings (it left discovery); its series age out as stale."""
         del self._states[target]
+        self._memberships.pop(target, None)
         self._left_out.discard(target.url)
         if self._on_target_removed is not None:
             self._on_target_removed(target)
@@ -267,6 +269,7 @@ class Pipeline:
             if new is None:
                 continue
             state = self._states.pop(old)
+            self._memberships.pop(old, None)
             state.target = new
             self._states[new] = state
             self._loops[new] = self._loops.pop(old)
@@ -334,14 +337,11 @@ class Pipeline:
                 if newest is not None:
                     exporters.append((newest.wall, newest.gpus))
                 continue
-            container = target.pod.container if target.pod is not None else None
-            member = Member(target.kind, state.history, target.url, target.pod_key, container)
-            groups.setdefault(target.group, []).append(member)
-            if target.pod is not None and target.kind == "triton":
-                pods.setdefault(pod_group(target.group, target.pod.name), []).append(member)
-                pod_labels[(target.namespace, target.pod.name)] = MappingProxyType(
-                    dict(target.pod.labels)
-                )
+            membership = self._membership(target, state)
+            groups.setdefault(target.group, []).append(membership.member)
+            if membership.pod_owner is not None and membership.pod_key is not None:
+                pods.setdefault(membership.pod_owner, []).append(membership.member)
+                pod_labels[membership.pod_key] = membership.pod_labels
         groups = {group: self._in_service(members, now_mono) for group, members in groups.items()}
 
         pod_gpus = attribute(exporters)
@@ -393,16 +393,35 @@ class Pipeline:
                 log.exception("publish subscriber failed")
         return snapshot
 
+    def _membership(self, target: Target, state: TargetState) -> _Membership:
+        """What ``target`` contributes to its group and pod, built once per target (and again
+        after a relabel hands its state to a new target), not at every publish."""
+        found = self._memberships.get(target)
+        if found is not None and found.member.history is state.history:
+            return found
+        container = target.pod.container if target.pod is not None else None
+        member = Member(target.kind, state.history, target.url, target.pod_key, container)
+        membership = _Membership(member, None, None, MappingProxyType({}))
+        if target.pod is not None and target.kind == "triton":
+            membership = _Membership(
+                member,
+                pod_group(target.group, target.pod.name),
+                (target.namespace, target.pod.name),
+                MappingProxyType(dict(target.pod.labels)),
+            )
+        self._memberships[target] = membership
+        return membership
+
     def _with_carried(
         self,
-        last: Mapping[SeriesKey, tuple[Labels, SeriesPoint]],
+        last: _Published,
         owners: Mapping[Labels, list[Member]],
         now_wall: float,
         pod_gpus: Mapping[PodKey, PodGpus],
         cache: GroupSeriesCache,
         *,
         keep_vanished: bool = True,
-    ) -> tuple[dict[SeriesKey, tuple[Labels, SeriesPoint]], PointsByMetric]:
+    ) -> tuple[_Published, PointsByMetric]:
         """This pass's series of each owner (a group, or one pod), plus the carried ones.
 
         A series that had data and cannot be recomputed this pass (its targets stopped
@@ -413,33 +432,68 @@ class Pipeline:
         selectors recover. Without ``keep_vanished`` (per-pod series) a series is carried only
         while its pod is there and at most max age: a deleted or silent pod must not hold its
         Deployment's Pods metrics for minutes.
+
+        Cost: the owners' series are merged by their stored hashes; only the series of owners
+        recomputed or gone since the last pass, and those carried then, are looked at one by
+        one to find what is no longer computed (a series key is not hashed again otherwise).
         """
         window = self._signals.rate_window_seconds
-        fresh = dict(cache.entries(owners.items(), window, pod_gpus))
+        current = cache.owner_series(owners.items(), window, pod_gpus)
+        fresh: Served = {}
+        for _owner, series in current:
+            fresh.update(series)
         max_age = self._signals.max_age_seconds
         forget = self._signals.forget_after_seconds
-        gone = last.keys() - fresh.keys()  # usually empty: no loop over every series
-        for key in (k for k in last if k in gone) if gone else ():
-            owner, point = last[key]
+        gone = self._no_longer_computed(last, current, owners, fresh)
+        carried: set[SeriesKey] = set()
+        for key in (k for k in last.series if k in gone) if gone else ():
+            owner, point = last.series[key]
             age = now_wall - point.timestamp
             if not keep_vanished:  # per pod: carried while the pod is there, up to max age
                 if owner in owners and age <= max_age:
                     fresh[key] = (owner, point)
+                    carried.add(key)
                 continue
             if not age <= forget:
                 continue
             if age > max_age and _no_longer_reported(point, owners.get(owner), now_wall, max_age):
                 continue
             fresh[key] = (owner, point)
-        kept: dict[SeriesKey, tuple[Labels, SeriesPoint]] = {}
+            carried.add(key)
+        forgotten: list[SeriesKey] = []
         points: PointsByMetric = {}
         for key, entry in fresh.items():  # one pass: drop the forgotten, group by metric
             point = entry[1]
-            if math.isfinite(point.timestamp) and now_wall - point.timestamp > forget:
+            if now_wall - point.timestamp > forget and math.isfinite(point.timestamp):
+                forgotten.append(key)
                 continue
-            kept[key] = entry
             points.setdefault(key[0], []).append(point)
-        return kept, points
+        for key in forgotten:
+            del fresh[key]
+            carried.discard(key)
+        return _Published(fresh, carried, dict(current)), points
+
+    @staticmethod
+    def _no_longer_computed(
+        last: _Published,
+        current: list[tuple[Labels, Served]],
+        owners: Mapping[Labels, list[Member]],
+        fresh: Served,
+    ) -> set[SeriesKey]:
+        """``last.series.keys() - fresh.keys()``, looking only at the series carried at the last
+        pass and those of the owners recomputed or gone since (an owner whose series mapping
+        is the same object as at the last pass still computes every one of them)."""
+        gone = {key for key in last.carried if key not in fresh}
+        before = last.by_owner
+        for owner, series in current:
+            previous = before.get(owner)
+            if previous is not None and previous is not series:
+                gone.update(key for key in previous if key not in fresh)
+        for owner, previous in before.items():
+            if owner not in owners:  # the owner is gone: its pods left, or its group did
+                gone.update(key for key in previous if key not in fresh)
+        gone &= last.series.keys()  # series forgotten at the last pass stay forgotten
+        return gone
 
     def _in_service(self, members: list[Member], now_mono: float) -> list[Member]:
         """The group's members minus those failing too long; logs each change once."""
@@ -470,6 +524,29 @@ class Pipeline:
                 "GPUs shared by several pods",
                 extra={"gpus": {d: [f"{ns}/{pod}" for ns, pod in p] for d, p in shared.items()}},
             )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Published:
+    """What one pass of :meth:`Pipeline._with_carried` served: ``series`` (computed and
+    carried, the forgotten dropped), the keys of those ``carried``, and each owner's computed
+    series as the cache gave them (``by_owner``: compared by identity at the next pass)."""
+
+    series: Served = dataclasses.field(default_factory=dict)
+    carried: set[SeriesKey] = dataclasses.field(default_factory=set)
+    by_owner: dict[Labels, Served] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Membership:
+    """A scraped target's place in the published series: its member (one object for as
+    long as the target is tracked, so an unchanged group compares by identity), and for a
+    Triton pod its per-pod owner labels, ``(namespace, pod)`` and the pod's own labels."""
+
+    member: Member
+    pod_owner: Labels | None
+    pod_key: PodKey | None
+    pod_labels: Mapping[str, str]
 
 
 def _scrape_identity(target: Target) -> tuple[object, ...]:

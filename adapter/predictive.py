@@ -110,7 +110,7 @@ class _SeriesState:
             input_replicas=replicas,
             input_time=at,
             decision=self.decision,
-            policy=self.policy.state(),
+            state_of_policy=self.policy.state,
             checks=self.check.checks,
             misses=self.check.misses,
         )

@@ -84,7 +84,7 @@ class NamespaceRows:
 class _Ring:
     """A fixed-size ring of rows; times in float64, values in float32 (what a page draws)."""
 
-    __slots__ = ("aim", "count", "head", "horizon", "labels", "latest", "times", "values")
+    __slots__ = ("aim_of", "count", "head", "horizon", "labels", "latest", "times", "values")
 
     def __init__(self, capacity: int, labels: Mapping[str, str]) -> None:
         self.labels = dict(labels)
@@ -96,7 +96,7 @@ class _Ring:
         self.head = 0  # slot of the next write
         self.count = 0
         self.horizon = math.nan
-        self.aim = dict.fromkeys(AIM_FIELDS, math.nan)
+        self.aim_of: ForecastView | None = None  # read when a page is drawn, not per row
         self.latest = np.full(len(COLUMNS), np.nan, dtype=np.float64)
 
     def append(self, when: float, row: npt.NDArray[np.float64]) -> None:
@@ -179,7 +179,7 @@ class SeriesRecorder:
                 if key in rows:
                     rows[key][column] = self._known(point, now)
         horizons: dict[Labels, float] = {}
-        aims: dict[Labels, dict[str, float]] = {}
+        aims: dict[Labels, ForecastView] = {}
         for view in self._forecasts():
             key = _key(view.labels)
             if key in rows:
@@ -187,7 +187,7 @@ class SeriesRecorder:
                 rows[key][_POINT] = view.point if fresh else math.nan
                 rows[key][_REPLICAS] = view.input_replicas
                 horizons[key] = view.horizon_seconds
-                aims[key] = _aim(view)
+                aims[key] = view
 
         unrecorded: dict[str, int] = {}
         for key, values in rows.items():
@@ -199,7 +199,7 @@ class SeriesRecorder:
                     continue
                 ring = self._rings[key] = _Ring(self._capacity, labels_of[key])
             ring.horizon = horizons.get(key, ring.horizon)
-            ring.aim = aims.get(key, ring.aim)
+            ring.aim_of = aims.get(key, ring.aim_of)
             ring.append(now, values)
         self._unrecorded = unrecorded
         oldest = now - self.window_seconds
@@ -239,7 +239,7 @@ class SeriesRecorder:
             latest = dict(zip(COLUMNS, ring.latest.tolist(), strict=True))
             series.append(
                 SeriesRows(
-                    ring.labels, ring.horizon, times.tolist(), columns, latest, dict(ring.aim)
+                    ring.labels, ring.horizon, times.tolist(), columns, latest, _aim(ring.aim_of)
                 )
             )
         series.sort(key=lambda s: sorted(s.labels.items()))
@@ -254,8 +254,11 @@ class SeriesRecorder:
         )
 
 
-def _aim(view: ForecastView) -> dict[str, float]:
-    """:data:`AIM_FIELDS` from the headroom's state (NaN where it has no such value)."""
+def _aim(view: ForecastView | None) -> dict[str, float]:
+    """:data:`AIM_FIELDS` from the headroom's state (NaN where it has no such value, or
+    before the series' first view)."""
+    if view is None:
+        return dict.fromkeys(AIM_FIELDS, math.nan)
     headroom = view.policy.headroom
     target = dict(headroom.target)
     details = dict(headroom.details)

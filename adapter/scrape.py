@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
 
 from adapter.exposition import ExpositionError, ExpositionParser, has_family_with_prefix
 from adapter.readings import Reading, ReadingError, reading_from_families
@@ -39,6 +41,7 @@ ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 EXPOSITION_CONTENT_TYPES = frozenset({"", "text/plain", "application/openmetrics-text"})
 FAMILY_PREFIX: dict[TargetKind, str] = {"triton": "nv_", "dcgm": "DCGM_"}
 _NO_AIOHTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None)
+_REQUEST_HEADERS = CIMultiDict({"Accept": ACCEPT})  # a multidict: aiohttp uses it as it is
 
 
 class ScrapeError(Exception):
@@ -70,10 +73,11 @@ async def fetch_text(
 
 
 async def fetch_body(
-    session: aiohttp.ClientSession, url: str, timeout_seconds: float, max_bytes: int
+    session: aiohttp.ClientSession, url: str | URL, timeout_seconds: float, max_bytes: int
 ) -> Body:
     """GET ``url`` and return the body with its receipt time, refusing bodies larger than
-    ``max_bytes`` and answers other than 200.
+    ``max_bytes`` and answers other than 200. A scrape loop passes its target's URL parsed
+    once (a string is parsed again at every request).
 
     The deadline is ``asyncio.timeout``, not aiohttp's ``ClientTimeout``: aiohttp 3.14
     enters one timer twice per request and, when it fires as the task is being cancelled,
@@ -84,7 +88,7 @@ async def fetch_body(
     try:
         async with (
             asyncio.timeout(timeout_seconds),
-            session.get(url, timeout=_NO_AIOHTTP_TIMEOUT, headers={"Accept": ACCEPT}) as response,
+            session.get(url, timeout=_NO_AIOHTTP_TIMEOUT, headers=_REQUEST_HEADERS) as response,
         ):
             if response.status != 200:
                 raise ScrapeError(f"http_{response.status}", f"HTTP {response.status} from {url}")
@@ -183,6 +187,7 @@ class ScrapeLoop:
         self._rng = rng or random.Random()
         self._max_series = max_series
         self._max_models = max_models
+        self._url = URL(state.target.url)  # parsed once; a relabel keeps the URL
 
     async def scrape_once(self) -> Reading:
         target = self.state.target
@@ -190,7 +195,7 @@ class ScrapeLoop:
         reason: str | None = None
         reading: Reading | None = None
         try:
-            body = await fetch_body(self._session, target.url, self._timeout, self._max_bytes)
+            body = await fetch_body(self._session, self._url, self._timeout, self._max_bytes)
             text = exposition_text(body, target.kind, target.url)
             try:
                 families = self._parser.parse(text, self._max_series)

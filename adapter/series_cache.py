@@ -23,6 +23,8 @@ SeriesKey = tuple[str, Labels]
 """``(metric, sorted labels)``: one series, as the pipeline keys what it carries."""
 
 Entry = tuple[SeriesKey, tuple[Labels, SeriesPoint]]
+Served = dict[SeriesKey, tuple[Labels, SeriesPoint]]
+"""An owner's series by key, as published: ``{(metric, sorted labels): (owner, point)}``."""
 _MemberPrint = tuple[Member, ReadingHistory, Reading | None, PodGpus | None]
 
 
@@ -30,6 +32,7 @@ _MemberPrint = tuple[Member, ReadingHistory, Reading | None, PodGpus | None]
 class _Computed:
     members: tuple[_MemberPrint, ...]
     entries: tuple[Entry, ...]
+    series: Served  # the entries by key: merged into a publish by their stored hashes
 
 
 def _fingerprint(
@@ -46,7 +49,7 @@ def _fingerprint(
 
 def _same(a: tuple[_MemberPrint, ...], b: tuple[_MemberPrint, ...]) -> bool:
     return len(a) == len(b) and all(
-        x[1] is y[1] and x[2] is y[2] and x[0] == y[0] and x[3] == y[3]
+        x[1] is y[1] and x[2] is y[2] and (x[0] is y[0] or x[0] == y[0]) and x[3] == y[3]
         for x, y in zip(a, b, strict=True)
     )
 
@@ -69,8 +72,31 @@ class GroupSeriesCache:
         pod_gpus: Mapping[PodKey, PodGpus],
     ) -> list[Entry]:
         """Every owner's series as ``((metric, sorted labels), (owner, point))`` pairs."""
-        computed: dict[Labels, _Computed] = {}
         out: list[Entry] = []
+        for computed in self._refresh(owners, window_seconds, pod_gpus):
+            out.extend(computed.entries)
+        return out
+
+    def owner_series(
+        self,
+        owners: Iterable[tuple[Labels, Sequence[Member]]],
+        window_seconds: float,
+        pod_gpus: Mapping[PodKey, PodGpus],
+    ) -> list[tuple[Labels, Served]]:
+        """Every owner's series by key; an owner that was not recomputed gives the very
+        mapping of the last call (so a caller can tell it unchanged by identity)."""
+        pairs = list(owners)
+        computed = self._refresh(pairs, window_seconds, pod_gpus)
+        return [(owner, c.series) for (owner, _members), c in zip(pairs, computed, strict=True)]
+
+    def _refresh(
+        self,
+        owners: Iterable[tuple[Labels, Sequence[Member]]],
+        window_seconds: float,
+        pod_gpus: Mapping[PodKey, PodGpus],
+    ) -> list[_Computed]:
+        computed: dict[Labels, _Computed] = {}
+        out: list[_Computed] = []
         recomputed = 0
         previous = self._computed
         for owner, members in owners:
@@ -79,9 +105,9 @@ class GroupSeriesCache:
             if cached is None or not _same(cached.members, fingerprint):
                 recomputed += 1
                 entries = _compute(owner, members, window_seconds, pod_gpus)
-                cached = _Computed(fingerprint, entries)
+                cached = _Computed(fingerprint, entries, dict(entries))
             computed[owner] = cached
-            out.extend(cached.entries)
+            out.append(cached)
         self._computed = computed
         self.recomputed = recomputed
         return out
@@ -93,8 +119,12 @@ def _compute(
     window_seconds: float,
     pod_gpus: Mapping[PodKey, PodGpus],
 ) -> tuple[Entry, ...]:
-    return tuple(
-        ((metric, tuple(sorted(point.labels.items()))), (owner, point))
-        for metric, series in group_series(owner, members, window_seconds, pod_gpus).items()
-        for point in series
-    )
+    entries: list[Entry] = []
+    sorted_labels: dict[int, Labels] = {}  # by id: every metric of a model shares its labels
+    for metric, series in group_series(owner, members, window_seconds, pod_gpus).items():
+        for point in series:
+            labels = sorted_labels.get(id(point.labels))
+            if labels is None:
+                labels = sorted_labels[id(point.labels)] = tuple(sorted(point.labels.items()))
+            entries.append(((metric, labels), (owner, point)))
+    return tuple(entries)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import ssl
@@ -65,7 +66,11 @@ from adapter.kube.reviews import (
     request_header_config_from_file,
     request_header_config_from_pem,
 )
-from adapter.memory import freeze_startup_objects, keep_large_buffers_out_of_the_heap
+from adapter.memory import (
+    collect_cycles_less_often,
+    freeze_startup_objects,
+    keep_large_buffers_out_of_the_heap,
+)
 from adapter.metrics_catalog import SERVED_METRICS
 from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage, WarmReadiness
@@ -652,6 +657,14 @@ async def _stop(task: asyncio.Task[Any]) -> None:
 
 async def serve_forever(config: Config) -> None:
     keep_large_buffers_out_of_the_heap()  # RSS returns after a burst of TLS connections
+    thresholds = collect_cycles_less_often()  # no full collection of the heap every second
+    try:
+        await _serve_until_stopped(config)
+    finally:
+        gc.set_threshold(*thresholds)  # as it was, for a caller that goes on (tests)
+
+
+async def _serve_until_stopped(config: Config) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

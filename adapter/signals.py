@@ -72,6 +72,9 @@ class ReadingHistory:
         self.restarts = 0
         self.started_mono = started_mono
         self.last_usable_mono: float | None = None
+        # (seconds, the window) of the last window() call; every add() clears it. A group's
+        # and a pod's series ask each member for the same window once per model.
+        self._window: tuple[float, tuple[Reading, Reading] | None] | None = None
 
     def add(self, reading: Reading) -> bool:
         """Append ``reading``; return True if it shows a counter reset (history cleared).
@@ -81,6 +84,7 @@ class ReadingHistory:
         A reading is *usable* when no sample was rejected and it is not the first since a
         reset (it can give a rate): ``last_usable_mono`` is the newest such reading's time.
         """
+        self._window = None
         reset = _is_reset(self._last_seen, reading)
         if reset:
             self._readings.clear()
@@ -131,6 +135,14 @@ class ReadingHistory:
         """(base, newest): base is the oldest reading within ``seconds`` of the newest,
         or the one just before the newest if none is; None with fewer than two readings and
         while a restarted target has not served yet (see the class docstring)."""
+        remembered = self._window
+        if remembered is not None and remembered[0] == seconds:
+            return remembered[1]
+        window = self._find_window(seconds)
+        self._window = (seconds, window)
+        return window
+
+    def _find_window(self, seconds: float) -> tuple[Reading, Reading] | None:
         if len(self._readings) < 2 or self._settling_since is not None:
             return None
         newest = self._readings[-1]

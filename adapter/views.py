@@ -8,7 +8,7 @@ explainer read them and never reach into the stages' own objects, so the flow st
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from policies.predictive import Decision, PolicyState, PredictiveSettings
@@ -25,8 +25,9 @@ class ForecastView:
     input_depth (requests) and input_replicas (Triton pods scraped): what the last step was fed;
     input_time: Unix time (s) of the newest arrival rate fed (-inf: none yet). decision: the
     last step's output (None before the first step); policy: the forecaster's and the headroom's
-    state; checks / misses: forecasts compared with what then arrived, and how many of those
-    the arrival rate exceeded.
+    state, summarised when read (``state_of_policy``: the page's recorder takes a view of every
+    series at every step but reads the policy only when a page is drawn); checks / misses:
+    forecasts compared with what then arrived, and how many of those the arrival rate exceeded.
     """
 
     labels: Mapping[str, str]
@@ -38,7 +39,7 @@ class ForecastView:
     input_replicas: float
     input_time: float
     decision: Decision | None
-    policy: PolicyState
+    state_of_policy: Callable[[], PolicyState]
     checks: int
     misses: int
 
@@ -47,6 +48,11 @@ class ForecastView:
         """The point forecast of the arrival rate at the horizon (req/s; NaN: none yet)."""
         decision = self.decision
         return decision.arrival_forecast.point if decision is not None else math.nan
+
+    @property
+    def policy(self) -> PolicyState:
+        """The policy's state after its last step (computed at each read)."""
+        return self.state_of_policy()
 
     @property
     def upper(self) -> float:

@@ -33,7 +33,7 @@ from adapter.pipeline import Pipeline
 from adapter.predictive import PredictiveStage
 from adapter.readings import Reading, reading_from_families
 from adapter.scrape import TargetState
-from adapter.series_cache import Entry, GroupSeriesCache
+from adapter.series_cache import GroupSeriesCache, Served
 from adapter.signals import Labels, Member
 from adapter.snapshot import PodKey
 from adapter.targets import StaticTargets, Target
@@ -87,14 +87,14 @@ def build(count: int) -> tuple[Pipeline, list[TargetState]]:
 class Uncached(GroupSeriesCache):
     """The baseline: every owner recomputed at every publish."""
 
-    def entries(
+    def owner_series(
         self,
         owners: Iterable[tuple[Labels, Sequence[Member]]],
         window_seconds: float,
         pod_gpus: Mapping[PodKey, PodGpus],
-    ) -> list[Entry]:
+    ) -> list[tuple[Labels, Served]]:
         self._computed = {}
-        return super().entries(owners, window_seconds, pod_gpus)
+        return super().owner_series(owners, window_seconds, pod_gpus)
 
 
 def run(count: int, rounds: int, profile: int, uncached: bool) -> dict[float, list[float]]:
@@ -139,6 +139,17 @@ def run(count: int, rounds: int, profile: int, uncached: bool) -> dict[float, li
     return results
 
 
+def collect_cycles_as_the_service_does() -> str:
+    """The service's garbage collector settings, where this checkout has them (a baseline
+    checkout from before them runs with CPython's defaults, as its service did)."""
+    try:
+        from adapter.memory import collect_cycles_less_often
+    except ImportError:
+        return "CPython's default garbage collector thresholds"
+    collect_cycles_less_often()
+    return "the service's garbage collector settings (adapter.memory)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", type=int, default=2000)
@@ -146,13 +157,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions")
     parser.add_argument("--baseline", action="store_true", help="also without the cache")
     args = parser.parse_args(argv)
+    collector = collect_cycles_as_the_service_does()
     results = run(args.targets, args.rounds, args.profile, uncached=False)
     baseline = run(args.targets, args.rounds, 0, uncached=True) if args.baseline else {}
     series = args.targets // PODS_PER_DEPLOYMENT * 2
     print(f"Command: `python -m loadtest.bench.publish {' '.join(sys.argv[1:])}`\n")
     print(
         f"{args.targets} targets, {args.targets // PODS_PER_DEPLOYMENT} Deployments, "
-        f"{series} group series per metric (+ {args.targets * 2} per pod), predictive stage on.\n"
+        f"{series} group series per metric (+ {args.targets * 2} per pod), predictive stage on, "
+        f"{collector}.\n"
     )
     print("| publish | targets with a new reading | publishes | median ms | max ms |")
     print("| --- | ---: | ---: | ---: | ---: |")

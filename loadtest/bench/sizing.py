@@ -28,7 +28,9 @@ Options for the speed work of issue 9 (each adds columns or rows, same measureme
 - ``--baseline-source DIR``: each N is also measured with the adapter run from DIR (another
   checkout, e.g. ``git archive main | tar -x -C DIR``) just before this one: "before" rows;
 - ``--profile K``: one more run at the largest N with the adapter under cProfile, printing
-  the K functions with the most own time (the CPU of that run is the profiler's, not used).
+  the K functions with the most own time (the CPU of that run is the profiler's, not used);
+- ``--gc-time``: the adapter runs under ``loadtest/bench/gc_accounting.py``, which times its
+  garbage collections: the share of the measured seconds spent collecting (``GC s/s``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class SizingResult:
     serving: bool  # a value was served before the measurement started
     stretch: float = math.nan  # tritonscale_scrape_interval_stretch (nan: not exported)
     skipped_per_second: float = math.nan
+    gc_seconds_per_second: float = math.nan  # time in garbage collections (--gc-time)
     api_p50_ms: float = math.nan
     api_p99_ms: float = math.nan
     api_max_ms: float = math.nan
@@ -104,6 +107,15 @@ def memory_mib(pid: int) -> tuple[float, float]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0]) / 1024
     return values["VmRSS"], values["VmHWM"]
+
+
+def gc_seconds(stats: Path) -> float:
+    """Seconds the adapter spent in garbage collections so far (NaN without ``--gc-time``;
+    written every second by ``gc_accounting.py``)."""
+    try:
+        return float(sum(json.loads(stats.read_text())["seconds"]))
+    except (OSError, ValueError, KeyError):
+        return math.nan
 
 
 def adapter_config(urls: Sequence[str], port: int) -> dict[str, object]:
@@ -232,6 +244,7 @@ class Options:
     adapter_cpu: int | None = None
     source: Path | None = None  # run the adapter from this checkout (the baseline)
     profile_to: Path | None = None
+    gc_time: bool = False
 
 
 async def measure(count: int, options: Options) -> SizingResult:
@@ -248,6 +261,9 @@ async def measure(count: int, options: Options) -> SizingResult:
         command = [sys.executable, "-m", "adapter", "serve", "--config", str(config_file)]
         if options.profile_to is not None:
             command[1:1] = ["-m", "cProfile", "-o", str(options.profile_to)]
+        gc_stats = Path(directory) / "gc.json"
+        if options.gc_time:
+            command[1:3] = [str(Path(__file__).with_name("gc_accounting.py")), str(gc_stats)]
         environment = dict(os.environ)
         if options.source is not None:  # ``-m`` puts the working directory first on sys.path
             environment["PYTHONPATH"] = str(options.source)
@@ -265,6 +281,7 @@ async def measure(count: int, options: Options) -> SizingResult:
                 await asyncio.sleep(max(0.0, warmup_s - (time.monotonic() - started)))
                 before = await self_metrics(session, port)
                 cpu_before, wall_before = cpu_seconds(adapter.pid), time.monotonic()
+                gc_before = gc_seconds(gc_stats)
                 client = None
                 if options.api_rate > 0:
                     load = {
@@ -279,6 +296,7 @@ async def measure(count: int, options: Options) -> SizingResult:
                     rss.append(memory_mib(adapter.pid)[0])
                     await asyncio.sleep(1.0)
                 cpu_after, wall_after = cpu_seconds(adapter.pid), time.monotonic()
+                gc_after = gc_seconds(gc_stats)
                 _, peak = memory_mib(adapter.pid)
                 after = await self_metrics(session, port)
                 if client is not None:
@@ -300,6 +318,7 @@ async def measure(count: int, options: Options) -> SizingResult:
         serving=serving,
         stretch=after.stretch,
         skipped_per_second=(after.skipped - before.skipped) / elapsed,
+        gc_seconds_per_second=(gc_after - gc_before) / elapsed,
     )
     if api is not None:
         add_api(result, api)
@@ -322,9 +341,9 @@ def add_api(result: SizingResult, api: dict[str, object]) -> None:
 def table(results: Sequence[SizingResult]) -> str:
     lines = [
         "| adapter | targets | CPU (cores) | RSS max (MiB) | RSS peak (MiB) | scrapes/s "
-        "| oldest series (s) | serving | stretch | skipped/s | API p50 / p99 / max (ms) "
+        "| oldest series (s) | serving | stretch | skipped/s | GC s/s | API p50 / p99 / max (ms) "
         "| API 200 | API 503 |",
-        "|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         api = (
@@ -336,7 +355,8 @@ def table(results: Sequence[SizingResult]) -> str:
             f"| {r.adapter} | {r.targets} | {r.cpu_cores:.2f} | {r.rss_mib_max:.0f} "
             f"| {r.rss_mib_peak:.0f} | {r.scrapes_per_second:.0f} "
             f"| {r.oldest_series_age_seconds:.1f} | {'yes' if r.serving else 'no'} "
-            f"| {_number(r.stretch, 2)} | {_number(r.skipped_per_second, 0)} | {api} "
+            f"| {_number(r.stretch, 2)} | {_number(r.skipped_per_second, 0)} "
+            f"| {_number(r.gc_seconds_per_second, 2)} | {api} "
             f"| {_share(r.api_ok_share)} | {_share(r.api_503_share)} |"
         )
     return "\n".join(lines)
@@ -351,7 +371,9 @@ def _share(value: float) -> str:
 
 
 async def run(args: argparse.Namespace) -> list[SizingResult]:
-    base = Options(args.warmup, args.seconds, args.api_rate, args.hog, args.adapter_cpu)
+    base = Options(
+        args.warmup, args.seconds, args.api_rate, args.hog, args.adapter_cpu, gc_time=args.gc_time
+    )
     sources: list[Path | None] = [None]
     if args.baseline_source is not None:
         sources.insert(0, args.baseline_source.resolve())
@@ -393,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--adapter-cpu", type=int, help="pin the adapter (and hogs) to this CPU")
     parser.add_argument("--baseline-source", type=Path, help="also run the adapter from here")
     parser.add_argument("--profile", type=int, default=0, help="profile: top K functions")
+    parser.add_argument("--gc-time", action="store_true", help="time the garbage collections")
     args = parser.parse_args(argv)
     if args.quick:
         args.targets, args.warmup, args.seconds = [100], 10.0, 10.0

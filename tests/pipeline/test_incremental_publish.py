@@ -3,11 +3,13 @@ and what is served is exactly what a full recomputation gives."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from adapter.config import load_config
 from adapter.gpus import GpuSample, PodGpus
-from adapter.pipeline import Pipeline
+from adapter.pipeline import Pipeline, _Published
 from adapter.readings import ModelCounters, Reading
-from adapter.series_cache import GroupSeriesCache
+from adapter.series_cache import GroupSeriesCache, SeriesKey, Served
 from adapter.signals import Labels, Member, ReadingHistory, group_series
 from adapter.snapshot import PodKey
 from adapter.targets import StaticTargets, Target
@@ -105,6 +107,73 @@ def test_incremental_publishes_serve_what_full_ones_do() -> None:
         assert dict(got.series) == dict(want.series)
         assert dict(got.pod_series) == dict(want.pod_series)
     assert got.points_in("triton_request_rate", "prod")
+
+
+class SetDifferencePipeline(Pipeline):
+    """The reference: finds the series no longer computed by a set difference over every
+    series (what publishing did before it looked only at the owners that changed)."""
+
+    @staticmethod
+    def _no_longer_computed(
+        last: _Published,
+        current: list[tuple[Labels, Served]],
+        owners: Mapping[Labels, list[Member]],
+        fresh: Served,
+    ) -> set[SeriesKey]:
+        return set(last.series.keys() - fresh.keys())
+
+
+def test_carried_and_dropped_series_match_a_full_recomputation() -> None:
+    """Series stop being computed (a model unloaded, targets silent, a pod removed, a whole
+    group removed), are carried, age past max age and are forgotten: publish after publish,
+    the incremental pipeline serves what one recomputing everything serves."""
+    config = load_config(None, {"signals": {"max_age_seconds": 3.0, "forget_after_seconds": 6.0}})
+    targets = [
+        Target.create(
+            f"http://{name}{pod}/metrics",
+            "triton",
+            {"namespace": "prod", "deployment": name},
+            pod=f"{name}-{pod}",
+        )
+        for name in ("a", "b", "c")
+        for pod in range(3)
+    ]
+    incremental = Pipeline(config.scrape, config.signals, StaticTargets(targets))
+    full = SetDifferencePipeline(config.scrape, config.signals, StaticTargets(targets))
+    pairs = {t: (incremental.track(t, 0.0), full.track(t, 0.0)) for t in targets}
+    silent = {targets[1], targets[2]}  # b is served from a-0 only after step 20
+    unloads = targets[3]  # b-0 stops reporting "bert" after step 16
+    served = carried_seen = 0
+    for step in range(1, 80):
+        now = step * 0.25
+        if step == 30:  # pod c-2 leaves discovery; at 50 all of group c does
+            for pipeline in (incremental, full):
+                pipeline.untrack(targets[8])
+            del pairs[targets[8]]
+        if step == 50:
+            for target in targets[6:8]:
+                for pipeline in (incremental, full):
+                    pipeline.untrack(target)
+                del pairs[target]
+        for index, (target, (one, other)) in enumerate(pairs.items()):
+            if (step + index) % 4 or (target in silent and step > 20):
+                continue
+            models = {("resnet", ""): ModelCounters(1.0, 7.0 * now * (index + 1), 0.0, 0.0, 0.0)}
+            if not (target is unloads and step > 16):
+                models[("bert", "")] = ModelCounters(0.0, 3.0 * now, 0.0, 0.0, 0.0)
+            point = Reading(now, T0 + now, models)
+            one.history.add(point)
+            other.history.add(point)
+        full._group_cache = GroupSeriesCache()  # the reference: computed from scratch
+        full._pod_cache = GroupSeriesCache()
+        got = incremental.publish(now, T0 + now)
+        want = full.publish(now, T0 + now)
+        assert dict(got.series) == dict(want.series)
+        assert dict(got.pod_series) == dict(want.pod_series)
+        assert dict(got.pods) == dict(want.pods)
+        served += sum(len(p) for p in got.series.values())
+        carried_seen += len(incremental._last_points.carried)
+    assert served and carried_seen  # series were served, and some were carried
 
 
 def test_a_change_in_the_gpus_assigned_to_a_pod_is_recomputed() -> None:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from adapter.exposition import (
     DCGM_FAMILIES,
+    MAX_REMEMBERED_HEADS,
     TRITON_FAMILIES,
     DuplicateSeriesError,
     ExpositionError,
@@ -175,7 +176,52 @@ def test_mutated_expositions_parse_or_are_refused(
     check_total(text)
 
 
+def outcome(parser: ExpositionParser, text: str) -> tuple[str, object]:
+    """What ``parser`` makes of ``text``: the samples (values as repr, so NaN compares), or
+    the error's type and message."""
+    try:
+        parsed = parser.parse(text, 50)
+    except ExpositionError as err:
+        return type(err).__name__, str(err)
+    return "parsed", {
+        name: [(dict(s.labels), repr(s.value)) for s in samples] for name, samples in parsed.items()
+    }
+
+
+@given(
+    lines=st.lists(sample_lines(), min_size=1, max_size=8),
+    tails=st.lists(
+        st.text(alphabet=" \t\r\u2003\x0b\x1c{}1e.5nNaIf+-_x", max_size=4), min_size=1, max_size=8
+    ),
+)
+def test_remembered_heads_change_no_result(lines: list[Line], tails: list[str]) -> None:
+    """A parser that has seen a line's head (name and labels) before parses the line with
+    any other text after the last space, valid or not, exactly as a fresh parser does."""
+    text = "\n".join(render(line) for line in lines)
+    remembering = ExpositionParser(KEPT)
+    first = outcome(remembering, text)
+    assert outcome(remembering, text) == first == outcome(ExpositionParser(KEPT), text)
+    changed = "\n".join(
+        line.rpartition(" ")[0] + " " + tails[index % len(tails)]
+        for index, line in enumerate(text.split("\n"))
+    )
+    assert outcome(remembering, changed) == outcome(ExpositionParser(KEPT), changed)
+
+
+def test_remembered_heads_are_bounded() -> None:
+    parser = ExpositionParser(KEPT)
+    lines = [f'nv_inference_request_success{{model="m{i}"}} 1' for i in range(12_000)]
+    parsed = parser.parse("\n".join(lines))
+    assert len(parsed["nv_inference_request_success"]) == 12_000
+    assert 0 < parser.remembered_heads <= MAX_REMEMBERED_HEADS
+
+
 def check_total(text: str) -> None:
+    """``text`` parses or is refused naming a line, and a parser that remembers what it
+    parsed before (``PARSER``, shared by every example) says what a fresh one says."""
+    fresh = outcome(ExpositionParser(KEPT), text)
+    assert outcome(PARSER, text) == fresh
+    assert outcome(PARSER, text) == fresh  # now with this text's heads remembered
     try:
         parsed = PARSER.parse(text, 50)
     except ExpositionError as err:
