@@ -43,7 +43,7 @@ from aiohttp import web
 
 from adapter.api.server import create_app
 from adapter.api.tls import bound_port, generate_self_signed, make_server_ssl_context, start_server
-from adapter.memory import freeze_startup_objects
+from adapter.memory import collect_cycles_less_often, freeze_startup_objects
 from adapter.provider import SnapshotProvider
 from adapter.snapshot import MetricInfo, SeriesPoint, Snapshot
 
@@ -226,6 +226,7 @@ def pin(cpu: int | None) -> None:
 
 async def bench(args: argparse.Namespace) -> None:
     pin(args.server_cpu)
+    collect_cycles_less_often()  # the collector as `serve` runs it
     freeze_startup_objects()  # as `serve` does once started, before its first snapshot
     now = time.time()
     sizes: list[int] = args.series
