@@ -41,6 +41,20 @@ def histories(count: int) -> list[ReadingHistory]:
     return out
 
 
+def three_deployments_of_three_pods() -> list[Target]:
+    """Deployments a, b and c in namespace prod, pods a-0 .. c-2."""
+    return [
+        Target.create(
+            f"http://{name}{pod}/metrics",
+            "triton",
+            {"namespace": "prod", "deployment": name},
+            pod=f"{name}-{pod}",
+        )
+        for name in ("a", "b", "c")
+        for pod in range(3)
+    ]
+
+
 def test_only_groups_with_a_new_reading_are_recomputed() -> None:
     a, b = histories(2)
     owners = {
@@ -80,16 +94,7 @@ def test_a_changed_membership_is_recomputed() -> None:
 
 def test_incremental_publishes_serve_what_full_ones_do() -> None:
     config = load_config(None, {})
-    targets = [
-        Target.create(
-            f"http://{name}{pod}/metrics",
-            "triton",
-            {"namespace": "prod", "deployment": name},
-            pod=f"{name}-{pod}",
-        )
-        for name in ("a", "b", "c")
-        for pod in range(3)
-    ]
+    targets = three_deployments_of_three_pods()
     incremental = Pipeline(config.scrape, config.signals, StaticTargets(targets))
     full = Pipeline(config.scrape, config.signals, StaticTargets(targets))
     states = [(incremental.track(t, 0.0), full.track(t, 0.0)) for t in targets]
@@ -128,16 +133,7 @@ def test_carried_and_dropped_series_match_a_full_recomputation() -> None:
     group removed), are carried, age past max age and are forgotten: publish after publish,
     the incremental pipeline serves what one recomputing everything serves."""
     config = load_config(None, {"signals": {"max_age_seconds": 3.0, "forget_after_seconds": 6.0}})
-    targets = [
-        Target.create(
-            f"http://{name}{pod}/metrics",
-            "triton",
-            {"namespace": "prod", "deployment": name},
-            pod=f"{name}-{pod}",
-        )
-        for name in ("a", "b", "c")
-        for pod in range(3)
-    ]
+    targets = three_deployments_of_three_pods()
     incremental = Pipeline(config.scrape, config.signals, StaticTargets(targets))
     full = SetDifferencePipeline(config.scrape, config.signals, StaticTargets(targets))
     pairs = {t: (incremental.track(t, 0.0), full.track(t, 0.0)) for t in targets}
