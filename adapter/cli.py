@@ -8,13 +8,13 @@ the harness, and an install without them (the container image) says what to inst
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from adapter.config import Config, ConfigError, load_config, parse_listen, parse_target_flag
+from adapter.event_loop import DEFAULT_EVENT_LOOP, EVENT_LOOPS, run
 from adapter.kube.tls_names import GO_TLS_VERSIONS
 
 
@@ -87,6 +87,12 @@ def _serve_parser(sub: Any) -> None:
         type=float,
         metavar="SECONDS",
         help="seconds between two scrapes of each target (default 1)",
+    )
+    serve.add_argument(
+        "--event-loop",
+        choices=list(EVENT_LOOPS),
+        default=DEFAULT_EVENT_LOOP,
+        help="uvloop (default; asyncio's loop where uvloop is not installed) or asyncio",
     )
     serve.add_argument(
         "--log-level",
@@ -337,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from adapter.service import StartupError
 
     try:
-        asyncio.run(serve_forever(config))
+        run(serve_forever(config), args.event_loop)
     except (
         RequestHeaderConfigError,
         KubernetesClientError,

@@ -50,6 +50,7 @@ from adapter.config import (
 )
 from adapter.config_yaml import read_yaml
 from adapter.discovery import CombinedTargets, discovery_from_config
+from adapter.event_loop import running_loop_name
 from adapter.explain import Explainer
 from adapter.keda.scaler import ExternalScaler
 from adapter.keda.server import ScalerServer
@@ -644,7 +645,12 @@ async def running_service(
         stack.push_async_callback(_stop, task)
         log.info(
             "serving external.metrics.k8s.io/v1beta1 and custom.metrics.k8s.io/v1beta2,v1beta1",
-            extra={"listen": config.listen, "port": port, "targets": len(config.targets)},
+            extra={
+                "listen": config.listen,
+                "port": port,
+                "targets": len(config.targets),
+                "event_loop": running_loop_name(),
+            },
         )
         yield RunningService(pipeline, app, runner, port, scaler, prometheus, warm)
 

@@ -34,10 +34,11 @@ import logging
 import math
 import ssl
 import traceback
+from asyncio import sslproto
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -50,9 +51,6 @@ from adapter.memory import return_free_memory
 __all__ = ["ConnectionGuard", "ConnectionStats", "ProtocolErrorLog"]
 
 log = logging.getLogger(__name__)
-
-_EARLY_DATA_MAX_BYTES = 64 * 1024
-"""Bytes a TLS connection may send between the handshake and the protocol taking over."""
 
 _CLOSE_GRACE_SECONDS = 5.0
 """After a graceful close (idle timeout), the connection is aborted if still open."""
@@ -165,43 +163,32 @@ class _AppSide(asyncio.Protocol):
     def __init__(self, connection: _Connection) -> None:
         self._connection = connection
         self._handler: asyncio.Protocol = _NOT_MADE
-        self._made = False
-        self._early: list[bytes] = []
-        self._early_bytes = 0
+        self.made = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._connection.app_transport = transport
         self._handler = self._connection.guard._made(self._connection)
-        self._made = True
+        self.made = True
         self._handler.connection_made(transport)
-        early, self._early = self._early, []
-        for data in early:
-            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
-        if not self._made:  # TLS delivers data in the same tick the handshake completes
-            self._early.append(data)
-            self._early_bytes += len(data)
-            if self._early_bytes > _EARLY_DATA_MAX_BYTES:
-                self._connection.close("too_much_early_data")
-            return
         self._connection.guard._data(self._connection)
         self._handler.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._handler.eof_received() if self._made else None
+        return self._handler.eof_received() if self.made else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connection.guard._release(self._connection, "closed")
-        if self._made:
+        if self.made:
             self._handler.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        if self._made:
+        if self.made:
             self._handler.pause_writing()
 
     def resume_writing(self) -> None:
-        if self._made:
+        if self.made:
             self._handler.resume_writing()
 
 
@@ -212,8 +199,8 @@ class _Accept(asyncio.Protocol):
         self._guard = guard
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._guard._accept(transport)
+        # uvloop's transports are not asyncio.Transport subclasses; both have its methods
+        self._guard._accept(cast(asyncio.Transport, transport))
 
     def connection_lost(self, exc: Exception | None) -> None:
         pass  # refused before the guard took it; nothing to release
@@ -241,7 +228,6 @@ class ConnectionGuard:
         self._open = 0
         self._peers: dict[str, _Peer] = {}
         self._by_handler: dict[asyncio.Protocol, _Connection] = {}
-        self._handshakes: set[asyncio.Task[None]] = set()
         self._closed_since_trim = 0
         self._trim: asyncio.TimerHandle | None = None
 
@@ -278,10 +264,24 @@ class ConnectionGuard:
             raw.set_protocol(app_side)
             app_side.connection_made(raw)
             return
-        raw.pause_reading()  # nothing may reach _Accept before TLS takes the transport
-        task = self._loop.create_task(self._handshake(connection, app_side))
-        self._handshakes.add(task)
-        task.add_done_callback(self._handshakes.discard)
+        # TLS is wrapped around the accepted socket here, in the same callback, before the
+        # loop reads from it (``loop.start_tls`` would take a loop turn, in which uvloop has
+        # already read the ClientHello into ``_Accept``: uvloop starts reading after
+        # ``connection_made`` whatever it did). The TLS protocol calls ``app_side``'s
+        # ``connection_made`` once the handshake is done; ``handshake`` ends it otherwise.
+        handshake = self._loop.create_future()
+        tls = _tls_protocol(self._loop)(
+            self._loop,
+            app_side,
+            self._ssl,
+            handshake,
+            server_side=True,
+            ssl_handshake_timeout=self.limits.header_timeout_seconds + 1.0,
+            ssl_shutdown_timeout=_CLOSE_GRACE_SECONDS,
+        )
+        raw.set_protocol(tls)
+        tls.connection_made(raw)
+        handshake.add_done_callback(lambda done: self._handshake_done(done, connection, app_side))
 
     def _victim(self, address: str) -> _Connection | None:
         """Who makes room for a newcomer from ``address`` at the cap; None: refuse it.
@@ -298,32 +298,21 @@ class ConnectionGuard:
             return largest.oldest()
         return own.oldest(not_after=self._loop.time() - EVICTION_MIN_AGE_SECONDS)
 
-    async def _handshake(self, connection: _Connection, app_side: _AppSide) -> None:
-        assert self._ssl is not None
-        try:
-            transport = await self._loop.start_tls(
-                connection.raw,
-                app_side,
-                self._ssl,
-                server_side=True,
-                ssl_handshake_timeout=self.limits.header_timeout_seconds + 1.0,
-                ssl_shutdown_timeout=_CLOSE_GRACE_SECONDS,
-            )
-        except asyncio.CancelledError:
+    @staticmethod
+    def _handshake_done(
+        done: asyncio.Future[None], connection: _Connection, app_side: _AppSide
+    ) -> None:
+        """A handshake that failed, or a connection lost during it, closes the connection."""
+        if done.cancelled():
             connection.close("server_stopped")
-            raise
-        except Exception as error:  # any failed handshake (bad hello, reset) ends the same way
-            # The traceback's frames hold the SSLProtocol (and its 256 KiB buffer) in a cycle
-            # with the waiter future: clear them, or each failure waits for a full GC.
+            return
+        error = done.exception()
+        if error is not None:
+            # The traceback's frames hold the TLS protocol (and its 256 KiB buffer) in a
+            # cycle with the future: clear them, or each failure waits for a full GC.
             traceback.clear_frames(error.__traceback__)
-            connection.close("tls_handshake_failed")
-            return
-        if transport is None or connection.released:  # lost during the handshake, or closed
-            connection.close("tls_handshake_failed")  # by a deadline (then a no-op)
-            if transport is not None:
-                transport.abort()
-            return
-        app_side.connection_made(transport)
+        if error is not None or not app_side.made:
+            connection.close("tls_handshake_failed")  # a no-op if a deadline closed it
 
     def _made(self, connection: _Connection) -> asyncio.Protocol:
         """aiohttp's RequestHandler for a connection whose TLS (if any) is up."""
@@ -417,11 +406,19 @@ class ConnectionGuard:
         if self._trim is not None:
             self._trim.cancel()
             self._trim = None
-        for task in list(self._handshakes):
-            task.cancel()
         for peer in list(self._peers.values()):
             for connection in list(peer.new):
                 connection.close("server_stopped")
+
+
+def _tls_protocol(loop: asyncio.AbstractEventLoop) -> Callable[..., asyncio.BaseProtocol]:
+    """The loop's own TLS protocol class: uvloop's (compiled) on a uvloop loop, asyncio's
+    otherwise. Both take ``(loop, app_protocol, context, waiter, server_side=..., ...)``."""
+    if type(loop).__module__.startswith("uvloop"):
+        from uvloop.loop import SSLProtocol  # type: ignore[attr-defined]
+
+        return cast(Callable[..., asyncio.BaseProtocol], SSLProtocol)
+    return sslproto.SSLProtocol
 
 
 class ProtocolErrorLog:

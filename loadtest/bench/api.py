@@ -15,6 +15,9 @@ request (this process's CPU over the row), which does not depend on queueing.
 metric (the code before the snapshot was indexed), measured the same way in the same
 run. ``--max-rate`` then raises the rate at the largest size until p99 exceeds 5 ms.
 
+``--event-loops asyncio,uvloop`` runs every row with the server on each loop in turn (the
+client stays on asyncio's loop).
+
 ``--server-cpu``/``--client-cpu`` pin the server (this process) and the client to one core
 each (``os.sched_setaffinity``): "one core" figures are the server on one core.
 """
@@ -43,9 +46,11 @@ from aiohttp import web
 
 from adapter.api.server import create_app
 from adapter.api.tls import bound_port, generate_self_signed, make_server_ssl_context, start_server
+from adapter.event_loop import DEFAULT_EVENT_LOOP, run, running_loop_name
 from adapter.memory import collect_cycles_less_often, freeze_startup_objects
 from adapter.provider import SnapshotProvider
 from adapter.snapshot import MetricInfo, SeriesPoint, Snapshot
+from loadtest.bench.lean_client import drive_lean
 
 DEPLOYMENTS_PER_NAMESPACE = 10
 MODELS = 10
@@ -224,7 +229,7 @@ def pin(cpu: int | None) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-async def bench(args: argparse.Namespace) -> None:
+async def bench(args: argparse.Namespace, event_loop: str) -> None:
     pin(args.server_cpu)
     collect_cycles_less_often()  # the collector as `serve` runs it
     freeze_startup_objects()  # as `serve` does once started, before its first snapshot
@@ -252,6 +257,7 @@ async def bench(args: argparse.Namespace) -> None:
                 "server_hostname": SERVICE_HOST,
                 "duration": args.duration,
                 "cpu": args.client_cpu,
+                "instrument": args.instrument,
             }
 
             async def measure(
@@ -298,8 +304,9 @@ async def bench(args: argparse.Namespace) -> None:
     print("### External metrics API latency (`loadtest/bench/api.py`)\n")
     print(f"Command: `{command}`\n")
     print(
-        f"Server: aiohttp over TLS on 127.0.0.1 (CPU {args.server_cpu}); client: separate "
-        f"process (CPU {args.client_cpu}), aiohttp, open loop at {args.rate:g} req/s for "
+        f"Server: aiohttp over TLS on 127.0.0.1 (CPU {args.server_cpu}, event loop "
+        f"{running_loop_name()}); client: separate "
+        f"process (CPU {args.client_cpu}), {args.instrument}, open loop at {args.rate:g} req/s for "
         f"{args.duration:g} s per row, latency from due time to end of body. "
         f"Host: {platform.python_implementation()} {platform.python_version()}, "
         f"{os.cpu_count()} CPUs.\n"
@@ -334,7 +341,6 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
     short-lived and its memory bounded by the request count), and it waits for the last
     answers without gathering every task at once (which held the loop as long).
     """
-    pin(config.get("cpu"))
     gc.disable()
     cafile = config.get("cafile")  # None: do not verify (a server's self-signed certificate)
     context: ssl.SSLContext | bool = ssl.create_default_context(cafile=cafile) if cafile else False
@@ -419,6 +425,19 @@ def main() -> None:
         default=[],
         help="rates to try in order at the largest size, stopping when p99 > 5 ms",
     )
+    parser.add_argument(
+        "--event-loops",
+        type=lambda text: text.split(","),
+        default=[DEFAULT_EVENT_LOOP],
+        help="the server's event loop; comma-separated: every row on each, one after the other",
+    )
+    parser.add_argument(
+        "--instrument",
+        choices=["lean", "aiohttp"],
+        default="lean",
+        help="the load client: lean (bare protocols on uvloop, loadtest/bench/lean_client.py; "
+        "default) or aiohttp (the client of earlier runs, ~0.45 ms CPU per request)",
+    )
     parser.add_argument("--server-cpu", type=int, help="pin the server to this CPU")
     parser.add_argument("--client-cpu", type=int, help="pin the load client to this CPU")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
@@ -426,11 +445,17 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.client:
         config = json.load(sys.stdin)
-        json.dump(asyncio.run(drive(config)), sys.stdout)
+        pin(config.get("cpu"))
+        if config.get("instrument", "lean") == "lean":
+            result = run(drive_lean(config), "uvloop")
+        else:
+            result = asyncio.run(drive(config))
+        json.dump(result, sys.stdout)
         return
     if args.rate <= 0 or args.duration <= 0:
         parser.error("--rate and --duration must be positive")
-    asyncio.run(bench(args))
+    for event_loop in args.event_loops:
+        run(bench(args, event_loop), event_loop)
 
 
 if __name__ == "__main__":

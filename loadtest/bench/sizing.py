@@ -29,6 +29,8 @@ Options for the speed work of issue 9 (each adds columns or rows, same measureme
   checkout, e.g. ``git archive main | tar -x -C DIR``) just before this one: "before" rows;
 - ``--profile K``: one more run at the largest N with the adapter under cProfile, printing
   the K functions with the most own time (the CPU of that run is the profiler's, not used);
+- ``--event-loops asyncio,uvloop``: each N is measured once per event loop of ``serve``
+  (``--event-loop``), one after the other: the loops' rows side by side;
 - ``--gc-time``: the adapter runs under ``loadtest/bench/gc_accounting.py``, which times its
   garbage collections: the share of the measured seconds spent collecting (``GC s/s``).
 """
@@ -245,6 +247,7 @@ class Options:
     source: Path | None = None  # run the adapter from this checkout (the baseline)
     profile_to: Path | None = None
     gc_time: bool = False
+    event_loop: str | None = None  # `serve --event-loop`; None: serve's default
 
 
 async def measure(count: int, options: Options) -> SizingResult:
@@ -259,6 +262,8 @@ async def measure(count: int, options: Options) -> SizingResult:
         config_file = Path(directory) / "config.yaml"
         config_file.write_text(yaml.safe_dump(adapter_config(urls, port)))
         command = [sys.executable, "-m", "adapter", "serve", "--config", str(config_file)]
+        if options.event_loop is not None:
+            command += ["--event-loop", options.event_loop]
         if options.profile_to is not None:
             command[1:1] = ["-m", "cProfile", "-o", str(options.profile_to)]
         gc_stats = Path(directory) / "gc.json"
@@ -307,7 +312,7 @@ async def measure(count: int, options: Options) -> SizingResult:
             stop(adapter)
     elapsed = wall_after - wall_before
     result = SizingResult(
-        adapter=f"before ({options.source.name})" if options.source is not None else "after",
+        adapter=_adapter_name(options),
         targets=count,
         cpu_cores=(cpu_after - cpu_before) / elapsed,
         rss_mib_max=max(rss),
@@ -370,17 +375,23 @@ def _share(value: float) -> str:
     return f"{value:.1%}" if math.isfinite(value) else "-"
 
 
+def _adapter_name(options: Options) -> str:
+    if options.source is not None:
+        return f"before ({options.source.name})"
+    return "after" if options.event_loop is None else f"after, {options.event_loop}"
+
+
 async def run(args: argparse.Namespace) -> list[SizingResult]:
     base = Options(
         args.warmup, args.seconds, args.api_rate, args.hog, args.adapter_cpu, gc_time=args.gc_time
     )
-    sources: list[Path | None] = [None]
+    variants = [dataclasses.replace(base, event_loop=loop) for loop in args.event_loops]
     if args.baseline_source is not None:
-        sources.insert(0, args.baseline_source.resolve())
+        variants.insert(0, dataclasses.replace(base, source=args.baseline_source.resolve()))
     results = []
     for count in args.targets:
-        for source in sources:
-            result = await measure(count, dataclasses.replace(base, source=source))
+        for variant in variants:
+            result = await measure(count, variant)
             print(
                 f"{result.adapter}, {count} targets: {result.cpu_cores:.2f} cores, RSS "
                 f"{result.rss_mib_max:.0f} MiB (peak {result.rss_mib_peak:.0f}), "
@@ -416,6 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline-source", type=Path, help="also run the adapter from here")
     parser.add_argument("--profile", type=int, default=0, help="profile: top K functions")
     parser.add_argument("--gc-time", action="store_true", help="time the garbage collections")
+    parser.add_argument(
+        "--event-loops",
+        type=lambda text: text.split(","),
+        default=[None],
+        help="comma-separated `serve --event-loop` values, each measured (default: serve's)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.targets, args.warmup, args.seconds = [100], 10.0, 10.0
