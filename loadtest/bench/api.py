@@ -15,6 +15,8 @@ request (this process's CPU over the row), which does not depend on queueing.
 metric (the code before the snapshot was indexed), measured the same way in the same
 run. ``--max-rate`` then raises the rate at the largest size until p99 exceeds 5 ms.
 
+``--repeats N`` runs each row N times and shows the run with the median p99 beside every
+run's p99 (one pause of the machine can decide a single run's p99; the goal is 3 repeats).
 ``--event-loops asyncio,uvloop`` runs every row with the server on each loop in turn (the
 client stays on asyncio's loop).
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import logging
@@ -168,6 +171,14 @@ class Summary:
     max_ms: float
     achieved_rate: float
     server_cpu_ms: float  # this process's CPU time per request sent, over the run
+    p99_runs_ms: tuple[float, ...] = ()  # with --repeats: every run's p99, in order
+
+    @classmethod
+    def median_of(cls, runs: list[Summary]) -> Summary:
+        """The run with the median p99 (the middle one of an odd count), every run's p99
+        kept beside it."""
+        middle = sorted(runs, key=lambda run: run.p99_ms)[(len(runs) - 1) // 2]
+        return dataclasses.replace(middle, p99_runs_ms=tuple(run.p99_ms for run in runs))
 
     @classmethod
     def of(cls, name: str, result: dict[str, Any], server_cpu_s: float) -> Summary:
@@ -187,6 +198,7 @@ class Summary:
         )
 
     def row(self, baseline: Summary | None = None) -> str:
+        runs = " / ".join(f"{p99:.1f}" for p99 in self.p99_runs_ms) or "-"
         ratio = (
             f"{self.p50_ms / baseline.p50_ms:.2f}x | {self.p99_ms / baseline.p99_ms:.2f}x"
             if baseline is not None
@@ -194,7 +206,7 @@ class Summary:
         )
         return (
             f"| {self.name} | {self.sent} | {self.achieved_rate:.0f} | {self.errors} | "
-            f"{self.p50_ms:.2f} | {self.p99_ms:.2f} | {self.max_ms:.2f} | "
+            f"{self.p50_ms:.2f} | {self.p99_ms:.2f} | {runs} | {self.max_ms:.2f} | "
             f"{self.server_cpu_ms:.3f} | {ratio} |"
         )
 
@@ -264,11 +276,13 @@ async def bench(args: argparse.Namespace, event_loop: str) -> None:
                 name: str, rate: float, paths: list[str], **overrides: Any
             ) -> Summary:
                 config = {**base, "rate": rate, "paths": paths, **overrides}
-                before = time.process_time()
-                result = await run_client(config)
-                summary = Summary.of(name, result, time.process_time() - before)
-                print(summary.row(), file=sys.stderr, flush=True)
-                return summary
+                runs = []
+                for _ in range(args.repeats):
+                    before = time.process_time()
+                    result = await run_client(config)
+                    runs.append(Summary.of(name, result, time.process_time() - before))
+                    print(runs[-1].row(), file=sys.stderr, flush=True)
+                return Summary.median_of(runs)
 
             bare = await measure(
                 "bare aiohttp TLS hello world (reference)",
@@ -312,10 +326,10 @@ async def bench(args: argparse.Namespace, event_loop: str) -> None:
         f"{os.cpu_count()} CPUs.\n"
     )
     print(
-        "| endpoint | requests | req/s | errors | p50 ms | p99 ms | max ms "
+        "| endpoint | requests | req/s | errors | p50 ms | p99 ms | p99 ms of each run | max ms "
         "| server CPU ms/request | p50 / healthz | p99 / healthz |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         print(row)
     if args.max_rate:
@@ -417,6 +431,12 @@ def main() -> None:
         help="series per metric, comma-separated (default 10,1000,10000)",
     )
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of each row; the row shows the run with the median p99 and every run's p99",
+    )
+    parser.add_argument(
         "--baseline", action="store_true", help="also the scanning provider at the largest size"
     )
     parser.add_argument(
@@ -452,8 +472,8 @@ def main() -> None:
             result = asyncio.run(drive(config))
         json.dump(result, sys.stdout)
         return
-    if args.rate <= 0 or args.duration <= 0:
-        parser.error("--rate and --duration must be positive")
+    if args.rate <= 0 or args.duration <= 0 or args.repeats < 1:
+        parser.error("--rate, --duration and --repeats must be positive")
     for event_loop in args.event_loops:
         run(bench(args, event_loop), event_loop)
 
