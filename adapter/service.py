@@ -673,10 +673,17 @@ async def serve_forever(config: Config) -> None:
 async def _serve_until_stopped(config: Config) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
-    async with running_service(config):
-        frozen = freeze_startup_objects()  # short full collections: no API pauses of 70 ms
-        log.debug("startup objects frozen", extra={"objects": frozen})
-        await stop.wait()
-        log.info("shutting down")
+    try:
+        async with running_service(config):
+            frozen = freeze_startup_objects()  # short full collections: no API pauses of 70 ms
+            log.debug("startup objects frozen", extra={"objects": frozen})
+            await stop.wait()
+            log.info("shutting down")
+    finally:
+        # uvloop leaves its handlers installed when the loop closes (asyncio's loop removes
+        # them): a caller that goes on, or forks, would ignore SIGTERM
+        for sig in signals:
+            loop.remove_signal_handler(sig)
