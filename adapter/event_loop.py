@@ -42,8 +42,10 @@ def run(main: Coroutine[Any, Any, T], event_loop: str = DEFAULT_EVENT_LOOP) -> T
         return runner.run(main)
 
 
+def is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    return type(loop).__module__.startswith("uvloop")
+
+
 def running_loop_name() -> str:
     """``uvloop`` or ``asyncio``: what the running loop is (for the start-up log line)."""
-    return (
-        "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
-    )
+    return "uvloop" if is_uvloop(asyncio.get_running_loop()) else "asyncio"

@@ -22,7 +22,6 @@ from adapter.snapshot import PodKey, SeriesPoint
 SeriesKey = tuple[str, Labels]
 """``(metric, sorted labels)``: one series, as the pipeline keys what it carries."""
 
-Entry = tuple[SeriesKey, tuple[Labels, SeriesPoint]]
 Served = dict[SeriesKey, tuple[Labels, SeriesPoint]]
 """An owner's series by key, as published: ``{(metric, sorted labels): (owner, point)}``."""
 _MemberPrint = tuple[Member, ReadingHistory, Reading | None, PodGpus | None]
@@ -31,8 +30,7 @@ _MemberPrint = tuple[Member, ReadingHistory, Reading | None, PodGpus | None]
 @dataclass(frozen=True, slots=True)
 class _Computed:
     members: tuple[_MemberPrint, ...]
-    entries: tuple[Entry, ...]
-    series: Served  # the entries by key: merged into a publish by their stored hashes
+    series: Served  # merged into a publish by the keys' stored hashes
 
 
 def _fingerprint(
@@ -57,25 +55,13 @@ def _same(a: tuple[_MemberPrint, ...], b: tuple[_MemberPrint, ...]) -> bool:
 class GroupSeriesCache:
     """The series of each owner (a group, or one pod) from its last computation.
 
-    ``recomputed`` counts the owners computed by the last :meth:`entries` call (for tests and
+    ``recomputed`` counts the owners computed by the last :meth:`owner_series` call (for tests and
     the benchmark); owners absent from a call are forgotten.
     """
 
     def __init__(self) -> None:
         self._computed: dict[Labels, _Computed] = {}
         self.recomputed = 0
-
-    def entries(
-        self,
-        owners: Iterable[tuple[Labels, Sequence[Member]]],
-        window_seconds: float,
-        pod_gpus: Mapping[PodKey, PodGpus],
-    ) -> list[Entry]:
-        """Every owner's series as ``((metric, sorted labels), (owner, point))`` pairs."""
-        out: list[Entry] = []
-        for computed in self._refresh(owners, window_seconds, pod_gpus):
-            out.extend(computed.entries)
-        return out
 
     def owner_series(
         self,
@@ -85,18 +71,8 @@ class GroupSeriesCache:
     ) -> list[tuple[Labels, Served]]:
         """Every owner's series by key; an owner that was not recomputed gives the very
         mapping of the last call (so a caller can tell it unchanged by identity)."""
-        pairs = list(owners)
-        computed = self._refresh(pairs, window_seconds, pod_gpus)
-        return [(owner, c.series) for (owner, _members), c in zip(pairs, computed, strict=True)]
-
-    def _refresh(
-        self,
-        owners: Iterable[tuple[Labels, Sequence[Member]]],
-        window_seconds: float,
-        pod_gpus: Mapping[PodKey, PodGpus],
-    ) -> list[_Computed]:
         computed: dict[Labels, _Computed] = {}
-        out: list[_Computed] = []
+        out: list[tuple[Labels, Served]] = []
         recomputed = 0
         previous = self._computed
         for owner, members in owners:
@@ -104,10 +80,9 @@ class GroupSeriesCache:
             cached = previous.get(owner)
             if cached is None or not _same(cached.members, fingerprint):
                 recomputed += 1
-                entries = _compute(owner, members, window_seconds, pod_gpus)
-                cached = _Computed(fingerprint, entries, dict(entries))
+                cached = _Computed(fingerprint, _compute(owner, members, window_seconds, pod_gpus))
             computed[owner] = cached
-            out.append(cached)
+            out.append((owner, cached.series))
         self._computed = computed
         self.recomputed = recomputed
         return out
@@ -118,13 +93,13 @@ def _compute(
     members: Sequence[Member],
     window_seconds: float,
     pod_gpus: Mapping[PodKey, PodGpus],
-) -> tuple[Entry, ...]:
-    entries: list[Entry] = []
+) -> Served:
+    series_by_key: Served = {}
     sorted_labels: dict[int, Labels] = {}  # by id: every metric of a model shares its labels
     for metric, series in group_series(owner, members, window_seconds, pod_gpus).items():
         for point in series:
             labels = sorted_labels.get(id(point.labels))
             if labels is None:
                 labels = sorted_labels[id(point.labels)] = tuple(sorted(point.labels.items()))
-            entries.append(((metric, labels), (owner, point)))
-    return tuple(entries)
+            series_by_key[(metric, labels)] = (owner, point)
+    return series_by_key

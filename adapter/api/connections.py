@@ -45,6 +45,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from adapter.config import ServerConfig
+from adapter.event_loop import is_uvloop
 from adapter.logging_setup import LogLimiter
 from adapter.memory import return_free_memory
 
@@ -414,7 +415,7 @@ class ConnectionGuard:
 def _tls_protocol(loop: asyncio.AbstractEventLoop) -> Callable[..., asyncio.BaseProtocol]:
     """The loop's own TLS protocol class: uvloop's (compiled) on a uvloop loop, asyncio's
     otherwise. Both take ``(loop, app_protocol, context, waiter, server_side=..., ...)``."""
-    if type(loop).__module__.startswith("uvloop"):
+    if is_uvloop(loop):
         from uvloop.loop import SSLProtocol  # type: ignore[attr-defined]
 
         return cast(Callable[..., asyncio.BaseProtocol], SSLProtocol)

@@ -3,7 +3,7 @@ and what is served is exactly what a full recomputation gives."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from adapter.config import load_config
 from adapter.gpus import GpuSample, PodGpus
@@ -55,6 +55,19 @@ def three_deployments_of_three_pods() -> list[Target]:
     ]
 
 
+def entries(
+    cache: GroupSeriesCache,
+    owners: Iterable[tuple[Labels, Sequence[Member]]],
+    window_seconds: float = WINDOW,
+    pod_gpus: Mapping[PodKey, PodGpus] = NO_GPUS,
+) -> Served:
+    """Every owner's series from ``cache``, merged as a publish merges them."""
+    merged: Served = {}
+    for _owner, series in cache.owner_series(owners, window_seconds, pod_gpus):
+        merged.update(series)
+    return merged
+
+
 def test_only_groups_with_a_new_reading_are_recomputed() -> None:
     a, b = histories(2)
     owners = {
@@ -62,13 +75,13 @@ def test_only_groups_with_a_new_reading_are_recomputed() -> None:
         group("b"): [Member("triton", b, "http://b/metrics")],
     }
     cache = GroupSeriesCache()
-    first = cache.entries(owners.items(), WINDOW, NO_GPUS)
+    first = entries(cache, owners.items())
     assert cache.recomputed == 2
-    again = cache.entries(owners.items(), WINDOW, NO_GPUS)
+    again = entries(cache, owners.items())
     assert cache.recomputed == 0
     assert again == first
     a.add(reading(4.0, 100.0))  # a jump: a's rate changes
-    after = dict(cache.entries(owners.items(), WINDOW, NO_GPUS))
+    after = dict(entries(cache, owners.items()))
     assert cache.recomputed == 1
     rate_key = key("triton_request_rate", "a")
     assert rate_key in after
@@ -82,13 +95,13 @@ def test_a_changed_membership_is_recomputed() -> None:
     cache = GroupSeriesCache()
     one = {group("g"): [Member("triton", a, "http://a/metrics")]}
     two = {group("g"): [Member("triton", a, "http://a/metrics"), Member("triton", b, "http://b")]}
-    cache.entries(one.items(), WINDOW, NO_GPUS)
-    sums = dict(cache.entries(two.items(), WINDOW, NO_GPUS))
+    entries(cache, one.items())
+    sums = dict(entries(cache, two.items()))
     assert cache.recomputed == 1
     (point,) = group_series(group("g"), two[group("g")], WINDOW)["triton_queue_depth"]
     assert sums[key("triton_queue_depth", "g")][1].value == 2.0
     assert point.value == 2.0
-    cache.entries(one.items(), WINDOW, NO_GPUS)
+    entries(cache, one.items())
     assert cache.recomputed == 1  # back to one member: computed again, not the old entry
 
 
@@ -181,11 +194,11 @@ def test_a_change_in_the_gpus_assigned_to_a_pod_is_recomputed() -> None:
     def gpus(utilization: float) -> dict[PodKey, PodGpus]:
         return {pod: PodGpus((GpuSample("GPU-0", utilization, pod),), T0 + 3)}
 
-    first = dict(cache.entries(owners.items(), WINDOW, gpus(0.5)))
+    first = dict(entries(cache, owners.items(), WINDOW, gpus(0.5)))
     assert cache.recomputed == 1
-    cache.entries(owners.items(), WINDOW, gpus(0.5))  # equal, though rebuilt
+    entries(cache, owners.items(), WINDOW, gpus(0.5))  # equal, though rebuilt
     assert cache.recomputed == 0
-    after = dict(cache.entries(owners.items(), WINDOW, gpus(0.9)))
+    after = dict(entries(cache, owners.items(), WINDOW, gpus(0.9)))
     assert cache.recomputed == 1
     utilization = ("gpu_utilization", group("a"))
     assert first[utilization][1].value == 0.5 and after[utilization][1].value == 0.9
