@@ -89,6 +89,19 @@ def _serve_parser(sub: Any) -> None:
         help="seconds between two scrapes of each target (default 1)",
     )
     serve.add_argument(
+        "--api-process",
+        action="store_const",
+        const=True,
+        help="server.api_process: answer the metrics APIs from a process of their own, fed "
+        "every snapshot (the main process then serves its page and /metrics on --main-listen)",
+    )
+    serve.add_argument(
+        "--main-listen",
+        metavar="HOST:PORT",
+        help="server.main_listen: the main process's address with --api-process (default "
+        "0.0.0.0:6444)",
+    )
+    serve.add_argument(
         "--event-loop",
         choices=list(EVENT_LOOPS),
         default=DEFAULT_EVENT_LOOP,
@@ -217,6 +230,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["keda_scaler"] = {"listen": args.keda_scaler_listen}
     if args.scrape_interval is not None:
         overrides["scrape"] = {"interval_seconds": args.scrape_interval}
+    server: dict[str, Any] = {}
+    if args.api_process:
+        server["api_process"] = True
+    if args.main_listen:
+        server["main_listen"] = args.main_listen
+    if server:
+        overrides["server"] = server
     auth: dict[str, Any] = {}
     if args.auth_mode:
         auth["mode"] = args.auth_mode
@@ -294,7 +314,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("file", help="the YAML config file `tritonscale serve --config` reads")
     for name in sorted(plugins):
         sub.add_parser(name, help=f"see `tritonscale {name} --help`", add_help=False)
+    api = sub.add_parser(
+        "api-process",
+        help="internal: the API process `serve` starts with server.api_process (its config "
+        "comes through the feed)",
+    )
+    api.add_argument("--feed-fd", type=int, required=True, help="the snapshot feed's socket")
+    api.add_argument("--event-loop", choices=list(EVENT_LOOPS), default=DEFAULT_EVENT_LOOP)
     args = parser.parse_args(argv)
+
+    if args.command == "api-process":
+        from adapter.api_process import serve_api_process
+
+        return run(serve_api_process(args.feed_fd), args.event_loop)
 
     if args.command == "check-config":
         try:
@@ -339,8 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from adapter.kube.client import KubernetesClientError
     from adapter.kube.reviews import CAFileError, RequestHeaderConfigError
+    from adapter.listener import StartupError
     from adapter.promsource import PrometheusSourceError
-    from adapter.service import StartupError
 
     try:
         run(serve_forever(config), args.event_loop)

@@ -229,6 +229,24 @@ class ServerConfig(_Strict):
         "256 KiB read buffer); one more replaces the oldest that has waited a second without "
         "a request (or idle), else it is refused",
     )
+    api_process: bool = Field(
+        False,
+        description="answer the metrics APIs on `listen` from a process of their own, fed "
+        "every published snapshot, so scraping and serving do not share one core and one "
+        'event loop (README: "The API in a process of its own"); the main process then '
+        "serves the live page, explain and its /metrics on `main_listen`",
+    )
+    main_listen: str = Field(
+        "0.0.0.0:6444",
+        description="with api_process: HOST:PORT where the main process serves its full app "
+        "(live page, explain, the scraping's /metrics, and the same APIs); unused otherwise",
+    )
+
+    @field_validator("main_listen")
+    @classmethod
+    def _main_host_port(cls, main_listen: str) -> str:
+        parse_listen(main_listen)  # raises ListenAddressError (a ValueError) naming the problem
+        return main_listen
 
 
 class ScrapeConfig(_Strict):
@@ -1181,6 +1199,19 @@ class Config(_Strict):
                 "keda_scaler.client_ca_file is required when keda_scaler.listen is set and "
                 "auth.mode is delegated: without client certificates anyone who reaches the "
                 "port reads the metrics the HTTPS API guards"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _api_process_has_a_port_of_its_own(self) -> Config:
+        if not self.server.api_process:
+            return self
+        _, port = parse_listen(self.listen)
+        _, main_port = parse_listen(self.server.main_listen)
+        if port != 0 and port == main_port:
+            raise ValueError(
+                f"server.main_listen ({self.server.main_listen}) must use another port than "
+                f"listen ({self.listen}): with server.api_process the API process listens there"
             )
         return self
 

@@ -109,6 +109,11 @@ class Pipeline:
         self._memberships: dict[Target, _Membership] = {}
 
     # -- what the API reads -------------------------------------------------------
+    def subscribe(self, subscriber: Callable[[Snapshot], None]) -> None:
+        """Also hand every snapshot published from now on to ``subscriber`` (the feed of the
+        API process, started once the pipeline exists)."""
+        self._on_publish = (*self._on_publish, subscriber)
+
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
@@ -560,7 +565,7 @@ def _unknown_if_invalid(point: SeriesPoint) -> SeriesPoint:
     is published as 'not known' (NaN: answered 503, the HPA holds), never as it is."""
     if point.value != point.value or 0.0 <= point.value < math.inf:
         return point
-    return dataclasses.replace(point, value=math.nan)
+    return point._replace(value=math.nan)
 
 
 def _no_longer_reported(

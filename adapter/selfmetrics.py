@@ -41,6 +41,7 @@ from adapter.predictive import ForecastCheck
 from adapter.readings import Reading
 from adapter.scrape_pacing import ScrapePacing
 from adapter.snapshot import Snapshot
+from adapter.snapshot_feed import FeedWriter
 from adapter.targets import Target
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -226,6 +227,26 @@ class _ConnectionCollector(Collector):
         yield bad
 
 
+class _FeedCollector(Collector):
+    """The snapshot feed to the API process (``server.api_process``), read at scrape time."""
+
+    def __init__(self, feed: FeedWriter) -> None:
+        self._feed = feed
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "tritonscale_api_process_snapshots_sent",
+            "Published snapshots sent to the API process.",
+            value=self._feed.sent,
+        )
+        yield CounterMetricFamily(
+            "tritonscale_api_process_snapshots_skipped",
+            "Published snapshots not sent because the API process had not yet read the one "
+            "before (it gets the next one: its values are one publish older).",
+            value=self._feed.skipped,
+        )
+
+
 class _PacingCollector(Collector):
     """How far scraping keeps up (``adapter.scrape_pacing.ScrapePacing``), read at scrape time."""
 
@@ -363,6 +384,10 @@ class SelfMetrics:
     def serve_scrape_pacing(self, pacing: ScrapePacing) -> None:
         """Export the scrape pacing's stretch, skipped cycles and slots at each scrape."""
         self.registry.register(_PacingCollector(pacing))
+
+    def serve_feed_stats(self, feed: FeedWriter) -> None:
+        """Export the snapshot feed's counters (the main process, with an API process)."""
+        self.registry.register(_FeedCollector(feed))
 
     def serve_connection_stats(self, stats: ConnectionStats) -> None:
         """Export the API listener's connection counters at each scrape of /metrics."""

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import logging
 import signal
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,34 +18,19 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from adapter.api.auth import CertificateAuthority, DelegatedAuth
+from adapter.api.auth import DelegatedAuth
 from adapter.api.explain import add_explain_routes
-from adapter.api.rotation import (
-    CredentialReloader,
-    apply_client_ca,
-    apply_front_proxy,
-    certificate_summary,
-)
+from adapter.api.rotation import CredentialReloader
 from adapter.api.server import ReadinessCheck, create_app
-from adapter.api.tls import (
-    CONNECTION_STATS_KEY,
-    ClientTrust,
-    ServingTLS,
-    TLSOptions,
-    bound_port,
-    make_server_ssl_context,
-    serving_certificate,
-    start_server,
-)
+from adapter.api.tls import CONNECTION_STATS_KEY, bound_port, make_server_ssl_context
 from adapter.api.ui import add_ui_routes
+from adapter.api_process import ApiProcess, ApiProcessExitedError, start_api_process
 from adapter.config import (
     MAX_CONFIG_BYTES,
-    AuthConfig,
     Config,
     DiscoveryConfig,
     KedaScalerConfig,
     TargetConfig,
-    TLSConfig,
 )
 from adapter.config_yaml import read_yaml
 from adapter.discovery import CombinedTargets, discovery_from_config
@@ -56,16 +40,16 @@ from adapter.keda.scaler import ExternalScaler
 from adapter.keda.server import ScalerServer
 from adapter.kube.mounted import MountedFiles
 from adapter.kube.reviews import (
-    CAFileError,
-    KubernetesReviewClient,
-    RequestHeaderConfig,
     RequestHeaderConfigError,
-    ReviewError,
     ca_bundle,
-    connect,
-    request_header_config_from_config_map,
     request_header_config_from_file,
-    request_header_config_from_pem,
+)
+from adapter.listener import (
+    StartupError,
+    listen,
+    read_mounted,
+    start_auth,
+    start_serving,
 )
 from adapter.memory import (
     collect_cycles_less_often,
@@ -79,13 +63,10 @@ from adapter.promsource import PrometheusSource
 from adapter.provider import SnapshotCustomMetricsProvider, SnapshotProvider
 from adapter.recorder import SeriesRecorder
 from adapter.selfmetrics import SelfMetrics
+from adapter.snapshot_feed import Health
 from adapter.targets import StaticTargets, Target, TargetSource
 
 log = logging.getLogger(__name__)
-
-
-class StartupError(Exception):
-    """The service cannot start (port in use, unusable TLS files): one line naming what to fix."""
 
 
 @dataclass(frozen=True)
@@ -221,122 +202,8 @@ class RunningService:
     scaler: ScalerServer | None = None
     prometheus: tuple[PrometheusSource, ...] = ()
     warm_start: asyncio.Task[int] | None = None  # the forecasts' warm start from Prometheus
-
-
-def read_mounted(files: MountedFiles, setting: str) -> tuple[bytes, ...]:
-    """``files.read()``; CAFileError naming ``setting`` and the path when one cannot be read."""
-    try:
-        return files.read()
-    except OSError as exc:
-        raise CAFileError(
-            f"{setting} {exc.filename or files.paths[0]!r}: cannot read: {exc.strerror or exc}"
-        ) from None
-
-
-@dataclass
-class AuthSetup:
-    """Delegated auth ready to serve: the middleware, its Kubernetes client, the CAs the
-    serving context must trust, and where the front-proxy settings are re-read from
-    (``front_proxy_files``: the CA file; ``config_map_version``: the ConfigMap's
-    resourceVersion; neither: front-proxy authentication is off)."""
-
-    auth: DelegatedAuth
-    client: KubernetesReviewClient
-    trust: ClientTrust
-    front_proxy_files: MountedFiles | None = None
-    config_map_version: str | None = None
-    client_ca_files: MountedFiles | None = None
-
-    async def close(self) -> None:
-        await self.client.close()
-
-
-async def _front_proxy_settings(
-    settings: AuthConfig, client: KubernetesReviewClient
-) -> tuple[RequestHeaderConfig | None, MountedFiles | None, str | None]:
-    """The front-proxy settings: from ``requestheader_client_ca_file``, else (unless
-    ``authentication_skip_lookup``) the ConfigMap; with where to re-read them."""
-    ca_file = settings.requestheader_client_ca_file
-    if ca_file is not None:
-        files = MountedFiles((ca_file,))
-        setting = "auth.requestheader_client_ca_file"
-        try:
-            (content,) = read_mounted(files, setting)
-            pem = content.decode("utf-8")
-        except (CAFileError, UnicodeDecodeError) as exc:
-            raise RequestHeaderConfigError(str(exc)) from None
-        config = request_header_config_from_pem(
-            pem,
-            source=f"{setting} {ca_file!r}",
-            allowed_names=settings.requestheader_allowed_names,
-            username_headers=settings.requestheader_username_headers,
-            group_headers=settings.requestheader_group_headers,
-            extra_headers_prefixes=settings.requestheader_extra_headers_prefix,
-        )
-        return config, files, None
-    if settings.authentication_skip_lookup:
-        return None, None, None
-    try:
-        version, data = await client.read_authentication_config_map()
-    except ReviewError as exc:
-        raise RequestHeaderConfigError(
-            f"auth: cannot load the front-proxy settings from {client.host}: {exc} "
-            "(bind the Role kube-system/extension-apiserver-authentication-reader, "
-            "or set auth.requestheader_client_ca_file)"
-        ) from None
-    return request_header_config_from_config_map(data), None, version
-
-
-async def start_auth(settings: AuthConfig) -> AuthSetup | None:
-    """None for ``mode: none``; else connect to the Kubernetes API and load the front-proxy CA
-    (from ``requestheader_client_ca_file``, or the ``extension-apiserver-authentication``
-    ConfigMap when it is not given and lookup is not skipped) and the client CA. Any failure
-    is fatal, as in the Go servers (``--authentication-tolerate-lookup-failure=false``): a
-    ValueError naming what to fix."""
-    if settings.mode == "none":
-        return None
-    client = await connect(
-        settings.authentication_kubeconfig or settings.kubeconfig,
-        timeout_seconds=settings.review_timeout_seconds,
-        authorization_kubeconfig=settings.authorization_kubeconfig or settings.kubeconfig,
-        token_audiences=settings.token_audiences,
-    )
-    try:
-        request_header, front_proxy_files, version = await _front_proxy_settings(settings, client)
-        client_ca: CertificateAuthority | None = None
-        client_ca_files: MountedFiles | None = None
-        if settings.client_ca_file is not None:
-            client_ca_files = MountedFiles((settings.client_ca_file,))
-            source = f"auth.client_ca_file {settings.client_ca_file!r}"
-            (content,) = read_mounted(client_ca_files, "auth.client_ca_file")
-            client_ca = CertificateAuthority(ca_bundle(content, source), "client_ca", source)
-    except BaseException:
-        await client.close()
-        raise
-    auth = DelegatedAuth(
-        client,
-        request_header,
-        cache_seconds=settings.authorization_cache_seconds,
-        always_allow_paths=settings.always_allow_paths,
-        client_ca=client_ca,
-    )
-    log.info(
-        "delegated authentication and authorization",
-        extra={
-            "kubernetes_api": client.host,
-            "authorization_api": client.authorization_host,
-            "requestheader_source": request_header.source if request_header else "off",
-            "requestheader_allowed_names": (
-                list(request_header.allowed_names) if request_header else []
-            ),
-            "client_ca": client_ca.source if client_ca else "off",
-        },
-    )
-    trust = ClientTrust(
-        request_header.client_ca_pem if request_header else None,
-        client_ca.pem if client_ca else None,
-    )
-    return AuthSetup(auth, client, trust, front_proxy_files, version, client_ca_files)
+    main_port: int = 0  # where ``app`` listens: ``port`` unless the API has its own process
+    api_process: ApiProcess | None = None
 
 
 def build_app(
@@ -421,79 +288,6 @@ async def start_keda_scaler(
     return server
 
 
-def serving_certificate_files(tls: TLSConfig) -> MountedFiles | None:
-    """The certificate and key files to watch; None for a self-signed certificate."""
-    if tls.cert_file is None or tls.private_key_file is None:
-        return None
-    return MountedFiles((tls.cert_file, tls.private_key_file))
-
-
-def credential_reloader(
-    config: Config,
-    serving: ServingTLS,
-    certificate_files: MountedFiles | None,
-    auth_setup: AuthSetup | None,
-    certificate_listeners: Sequence[Callable[[tuple[bytes, bytes]], None]] = (),
-) -> CredentialReloader:
-    """What follows rotations: the serving certificate (or the self-signed one's renewal)
-    for the HTTPS API and ``certificate_listeners`` (the KEDA scaler), and delegated auth's
-    front-proxy settings (file or ConfigMap) and client CA."""
-    reloader = CredentialReloader(
-        interval_seconds=config.tls.reload_interval_seconds,
-        config_map_poll_seconds=config.auth.config_map_poll_seconds,
-    )
-
-    def new_certificate(certificate: tuple[bytes, bytes]) -> None:
-        for listener in certificate_listeners:
-            listener(certificate)
-
-    if certificate_files is None:
-        reloader.renew_self_signed(serving, config.tls.hostnames, new_certificate)
-    else:
-
-        def certificate_changed(contents: tuple[bytes, ...]) -> dict[str, object]:
-            cert_pem, key_pem = contents
-            serving.replace(certificate=(cert_pem, key_pem))  # ValueError: keep the old one
-            new_certificate((cert_pem, key_pem))
-            return dict(certificate_summary(cert_pem))
-
-        reloader.watch_files(
-            f"serving certificate {config.tls.cert_file!r}", certificate_files, certificate_changed
-        )
-    if auth_setup is None:
-        return reloader
-    auth = auth_setup.auth
-    if auth_setup.front_proxy_files is not None and auth.request_header is not None:
-        current = auth.request_header
-
-        def front_proxy_changed(contents: tuple[bytes, ...]) -> dict[str, object]:
-            try:
-                config_now = dataclasses.replace(
-                    current, client_ca_pem=ca_bundle(contents[0], current.source)
-                )
-            except CAFileError as exc:
-                raise ValueError(str(exc)) from None
-            apply_front_proxy(serving, auth, config_now)
-            return {}
-
-        reloader.watch_files(current.source, auth_setup.front_proxy_files, front_proxy_changed)
-    if auth_setup.config_map_version is not None:
-        reloader.watch_config_map(
-            auth_setup.client.read_authentication_config_map,
-            lambda request_header: apply_front_proxy(serving, auth, request_header),
-            auth_setup.config_map_version,
-        )
-    if auth_setup.client_ca_files is not None and auth.client_ca is not None:
-        client_source = auth.client_ca.source
-
-        def client_ca_changed(contents: tuple[bytes, ...]) -> dict[str, object]:
-            apply_client_ca(serving, auth, ca_bundle(contents[0], client_source), client_source)
-            return {}
-
-        reloader.watch_files(client_source, auth_setup.client_ca_files, client_ca_changed)
-    return reloader
-
-
 def start_prometheus_sources(
     sources: Sequence[PrometheusSource],
     predictive: PredictiveStage,
@@ -539,7 +333,11 @@ def all_ready(*checks: ReadinessCheck | None) -> ReadinessCheck:
 async def running_service(
     config: Config, source: TargetSource | None = None
 ) -> AsyncIterator[RunningService]:
-    """Start scraping and serving; stop both on exit (in reverse order of starting)."""
+    """Start scraping and serving; stop both on exit (in reverse order of starting).
+
+    With ``server.api_process`` the metrics APIs on ``listen`` are answered by a child fed
+    every published snapshot (:mod:`adapter.api_process`), and this process's full app
+    listens on ``server.main_listen``."""
     async with contextlib.AsyncExitStack() as stack:
         metrics = SelfMetrics(max_age_seconds=config.signals.max_age_seconds)
         if source is None:
@@ -561,6 +359,8 @@ async def running_service(
         prometheus = tuple(
             PrometheusSource(settings, config.signals) for settings in config.sources.prometheus
         )
+        readiness: ReadinessCheck = lambda: "starting"  # noqa: E731 (replaced below)
+        api_process: ApiProcess | None = None
         pipeline = Pipeline(
             config.scrape,
             config.signals,
@@ -571,6 +371,12 @@ async def running_service(
             on_publish=(recorder.record,) if recorder is not None else (),
             series_sources=prometheus,
         )
+        if config.server.api_process:
+            api_process = await start_api_process(
+                config, stack, lambda: Health(readiness(), pipeline.liveness())
+            )
+            pipeline.subscribe(api_process.feed.publish)
+            metrics.serve_feed_stats(api_process.feed)
         metrics.serve_snapshots(pipeline.snapshot)
         metrics.serve_scrape_pacing(pipeline.pacing)
         metrics.serve_forecast_checks(predictive.forecast_checks)
@@ -579,48 +385,33 @@ async def running_service(
             stack.push_async_callback(auth_setup.close)
         max_age = config.signals.max_age_seconds
         provider = SnapshotProvider(SERVED_METRICS, pipeline.snapshot, time.time, max_age)
-        tls = config.tls
         try:
-            certificate_files = serving_certificate_files(tls)
-            certificate = serving_certificate(
-                tls.cert_file,
-                tls.private_key_file,
-                hostnames=tls.hostnames,
-                files=certificate_files,
-            )
-            serving = ServingTLS(
-                certificate,
-                auth_setup.trust if auth_setup is not None else ClientTrust(),
-                TLSOptions.from_config(tls),
-            )
-            certificate_listeners: list[Callable[[tuple[bytes, bytes]], None]] = []
-            reloader = credential_reloader(
-                config, serving, certificate_files, auth_setup, certificate_listeners
-            )
+            serving = start_serving(config, auth_setup)
             scaler = await start_keda_scaler(
-                config.keda_scaler, provider, certificate, stack, reloader
+                config.keda_scaler, provider, serving.certificate, stack, serving.reloader
             )
         except (OSError, ValueError) as err:
             raise StartupError(str(err)) from None
         if scaler is not None:
-            certificate_listeners.append(scaler.replace_certificate)
+            serving.certificate_listeners.append(scaler.replace_certificate)
         warm = start_prometheus_sources(prometheus, predictive, stack)
+        readiness = all_ready(
+            pipeline.readiness,
+            scaler.readiness if scaler else None,
+            WarmReadiness(
+                predictive,
+                pipeline.published_after_every_target_scraped,
+                config.predictive.readiness_max_wait_seconds,
+                warm_start_done=None if warm is None else warm.done,
+            ),
+        )
         app = build_app(
             pipeline,
             provider,
             max_age,
             metrics,
             auth=auth_setup.auth if auth_setup is not None else None,
-            readiness=all_ready(
-                pipeline.readiness,
-                scaler.readiness if scaler else None,
-                WarmReadiness(
-                    predictive,
-                    pipeline.published_after_every_target_scraped,
-                    config.predictive.readiness_max_wait_seconds,
-                    warm_start_done=None if warm is None else warm.done,
-                ),
-            ),
+            readiness=readiness,
             recorder=recorder,
             explainer=Explainer(
                 pipeline,
@@ -631,28 +422,37 @@ async def running_service(
                 time.time,
             ),
         )
-        metrics.observe_serving_certificate(serving.context)
-        try:
-            runner = await start_server(app, config.listen, serving.context, config.server)
-        except OSError as err:
-            raise StartupError(f"cannot listen on {config.listen}: {err.strerror or err}") from None
+        metrics.observe_serving_certificate(serving.tls.context)
+        address = config.listen if api_process is None else config.server.main_listen
+        runner = await listen(app, address, serving, config.server)
         stack.push_async_callback(runner.cleanup)
         metrics.serve_connection_stats(app[CONNECTION_STATS_KEY])
-        reloader.start()
-        stack.push_async_callback(reloader.stop)
+        serving.reloader.start()
+        stack.push_async_callback(serving.reloader.stop)
         port = bound_port(runner)
         task = asyncio.create_task(pipeline.run(), name="pipeline")
         stack.push_async_callback(_stop, task)
         log.info(
             "serving external.metrics.k8s.io/v1beta1 and custom.metrics.k8s.io/v1beta2,v1beta1",
             extra={
-                "listen": config.listen,
+                "listen": address,
                 "port": port,
+                "api_process_port": api_process.port if api_process else None,
                 "targets": len(config.targets),
                 "event_loop": running_loop_name(),
             },
         )
-        yield RunningService(pipeline, app, runner, port, scaler, prometheus, warm)
+        yield RunningService(
+            pipeline,
+            app,
+            runner,
+            port if api_process is None else api_process.port,
+            scaler,
+            prometheus,
+            warm,
+            main_port=port,
+            api_process=api_process,
+        )
 
 
 async def _stop(task: asyncio.Task[Any]) -> None:
@@ -670,6 +470,22 @@ async def serve_forever(config: Config) -> None:
         gc.set_threshold(*thresholds)  # as it was, for a caller that goes on (tests)
 
 
+async def _until_stopped(stop: asyncio.Event, api_process: ApiProcess | None) -> None:
+    """Until SIGINT/SIGTERM; ApiProcessExitedError if the API process exits first."""
+    if api_process is None:
+        await stop.wait()
+        return
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait((stopping, api_process.exited), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not stop.is_set():
+        code = api_process.exited.result()
+        log.error("the API process exited; stopping", extra={"exit_code": code})
+        raise ApiProcessExitedError(f"the API process exited (code {code})")
+
+
 async def _serve_until_stopped(config: Config) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -677,10 +493,10 @@ async def _serve_until_stopped(config: Config) -> None:
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with running_service(config):
+        async with running_service(config) as service:
             frozen = freeze_startup_objects()  # short full collections: no API pauses of 70 ms
             log.debug("startup objects frozen", extra={"objects": frozen})
-            await stop.wait()
+            await _until_stopped(stop, service.api_process)
             log.info("shutting down")
     finally:
         # uvloop leaves its handlers installed when the loop closes (asyncio's loop removes

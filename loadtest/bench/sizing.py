@@ -31,6 +31,14 @@ Options for the speed work of issue 9 (each adds columns or rows, same measureme
   the K functions with the most own time (the CPU of that run is the profiler's, not used);
 - ``--event-loops asyncio,uvloop``: each N is measured once per event loop of ``serve``
   (``--event-loop``), one after the other: the loops' rows side by side;
+- ``--api-process on|both``: ``serve`` with ``server.api_process`` (the API in a process of
+  its own, fed every snapshot), or each N both ways, one after the other. CPU and RSS are
+  then both processes' (the API process's CPU in its own column); the scraping's
+  self-metrics are read from the main process's ``main_listen``;
+- ``--fakes-nice N``: the fake targets run at niceness N. In a cluster the targets are pods
+  on other machines; on a 2-core machine they take 0.4 core from the adapter and the client
+  (measured: about 0.1 core per 500 targets), so a latency row measures the machine's
+  oversubscription as much as the adapter. Rows say which niceness they ran at;
 - ``--gc-time``: the adapter runs under ``loadtest/bench/gc_accounting.py``, which times its
   garbage collections: the share of the measured seconds spent collecting (``GC s/s``).
 """
@@ -87,6 +95,7 @@ class SizingResult:
     api_max_ms: float = math.nan
     api_ok_share: float = math.nan
     api_503_share: float = math.nan
+    api_process_cpu_cores: float = math.nan  # the API process's share of cpu_cores
 
 
 def free_port() -> int:
@@ -99,6 +108,21 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` (s), from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (the API process of ``serve --api-process``)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def renice(pid: int, niceness: int) -> None:
+    """Every thread of ``pid`` at ``niceness`` (Linux niceness is per thread)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.setpriority(os.PRIO_PROCESS, int(task.name), niceness)
 
 
 def memory_mib(pid: int) -> tuple[float, float]:
@@ -120,7 +144,10 @@ def gc_seconds(stats: Path) -> float:
         return math.nan
 
 
-def adapter_config(urls: Sequence[str], port: int) -> dict[str, object]:
+def adapter_config(
+    urls: Sequence[str], port: int, main_port: int | None = None
+) -> dict[str, object]:
+    """``main_port``: run with ``server.api_process`` (the main process's app there)."""
     targets = [
         {
             "url": url,
@@ -131,8 +158,12 @@ def adapter_config(urls: Sequence[str], port: int) -> dict[str, object]:
         }
         for index, url in enumerate(urls)
     ]
+    server = (
+        {} if main_port is None else {"api_process": True, "main_listen": f"127.0.0.1:{main_port}"}
+    )
     return {
         "listen": f"127.0.0.1:{port}",
+        "server": server,
         "targets": targets,
         "scrape": {"interval_seconds": 1.0},
         "predictive": {"defaults": {"capacity_rps": 50.0}},
@@ -248,6 +279,8 @@ class Options:
     profile_to: Path | None = None
     gc_time: bool = False
     event_loop: str | None = None  # `serve --event-loop`; None: serve's default
+    api_process: bool = False  # `server.api_process`: the API in a process of its own
+    fakes_nice: int = 0  # the fake targets' niceness (they stand for pods on other machines)
 
 
 async def measure(count: int, options: Options) -> SizingResult:
@@ -258,9 +291,15 @@ async def measure(count: int, options: Options) -> SizingResult:
     ]
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as directory:
         urls = [url for fake in fakes for url in stack.enter_context(fake).urls]
+        for fake in fakes:
+            assert fake.pid is not None
+            renice(fake.pid, options.fakes_nice)
         port = free_port()
+        # the scraping's self-metrics are the main process's: on main_listen with an API process
+        metrics_port = free_port() if options.api_process else port
         config_file = Path(directory) / "config.yaml"
-        config_file.write_text(yaml.safe_dump(adapter_config(urls, port)))
+        config = adapter_config(urls, port, metrics_port if options.api_process else None)
+        config_file.write_text(yaml.safe_dump(config))
         command = [sys.executable, "-m", "adapter", "serve", "--config", str(config_file)]
         if options.event_loop is not None:
             command += ["--event-loop", options.event_loop]
@@ -284,8 +323,10 @@ async def measure(count: int, options: Options) -> SizingResult:
                 started = time.monotonic()
                 serving = await wait_serving(session, port, timeout_s=120)
                 await asyncio.sleep(max(0.0, warmup_s - (time.monotonic() - started)))
-                before = await self_metrics(session, port)
-                cpu_before, wall_before = cpu_seconds(adapter.pid), time.monotonic()
+                before = await self_metrics(session, metrics_port)
+                processes = [adapter.pid, *child_pids(adapter.pid)]
+                cpu_before = [cpu_seconds(pid) for pid in processes]
+                wall_before = time.monotonic()
                 gc_before = gc_seconds(gc_stats)
                 client = None
                 if options.api_rate > 0:
@@ -298,12 +339,13 @@ async def measure(count: int, options: Options) -> SizingResult:
                     client = asyncio.create_task(run_client(load))
                 rss: list[float] = []
                 while time.monotonic() - wall_before < seconds:
-                    rss.append(memory_mib(adapter.pid)[0])
+                    rss.append(sum(memory_mib(pid)[0] for pid in processes))
                     await asyncio.sleep(1.0)
-                cpu_after, wall_after = cpu_seconds(adapter.pid), time.monotonic()
+                cpu_after = [cpu_seconds(pid) for pid in processes]
+                wall_after = time.monotonic()
                 gc_after = gc_seconds(gc_stats)
-                _, peak = memory_mib(adapter.pid)
-                after = await self_metrics(session, port)
+                peak = sum(memory_mib(pid)[1] for pid in processes)
+                after = await self_metrics(session, metrics_port)
                 if client is not None:
                     api = await client
         finally:
@@ -311,10 +353,14 @@ async def measure(count: int, options: Options) -> SizingResult:
                 stop(hog)
             stop(adapter)
     elapsed = wall_after - wall_before
+    cores = [
+        (after_s - before_s) / elapsed
+        for before_s, after_s in zip(cpu_before, cpu_after, strict=True)
+    ]
     result = SizingResult(
         adapter=_adapter_name(options),
         targets=count,
-        cpu_cores=(cpu_after - cpu_before) / elapsed,
+        cpu_cores=sum(cores),
         rss_mib_max=max(rss),
         rss_mib_peak=peak,
         scrapes_per_second=(after.scrapes - before.scrapes) / elapsed,
@@ -324,6 +370,7 @@ async def measure(count: int, options: Options) -> SizingResult:
         stretch=after.stretch,
         skipped_per_second=(after.skipped - before.skipped) / elapsed,
         gc_seconds_per_second=(gc_after - gc_before) / elapsed,
+        api_process_cpu_cores=sum(cores[1:]) if options.api_process else math.nan,
     )
     if api is not None:
         add_api(result, api)
@@ -347,8 +394,8 @@ def table(results: Sequence[SizingResult]) -> str:
     lines = [
         "| adapter | targets | CPU (cores) | RSS max (MiB) | RSS peak (MiB) | scrapes/s "
         "| oldest series (s) | serving | stretch | skipped/s | GC s/s | API p50 / p99 / max (ms) "
-        "| API 200 | API 503 |",
-        "|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|",
+        "| API 200 | API 503 | of which API process (cores) |",
+        "|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         api = (
@@ -362,7 +409,8 @@ def table(results: Sequence[SizingResult]) -> str:
             f"| {r.oldest_series_age_seconds:.1f} | {'yes' if r.serving else 'no'} "
             f"| {_number(r.stretch, 2)} | {_number(r.skipped_per_second, 0)} "
             f"| {_number(r.gc_seconds_per_second, 2)} | {api} "
-            f"| {_share(r.api_ok_share)} | {_share(r.api_503_share)} |"
+            f"| {_share(r.api_ok_share)} | {_share(r.api_503_share)} "
+            f"| {_number(r.api_process_cpu_cores, 2)} |"
         )
     return "\n".join(lines)
 
@@ -378,14 +426,25 @@ def _share(value: float) -> str:
 def _adapter_name(options: Options) -> str:
     if options.source is not None:
         return f"before ({options.source.name})"
-    return "after" if options.event_loop is None else f"after, {options.event_loop}"
+    name = "after" if options.event_loop is None else f"after, {options.event_loop}"
+    return f"{name}, API process" if options.api_process else name
 
 
 async def run(args: argparse.Namespace) -> list[SizingResult]:
     base = Options(
-        args.warmup, args.seconds, args.api_rate, args.hog, args.adapter_cpu, gc_time=args.gc_time
+        args.warmup,
+        args.seconds,
+        args.api_rate,
+        args.hog,
+        args.adapter_cpu,
+        gc_time=args.gc_time,
+        fakes_nice=args.fakes_nice,
     )
-    variants = [dataclasses.replace(base, event_loop=loop) for loop in args.event_loops]
+    variants = [
+        dataclasses.replace(base, event_loop=loop, api_process=split)
+        for loop in args.event_loops
+        for split in {"off": [False], "on": [True], "both": [False, True]}[args.api_process]
+    ]
     if args.baseline_source is not None:
         variants.insert(0, dataclasses.replace(base, source=args.baseline_source.resolve()))
     results = []
@@ -427,6 +486,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline-source", type=Path, help="also run the adapter from here")
     parser.add_argument("--profile", type=int, default=0, help="profile: top K functions")
     parser.add_argument("--gc-time", action="store_true", help="time the garbage collections")
+    parser.add_argument(
+        "--api-process",
+        choices=["off", "on", "both"],
+        default="off",
+        help="serve with server.api_process (on), without (off), or each in turn (both)",
+    )
+    parser.add_argument(
+        "--fakes-nice",
+        type=int,
+        default=0,
+        help="niceness of the fake targets' processes (e.g. 10: they stand for Triton pods on "
+        "other machines, and on a small machine their CPU is otherwise the adapter's)",
+    )
     parser.add_argument(
         "--event-loops",
         type=lambda text: text.split(","),

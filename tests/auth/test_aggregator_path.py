@@ -13,7 +13,8 @@ from adapter.config import AuthConfig, Config
 from adapter.kube.reviews import (
     RequestHeaderConfigError,
 )
-from adapter.service import running_service, start_auth
+from adapter.listener import start_auth
+from adapter.service import running_service
 from tests.support.api_support import FakeClock, make_provider
 from tests.support.auth_support import (
     CONFIG_MAP_PATH,
@@ -89,14 +90,22 @@ async def test_hpa_through_the_aggregator_gets_the_metric(
     ]
 
 
+@pytest.mark.parametrize("api_process", [False, True], ids=["one process", "API process"])
 async def test_running_service_in_delegated_mode_wires_tls_and_auth(
-    pki: PKI, kube_api: FakeKubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pki: PKI,
+    kube_api: FakeKubeAPI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    api_process: bool,
 ) -> None:
+    """The same TLS and delegated auth whichever process answers the API (with
+    ``server.api_process`` the child sets up its own, from the same settings)."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     kube_api.decide = lambda spec: (False, "")
     config = Config.model_validate(
         {
             "listen": "127.0.0.1:0",
+            "server": {"api_process": api_process, "main_listen": "127.0.0.1:0"},
             "tls": {
                 "cert_file": str(pki.serving_cert_file),
                 "private_key_file": str(pki.serving_key_file),

@@ -18,7 +18,7 @@ from adapter.kube.reviews import (
     RequestAttributes,
     request_attributes,
 )
-from adapter.service import start_auth
+from adapter.listener import start_auth
 from tests.support.api_support import FakeClock, make_provider, status_body
 from tests.support.auth_support import (
     CACHE_SECONDS,
