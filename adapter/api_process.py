@@ -27,6 +27,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
 from adapter.api.server import ReadinessCheck, create_app
 from adapter.api.tls import CONNECTION_STATS_KEY, bound_port
 from adapter.config import Config
@@ -40,9 +43,11 @@ from adapter.memory import (
 )
 from adapter.metrics_catalog import SERVED_METRICS
 from adapter.provider import SnapshotCustomMetricsProvider, SnapshotProvider
-from adapter.selfmetrics import SelfMetrics
+from adapter.selfmetrics import SelfMetrics, merged_exposition
 from adapter.snapshot_feed import (
     CONFIG,
+    METRICS,
+    METRICS_WANTED,
     FeedClosedError,
     FeedReader,
     FeedWriter,
@@ -59,6 +64,9 @@ FAILED = "failed"  # (FAILED, message): the child cannot start; the message name
 
 START_TIMEOUT_SECONDS = 120.0
 """How long the main process waits for the child to listen (imports, TLS, auth lookups)."""
+
+MAIN_METRICS_TIMEOUT_SECONDS = 5.0
+"""How long the API process's /metrics waits for the main process's part of it."""
 
 STOP_TIMEOUT_SECONDS = 10.0
 """How long the child has to finish its requests after SIGTERM before it is killed."""
@@ -91,11 +99,15 @@ class ApiProcess:
 
 
 async def start_api_process(
-    config: Config, stack: contextlib.AsyncExitStack, health: Callable[[], Health]
+    config: Config,
+    stack: contextlib.AsyncExitStack,
+    health: Callable[[], Health],
+    exposition: Callable[[], bytes],
 ) -> ApiProcess:
     """Start the child, send it ``config``, and wait until it listens on ``config.listen``;
     StartupError with the child's own message when it cannot (port in use, TLS files, auth).
-    ``health`` is sent with every snapshot and every second."""
+    ``health`` is sent with every snapshot and every second; ``exposition`` (this process's
+    /metrics) whenever the child's /metrics is scraped."""
     ours, theirs = socket.socketpair()
     command = [
         sys.executable,
@@ -120,6 +132,10 @@ async def start_api_process(
         reply = await asyncio.wait_for(read_frame(reader), START_TIMEOUT_SECONDS)
     except (FeedClosedError, TimeoutError):
         reply = (FAILED, "")
+    except BaseException:  # cancelled while starting: leave no child behind
+        process.kill()
+        writer.close()
+        raise
     if reply[0] != LISTENING:
         try:
             code = await asyncio.wait_for(process.wait(), STOP_TIMEOUT_SECONDS)
@@ -128,7 +144,7 @@ async def start_api_process(
             code = await process.wait()
         writer.close()
         raise StartupError(reply[1] or f"the API process did not start (exit code {code})")
-    exited = asyncio.create_task(_watch(process, reader), name="API process")
+    exited = asyncio.create_task(_watch(process, reader, feed, exposition), name="API process")
     api = ApiProcess(feed, int(reply[1]), process, exited)
     stack.push_async_callback(_close, writer)
     stack.push_async_callback(api.stop)
@@ -144,11 +160,18 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
-async def _watch(process: asyncio.subprocess.Process, reader: asyncio.StreamReader) -> int:
-    """The child's exit code, once its end of the feed has closed and it has exited."""
+async def _watch(
+    process: asyncio.subprocess.Process,
+    reader: asyncio.StreamReader,
+    feed: FeedWriter,
+    exposition: Callable[[], bytes],
+) -> int:
+    """Answer the child's requests for this process's /metrics; the child's exit code, once
+    its end of the feed has closed and it has exited."""
     with contextlib.suppress(FeedClosedError):
         while True:
-            await read_frame(reader)  # the child sends nothing after LISTENING
+            if (await read_frame(reader))[0] == METRICS_WANTED:
+                feed.send((METRICS, exposition()))
     return await process.wait()
 
 
@@ -174,7 +197,7 @@ async def serve_api_process(feed_fd: int) -> int:
         async with contextlib.AsyncExitStack() as stack:
             feed = FeedReader(silence_limit(config.scrape.interval_seconds))
             try:
-                port = await _start_serving(config, feed, stack)
+                port = await _start_serving(config, feed, writer, stack)
             except Exception as err:  # the main process prints it, as `serve` would its own
                 if not isinstance(err, StartupError | OSError | ValueError):
                     log.exception("API process: cannot start")
@@ -200,10 +223,28 @@ async def serve_api_process(feed_fd: int) -> int:
             loop.remove_signal_handler(sig)
 
 
-async def _start_serving(config: Config, feed: FeedReader, stack: contextlib.AsyncExitStack) -> int:
-    """The child's HTTPS app on ``config.listen``; its bound port."""
+async def _start_serving(
+    config: Config,
+    feed: FeedReader,
+    feed_writer: asyncio.StreamWriter,
+    stack: contextlib.AsyncExitStack,
+) -> int:
+    """The child's HTTPS app on ``config.listen``; its bound port.
+
+    Its /metrics is its own (requests, connections, its process) and the main process's
+    (scraping, served values, forecasts), every sample labelled ``process="api"`` or
+    ``process="main"``: the served values are exported once, by the main process."""
     metrics = SelfMetrics(max_age_seconds=config.signals.max_age_seconds)
-    metrics.serve_snapshots(feed.snapshot)
+
+    async def handle_metrics(_request: web.Request) -> web.Response:
+        parts = [("api", metrics.exposition())]
+        main = await feed.main_metrics(feed_writer, MAIN_METRICS_TIMEOUT_SECONDS)
+        if main is not None:
+            parts.append(("main", main))
+        return web.Response(
+            body=merged_exposition(parts), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
     auth_setup = await start_auth(config.auth)
     if auth_setup is not None:
         stack.push_async_callback(auth_setup.close)
@@ -218,7 +259,7 @@ async def _start_serving(config: Config, feed: FeedReader, stack: contextlib.Asy
         observers=(metrics.middleware,),
         custom=SnapshotCustomMetricsProvider(feed.snapshot, time.time, max_age),
     )
-    app.router.add_get("/metrics", metrics.handle_metrics, allow_head=False)
+    app.router.add_get("/metrics", handle_metrics, allow_head=False)
     metrics.observe_serving_certificate(serving.tls.context)
     runner = await listen(app, config.listen, serving, config.server)
     stack.push_async_callback(runner.cleanup)

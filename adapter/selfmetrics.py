@@ -14,7 +14,7 @@ import contextlib
 import math
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -461,6 +461,41 @@ class SelfMetrics:
         self._count(request, response.status, started)
         return response
 
+    def exposition(self) -> bytes:
+        """The registry in Prometheus's text format (what /metrics answers)."""
+        return bytes(generate_latest(self.registry))
+
     async def handle_metrics(self, _request: web.Request) -> web.Response:
-        body = generate_latest(self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=self.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def merged_exposition(by_process: Sequence[tuple[str, bytes]]) -> bytes:
+    """Several processes' expositions as one: every sample gains ``process="<name>"``, and a
+    family both export keeps one HELP and TYPE with every process's samples under it (the
+    text format wants a family's samples together). With ``server.api_process`` the API
+    process answers /metrics with its own and the main process's, so one scrape of the
+    Service port sees the whole service, as without it."""
+    families: dict[str, tuple[list[str], list[str]]] = {}
+    for process, text in by_process:
+        label = f'process="{process}"'
+        current: list[str] | None = None
+        for line in text.decode("utf-8").splitlines():
+            if line.startswith("# HELP ") or line.startswith("# TYPE "):
+                name = line.split(" ", 3)[2]
+                headers, current = families.setdefault(name, ([], []))
+                if line not in headers:
+                    headers.append(line)
+            elif line and not line.startswith("#") and current is not None:
+                current.append(_with_label(line, label))
+    lines = [line for headers, samples in families.values() for line in (*headers, *samples)]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _with_label(sample: str, label: str) -> str:
+    """``name{a="b"} 1`` -> ``name{process="api",a="b"} 1``; ``name 1`` -> ``name{...} 1``."""
+    name_end = min((i for i in (sample.find("{"), sample.find(" ")) if i >= 0), default=-1)
+    if name_end < 0:
+        return sample
+    if sample[name_end] == "{":
+        return f"{sample[: name_end + 1]}{label},{sample[name_end + 1 :]}"
+    return f"{sample[:name_end]}{{{label}}}{sample[name_end:]}"

@@ -373,7 +373,10 @@ async def running_service(
         )
         if config.server.api_process:
             api_process = await start_api_process(
-                config, stack, lambda: Health(readiness(), pipeline.liveness())
+                config,
+                stack,
+                lambda: Health(readiness(), pipeline.liveness()),
+                metrics.exposition,
             )
             pipeline.subscribe(api_process.feed.publish)
             metrics.serve_feed_stats(api_process.feed)

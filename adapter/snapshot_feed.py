@@ -42,6 +42,8 @@ POD_SERIES = "pod_series"  # (POD_SERIES, metric, points): per-pod series
 PODS = "pods"  # (PODS, [(pod key, labels), ...]): pods' Kubernetes labels
 END = "end"  # (END, health): the snapshot is whole
 HEALTH = "health"  # (HEALTH, health): the main process is alive (sent every second)
+METRICS_WANTED = "metrics_wanted"  # (METRICS_WANTED,): the API process asks for the next
+METRICS = "metrics"  # (METRICS, exposition): the main process's /metrics, as bytes
 
 
 class FeedClosedError(ConnectionError):
@@ -149,6 +151,7 @@ class FeedReader:
         self._health = Health("no snapshot from the main process yet", None)
         self._heard_at = clock()
         self._building: _Assembly | None = None
+        self._metrics_wanted: list[asyncio.Future[bytes]] = []
         self.received = 0
 
     def snapshot(self) -> Snapshot:
@@ -173,6 +176,11 @@ class FeedReader:
             self._building = _Assembly(float(message[1]))
         elif kind == HEALTH:
             self._health = message[1]
+        elif kind == METRICS:
+            for waiting in self._metrics_wanted:
+                if not waiting.done():
+                    waiting.set_result(message[1])
+            self._metrics_wanted.clear()
         elif self._building is None:
             raise FeedClosedError(f"snapshot feed: {kind!r} outside a snapshot")
         elif kind == END:
@@ -183,6 +191,19 @@ class FeedReader:
             self.received += 1
         else:
             self._building.add(kind, message)
+
+    async def main_metrics(
+        self, writer: asyncio.StreamWriter, timeout_seconds: float
+    ) -> bytes | None:
+        """The main process's /metrics exposition, asked for over the feed; None when it does
+        not answer within ``timeout_seconds`` (``run`` must be reading the feed)."""
+        waiting = asyncio.get_running_loop().create_future()
+        self._metrics_wanted.append(waiting)
+        writer.write(frame((METRICS_WANTED,)))
+        try:
+            return await asyncio.wait_for(waiting, timeout_seconds)
+        except TimeoutError:
+            return None
 
     async def run(self, reader: asyncio.StreamReader) -> None:
         """Read until the feed closes (FeedClosedError), one frame per turn of the loop."""

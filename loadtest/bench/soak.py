@@ -10,6 +10,9 @@ It reports the answers by HTTP status (anything but 200 is an error: values are 
 even a 503 is one), the latency, and the RSS at start, end and peak with the slope of a
 least-squares line through the samples after the warm-up (the first 10 %, at most 5 minutes),
 in MiB per hour: a leak shows as a steady positive slope.
+
+``--api-process``: ``serve`` runs with ``server.api_process`` (the API in a process of its
+own); the RSS and its slope are then reported for each process and for their sum.
 """
 
 from __future__ import annotations
@@ -120,10 +123,13 @@ def slope_mib_per_hour(samples: list[tuple[float, float]]) -> float:
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     targets_runner, urls = await start_targets(args.targets)
-    server = Server(None, targets_yaml(urls))
+    limits = {"api_process": True, "main_listen": "127.0.0.1:0"} if args.api_process else None
+    server = Server(limits, targets_yaml(urls))
     try:
         await server.wait_ready()
-        pid = server.process.pid
+        pids = {"main": server.process.pid}
+        if args.api_process:
+            pids["api"] = api_process_pid(server.process.pid)
         paths = request_paths(args.targets)
         url = f"https://127.0.0.1:{server.port}"
         loop = asyncio.get_running_loop()
@@ -144,7 +150,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 
             # let every target be scraped twice so rates exist before the load starts
             await asyncio.sleep(3.0)
-            samples: list[tuple[float, float]] = []
+            samples: list[tuple[float, ...]] = []
             start = loop.time()
             next_sample = start
             tasks: set[asyncio.Task[None]] = set()
@@ -153,7 +159,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 due = start + i / args.rate
                 now = loop.time()
                 if now >= next_sample:
-                    samples.append((now - start, rss_mib(pid)))
+                    samples.append((now - start, *(rss_mib(pid) for pid in pids.values())))
                     next_sample += 5.0
                 if due > now:
                     await asyncio.sleep(due - now)
@@ -161,9 +167,17 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             await asyncio.gather(*tasks)
-            samples.append((loop.time() - start, rss_mib(pid)))
+            samples.append((loop.time() - start, *(rss_mib(pid) for pid in pids.values())))
         warmup = min(args.duration * 0.1, 300.0)
-        steady = [(t, v) for t, v in samples if t >= warmup]
+        total_rss = [(t, sum(values)) for t, *values in samples]
+        steady = [(t, v) for t, v in total_rss if t >= warmup]
+        per_process = {
+            f"rss_slope_mib_per_hour_{name}": round(
+                slope_mib_per_hour([(t, values[i]) for t, *values in samples if t >= warmup]), 2
+            )
+            for i, name in enumerate(pids)
+            if len(pids) > 1
+        }
         cuts = statistics.quantiles(latencies, n=100, method="inclusive")
         errors = sum(count for status, count in statuses.items() if status != "200")
         return {
@@ -176,17 +190,26 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             "p50_ms": round(cuts[49] * 1e3, 2),
             "p99_ms": round(cuts[98] * 1e3, 2),
             "max_ms": round(max(latencies) * 1e3, 1),
-            "rss_start_mib": round(samples[0][1], 1),
-            "rss_end_mib": round(samples[-1][1], 1),
-            "rss_peak_mib": round(max(v for _, v in samples), 1),
+            "rss_start_mib": round(total_rss[0][1], 1),
+            "rss_end_mib": round(total_rss[-1][1], 1),
+            "rss_peak_mib": round(max(v for _, v in total_rss), 1),
             "rss_slope_mib_per_hour": round(slope_mib_per_hour(steady), 2),
+            **per_process,
             "rss_samples": len(samples),
-            "rss_mib_by_second": [(round(t, 1), round(v, 2)) for t, v in samples],
+            "rss_mib_by_second": [
+                (round(t, 1), *(round(v, 2) for v in values)) for t, *values in samples
+            ],
             "server_alive": server.process.poll() is None,
         }
     finally:
         server.stop()
         await targets_runner.cleanup()
+
+
+def api_process_pid(pid: int) -> int:
+    """The API process ``serve --api-process`` started (its only child)."""
+    (child,) = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(child)
 
 
 def main() -> None:
@@ -195,6 +218,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="API requests per second")
     parser.add_argument("--targets", type=int, default=100, help="fake Triton targets scraped")
     parser.add_argument("--out", type=Path, help="write the result as JSON here")
+    parser.add_argument(
+        "--api-process", action="store_true", help="serve with server.api_process: true"
+    )
     args = parser.parse_args()
     if args.duration < 10 or args.rate <= 0 or args.targets < 1:
         parser.error("--duration >= 10, --rate > 0 and --targets >= 1")

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapter.config import Config, ConfigError, load_config
 from adapter.kube.quantity import parse_quantity
@@ -114,11 +115,17 @@ async def test_the_api_process_serves_exactly_what_was_published() -> None:
             assert (await get(session, svc.port, "/livez"))[0] == 200
             status, metrics = await get(session, svc.main_port, "/metrics")
             assert status == 200
-            sent = _sample(metrics, "tritonscale_api_process_snapshots_sent_total")
-            assert sent >= 1
-            status, child_metrics = await get(session, svc.port, "/metrics")
-            assert status == 200 and "tritonscale_api_requests_total" in child_metrics
+            assert _sample(metrics, "tritonscale_api_process_snapshots_sent_total") >= 1
             assert (await get(session, svc.main_port, "/ui"))[0] == 200
+            # one scrape of the API port sees both processes, each sample labelled
+            status, merged = await get(session, svc.port, "/metrics")
+            assert status == 200
+            by_process = _processes_by_family(merged)
+            assert by_process["tritonscale_api_process_snapshots_sent"] == {"main"}
+            assert by_process["tritonscale_scrape_duration_seconds"] == {"main"}
+            assert by_process["tritonscale_signal_value"] == {"main"}  # exported once
+            assert "api" in by_process["tritonscale_api_requests"]
+            assert by_process["process_resident_memory_bytes"] == {"api", "main"}
 
             # the child exiting is seen at once, so `serve` can stop and the pod restart
             svc.api_process.process.kill()
@@ -134,6 +141,15 @@ async def test_the_api_process_serves_exactly_what_was_published() -> None:
 
 async def _ok(session: aiohttp.ClientSession, port: int, path: str) -> bool:
     return (await get(session, port, path))[0] == 200
+
+
+def _processes_by_family(text: str) -> dict[str, set[str]]:
+    """Which processes' samples each family of a merged /metrics holds (parsing it whole:
+    the merge must stay a valid exposition)."""
+    return {
+        family.name: {sample.labels["process"] for sample in family.samples}
+        for family in text_string_to_metric_families(text)
+    }
 
 
 def _sample(text: str, name: str) -> float:

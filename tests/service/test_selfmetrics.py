@@ -20,7 +20,7 @@ from adapter.api.server import create_app
 from adapter.api.tls import make_server_ssl_context
 from adapter.config import load_config
 from adapter.predictive import ForecastCheck, PredictiveStage
-from adapter.selfmetrics import HANDLERS, SelfMetrics, handler_of
+from adapter.selfmetrics import HANDLERS, SelfMetrics, handler_of, merged_exposition
 from adapter.snapshot import SeriesPoint, Snapshot
 from adapter.targets import Target
 from tests.support.api_support import FakeClock, make_provider
@@ -346,3 +346,46 @@ def test_rejected_samples_and_target_sizes_are_counted_then_forgotten() -> None:
         for series in samples(metrics).values()
         for labels, _ in series
     )
+
+
+MERGE_CASES = [
+    # (api exposition, main exposition, expected merged lines)
+    pytest.param(
+        "# HELP a_total A.\n# TYPE a_total counter\na_total 1.0\n",
+        '# HELP b B.\n# TYPE b gauge\nb{x="1"} 2.0\n',
+        [
+            "# HELP a_total A.",
+            "# TYPE a_total counter",
+            'a_total{process="api"} 1.0',
+            "# HELP b B.",
+            "# TYPE b gauge",
+            'b{process="main",x="1"} 2.0',
+        ],
+        id="families of one process each: labelled, kept in order",
+    ),
+    pytest.param(
+        "# HELP p P.\n# TYPE p gauge\np 1.0\n",
+        "# HELP p P.\n# TYPE p gauge\np 2.0\n",
+        ["# HELP p P.", "# TYPE p gauge", 'p{process="api"} 1.0', 'p{process="main"} 2.0'],
+        id="a family both export: one header, both samples together",
+    ),
+    pytest.param(
+        "# HELP h H.\n# TYPE h histogram\n",
+        '# HELP h H.\n# TYPE h histogram\nh_bucket{le="+Inf"} 3.0\nh_count 3.0\nh_sum 1.5\n',
+        [
+            "# HELP h H.",
+            "# TYPE h histogram",
+            'h_bucket{process="main",le="+Inf"} 3.0',
+            'h_count{process="main"} 3.0',
+            'h_sum{process="main"} 1.5',
+        ],
+        id="an empty family in one process takes the other's samples",
+    ),
+]
+
+
+@pytest.mark.parametrize(("api", "main", "expected"), MERGE_CASES)
+def test_merged_exposition(api: str, main: str, expected: list[str]) -> None:
+    merged = merged_exposition([("api", api.encode()), ("main", main.encode())]).decode()
+    assert merged.splitlines() == expected
+    assert list(text_string_to_metric_families(merged))  # still a valid exposition
