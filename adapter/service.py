@@ -359,8 +359,6 @@ async def running_service(
         prometheus = tuple(
             PrometheusSource(settings, config.signals) for settings in config.sources.prometheus
         )
-        readiness: ReadinessCheck = lambda: "starting"  # noqa: E731 (replaced below)
-        api_process: ApiProcess | None = None
         pipeline = Pipeline(
             config.scrape,
             config.signals,
@@ -371,15 +369,6 @@ async def running_service(
             on_publish=(recorder.record,) if recorder is not None else (),
             series_sources=prometheus,
         )
-        if config.server.api_process:
-            api_process = await start_api_process(
-                config,
-                stack,
-                lambda: Health(readiness(), pipeline.liveness()),
-                metrics.exposition,
-            )
-            pipeline.subscribe(api_process.feed.publish)
-            metrics.serve_feed_stats(api_process.feed)
         metrics.serve_snapshots(pipeline.snapshot)
         metrics.serve_scrape_pacing(pipeline.pacing)
         metrics.serve_forecast_checks(predictive.forecast_checks)
@@ -408,6 +397,16 @@ async def running_service(
                 warm_start_done=None if warm is None else warm.done,
             ),
         )
+        api_process: ApiProcess | None = None
+        if config.server.api_process:
+            api_process = await start_api_process(
+                config,
+                stack,
+                lambda: Health(readiness(), pipeline.liveness()),
+                metrics.exposition,
+            )
+            pipeline.subscribe(api_process.feed.publish)
+            metrics.serve_feed_stats(api_process.feed)
         app = build_app(
             pipeline,
             provider,

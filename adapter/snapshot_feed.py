@@ -19,7 +19,7 @@ import asyncio
 import pickle
 import struct
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -105,13 +105,13 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...]:
 
 
 class FeedWriter:
-    """The main process's end: writes each published snapshot, skipping one while the API
-    process has not yet read the one before (the newest wins; ``skipped`` counts them), and
-    the health every second."""
+    """The main process's end: writes each published snapshot, and the health every second.
+    A snapshot published while the API process is still reading the one before is not sent
+    (``skipped`` counts them): the child takes the next, so the feed never queues."""
 
-    def __init__(self, writer: asyncio.StreamWriter, health: Any) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, health: Callable[[], Health]) -> None:
         self._writer = writer
-        self._health = health  # () -> Health
+        self._health = health
         self.sent = 0
         self.skipped = 0
 
@@ -143,7 +143,7 @@ class FeedReader:
     snapshot not renewed goes stale after ``signals.max_age_seconds``, and is then not served.
     """
 
-    def __init__(self, silence_seconds: float, clock: Any = time.monotonic) -> None:
+    def __init__(self, silence_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._silence = silence_seconds
         self._clock = clock
         self._snapshot = Snapshot()
