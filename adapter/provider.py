@@ -155,7 +155,7 @@ class SnapshotProvider:
 
 def _candidates(
     snapshot: Snapshot, metric: str, namespace: str, selector: Selector
-) -> tuple[SeriesPoint, ...]:
+) -> Sequence[SeriesPoint]:
     """The series ``selector`` can match, from the snapshot's indexes: the namespace's series
     of ``metric``, or only one Deployment's when the selector requires ``deployment=NAME``
     (what an HPA sends), so a request's cost follows its answer, not the snapshot."""
@@ -370,7 +370,7 @@ class SnapshotCustomMetricsProvider:
 
     def _points(
         self, snapshot: Snapshot, resource: str, source: str, namespace: str
-    ) -> tuple[SeriesPoint, ...]:
+    ) -> Sequence[SeriesPoint]:
         """``source``'s series in ``namespace`` (per pod for pods), from the index."""
         if resource == PODS:
             return snapshot.pod_points_in(source, namespace)
@@ -378,7 +378,7 @@ class SnapshotCustomMetricsProvider:
 
     def _object_points(
         self, snapshot: Snapshot, resource: str, source: str, namespace: str, name: str
-    ) -> tuple[SeriesPoint, ...]:
+    ) -> Sequence[SeriesPoint]:
         """``source``'s series of the object ``name`` in ``namespace``, from the index."""
         label = _OBJECT_LABEL[resource]
         if resource == PODS:

@@ -7,7 +7,7 @@ so no request waits on a scrape and no request sees a half-built state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
@@ -70,44 +70,65 @@ class SeriesIndex:
     naming the object a series describes (``deployment`` for group series, ``pod`` per pod).
     """
 
-    by_namespace: Mapping[tuple[str, str], tuple[SeriesPoint, ...]]
-    by_object: Mapping[tuple[str, str, str, str], tuple[SeriesPoint, ...]]
+    by_namespace: Mapping[tuple[str, str], Sequence[SeriesPoint]]
+    by_object: Mapping[tuple[str, str, str, str], Sequence[SeriesPoint]]
     namespaces: Mapping[str, tuple[str, ...]]
 
     @classmethod
     def of(cls, series: Mapping[str, Sequence[SeriesPoint]], object_label: str) -> SeriesIndex:
-        """Index ``series``. A group's series are adjacent in the snapshot, so the lists to
-        append to are looked up only when the namespace or the object changes."""
-        by_namespace: dict[tuple[str, str], list[SeriesPoint]] = {}
-        by_object: dict[tuple[str, str, str, str], list[SeriesPoint]] = {}
-        no_object: list[SeriesPoint] = []  # points without the object label: not indexed
+        """Index ``series`` in one go."""
+        builder = SeriesIndexBuilder(object_label)
         for metric, points in series.items():
-            namespace: str | None = None
-            name: str | object | None = _UNSET
-            in_namespace = in_object = no_object
-            for point in points:
-                labels = point.labels
-                point_namespace = labels.get("namespace", "")
-                if point_namespace != namespace:
-                    namespace = point_namespace
-                    in_namespace = by_namespace.setdefault((metric, namespace), [])
-                    name = _UNSET
-                in_namespace.append(point)
-                point_name = labels.get(object_label)
-                if point_name != name:
-                    name = point_name
-                    in_object = (
-                        by_object.setdefault((metric, namespace, object_label, point_name), [])
-                        if point_name
-                        else no_object
-                    )
-                in_object.append(point)
+            builder.add(metric, points)
+        return builder.build()
+
+
+class SeriesIndexBuilder:
+    """Builds a :class:`SeriesIndex` a slice of series at a time (the API process indexes a
+    snapshot frame by frame as it arrives, so no single step indexes all of it).
+
+    A group's series are adjacent in the snapshot, so the lists to append to are looked up
+    only when the namespace or the object changes."""
+
+    def __init__(self, object_label: str) -> None:
+        self._label = object_label
+        self._by_namespace: dict[tuple[str, str], list[SeriesPoint]] = {}
+        self._by_object: dict[tuple[str, str, str, str], list[SeriesPoint]] = {}
+
+    def add(self, metric: str, points: Iterable[SeriesPoint]) -> None:
+        """Index ``points`` of ``metric``, after those already added (order is kept)."""
+        by_namespace, by_object, object_label = self._by_namespace, self._by_object, self._label
+        no_object: list[SeriesPoint] = []  # points without the object label: not indexed
+        namespace: str | None = None
+        name: str | object | None = _UNSET
+        in_namespace = in_object = no_object
+        for point in points:
+            labels = point.labels
+            point_namespace = labels.get("namespace", "")
+            if point_namespace != namespace:
+                namespace = point_namespace
+                in_namespace = by_namespace.setdefault((metric, namespace), [])
+                name = _UNSET
+            in_namespace.append(point)
+            point_name = labels.get(object_label)
+            if point_name != name:
+                name = point_name
+                in_object = (
+                    by_object.setdefault((metric, namespace, object_label, point_name), [])
+                    if point_name
+                    else no_object
+                )
+            in_object.append(point)
+
+    def build(self) -> SeriesIndex:
+        """The index. Its lists are handed over, not copied (a copy of every list would
+        double the swap's time in the API process): add nothing after this."""
         namespaces: dict[str, list[str]] = {}
-        for metric, namespace in by_namespace:
+        for metric, namespace in self._by_namespace:
             namespaces.setdefault(metric, []).append(namespace)
-        return cls(
-            MappingProxyType({key: tuple(points) for key, points in by_namespace.items()}),
-            MappingProxyType({key: tuple(points) for key, points in by_object.items()}),
+        return SeriesIndex(
+            MappingProxyType(self._by_namespace),
+            MappingProxyType(self._by_object),
             MappingProxyType({metric: tuple(sorted(n)) for metric, n in namespaces.items()}),
         )
 
@@ -156,6 +177,22 @@ class Snapshot:
             MappingProxyType({ns: tuple(names) for ns, names in pods_by_namespace.items()}),
         )
 
+    @classmethod
+    def with_pod_index(
+        cls,
+        built_at: float,
+        series: Mapping[str, tuple[SeriesPoint, ...]],
+        pod_series: Mapping[str, tuple[SeriesPoint, ...]],
+        pods: Mapping[PodKey, Mapping[str, str]],
+        pod_index: SeriesIndex,
+    ) -> Snapshot:
+        """A snapshot whose per-pod index was built as its series arrived (the API process,
+        frame by frame), so that no request pays for building it; ``pod_index`` must index
+        exactly ``pod_series``."""
+        snapshot = cls(built_at, series, pod_series, pods)
+        object.__setattr__(snapshot, "_pod_index", pod_index)
+        return snapshot
+
     def points(self, metric: str) -> tuple[SeriesPoint, ...]:
         """Every series of ``metric``, all namespaces (for pages and self-metrics, not
         requests: see :meth:`points_in`)."""
@@ -164,23 +201,23 @@ class Snapshot:
     def pod_points(self, metric: str) -> tuple[SeriesPoint, ...]:
         return self.pod_series.get(metric, ())
 
-    def points_in(self, metric: str, namespace: str) -> tuple[SeriesPoint, ...]:
+    def points_in(self, metric: str, namespace: str) -> Sequence[SeriesPoint]:
         """The series of ``metric`` in ``namespace``, from the index (no scan)."""
         return self._series_index.by_namespace.get((metric, namespace), _NO_POINTS)
 
-    def pod_points_in(self, metric: str, namespace: str) -> tuple[SeriesPoint, ...]:
+    def pod_points_in(self, metric: str, namespace: str) -> Sequence[SeriesPoint]:
         """The per-pod series of ``metric`` in ``namespace``, from the index (no scan)."""
         return self._pods_index().by_namespace.get((metric, namespace), _NO_POINTS)
 
     def points_of(
         self, metric: str, namespace: str, label: str, name: str
-    ) -> tuple[SeriesPoint, ...]:
+    ) -> Sequence[SeriesPoint]:
         """The group series of ``metric`` labelled ``label=name`` (``deployment``)."""
         return self._series_index.by_object.get((metric, namespace, label, name), _NO_POINTS)
 
     def pod_points_of(
         self, metric: str, namespace: str, label: str, name: str
-    ) -> tuple[SeriesPoint, ...]:
+    ) -> Sequence[SeriesPoint]:
         """The per-pod series of ``metric`` labelled ``label=name`` (``pod``)."""
         return self._pods_index().by_object.get((metric, namespace, label, name), _NO_POINTS)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from adapter.snapshot import PodKey, SeriesPoint, Snapshot
+from adapter.snapshot import PodKey, SeriesIndexBuilder, SeriesPoint, Snapshot
 
 FRAME_POINTS = 500
 """Points (or pods) per frame: about 0.3-0.6 ms to decode on one core."""
@@ -223,6 +223,7 @@ class _Assembly:
         self.series: dict[str, list[SeriesPoint]] = {}
         self.pod_series: dict[str, list[SeriesPoint]] = {}
         self.pods: dict[PodKey, Mapping[str, str]] = {}
+        self.pod_index = SeriesIndexBuilder("pod")  # built as the frames come
 
     def add(self, kind: str, message: tuple[Any, ...]) -> None:
         if kind == PODS:
@@ -230,16 +231,21 @@ class _Assembly:
             return
         if kind not in (SERIES, POD_SERIES):
             raise FeedClosedError(f"snapshot feed: unknown message {kind!r}")
-        target = self.series if kind == SERIES else self.pod_series
-        _, metric, points = message
-        target.setdefault(metric, []).extend(_new_point(SeriesPoint, p) for p in points)
+        _, metric, wire = message
+        points = [_new_point(SeriesPoint, p) for p in wire]
+        if kind == SERIES:
+            self.series.setdefault(metric, []).extend(points)
+        else:
+            self.pod_series.setdefault(metric, []).extend(points)
+            self.pod_index.add(metric, points)
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(
-            built_at=self.built_at,
-            series=MappingProxyType({m: tuple(p) for m, p in self.series.items()}),
-            pod_series=MappingProxyType({m: tuple(p) for m, p in self.pod_series.items()}),
-            pods=MappingProxyType(self.pods),
+        return Snapshot.with_pod_index(
+            self.built_at,
+            MappingProxyType({m: tuple(p) for m, p in self.series.items()}),
+            MappingProxyType({m: tuple(p) for m, p in self.pod_series.items()}),
+            MappingProxyType(self.pods),
+            self.pod_index.build(),
         )
 
 

@@ -12,7 +12,7 @@ from types import MappingProxyType
 
 import pytest
 
-from adapter.snapshot import SeriesPoint, Snapshot
+from adapter.snapshot import SeriesIndex, SeriesPoint, Snapshot
 from adapter.snapshot_feed import (
     BEGIN,
     END,
@@ -103,6 +103,28 @@ def test_a_snapshot_arrives_whole_and_exact_in_bounded_frames() -> None:
         sent.points_in("triton_arrival_rate", "ns-3"),
     )
     assert received.pods_in("ns-0") == sent.pods_in("ns-0")
+
+
+def test_the_per_pod_index_is_built_as_the_frames_arrive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No request in the API process pays for indexing the per-pod series of a snapshot."""
+    sent = sample_snapshot()
+    reader = FeedReader(silence_seconds=10.0)
+    for message in messages(sent):
+        reader.apply(message)
+    received = reader.snapshot()
+
+    def not_at_request_time(*_args: object) -> SeriesIndex:
+        raise AssertionError("the per-pod index was built by a request")
+
+    monkeypatch.setattr(SeriesIndex, "of", not_at_request_time)
+    for metric in sent.pod_series:
+        assert same_points(
+            received.pod_points_in(metric, "ns-0"), sent.pod_series[metric]
+        )  # every pod series is in ns-0
+        assert same_points(
+            received.pod_points_of(metric, "ns-0", "pod", "p-7"),
+            tuple(p for p in sent.pod_series[metric] if p.labels["pod"] == "p-7"),
+        )
 
 
 def test_a_half_received_snapshot_is_never_served() -> None:
