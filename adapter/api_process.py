@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from adapter.api.server import ReadinessCheck, create_app
+from adapter.api.server import create_app
 from adapter.api.tls import CONNECTION_STATS_KEY, bound_port
 from adapter.config import Config
 from adapter.event_loop import running_loop_name
@@ -250,10 +250,9 @@ async def _start_serving(
         stack.push_async_callback(auth_setup.close)
     serving = start_serving(config, auth_setup)
     max_age = config.signals.max_age_seconds
-    readiness: ReadinessCheck = feed.readiness
     app = create_app(
         SnapshotProvider(SERVED_METRICS, feed.snapshot, time.time, max_age),
-        readiness=readiness,
+        readiness=feed.readiness,
         liveness=feed.liveness,
         auth=auth_setup.auth if auth_setup is not None else None,
         observers=(metrics.middleware,),

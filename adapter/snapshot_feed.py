@@ -131,7 +131,7 @@ class FeedWriter:
     async def heartbeat(self, interval_seconds: float = 1.0) -> None:
         """Send the health every ``interval_seconds`` until cancelled or the feed closes."""
         while not self._writer.is_closing():
-            self._writer.write(frame((HEALTH, self._health())))
+            self.send((HEALTH, self._health()))
             await asyncio.sleep(interval_seconds)
 
 
@@ -148,7 +148,7 @@ class FeedReader:
         self._clock = clock
         self._snapshot = Snapshot()
         self._received_any = False
-        self._health = Health("no snapshot from the main process yet", None)
+        self._health = Health(None, None)  # readiness waits for the first snapshot anyway
         self._heard_at = clock()
         self._building: _Assembly | None = None
         self._metrics_wanted: list[asyncio.Future[bytes]] = []
@@ -227,7 +227,7 @@ class _Assembly:
 
     def add(self, kind: str, message: tuple[Any, ...]) -> None:
         if kind == PODS:
-            self.pods.update((tuple(key), MappingProxyType(labels)) for key, labels in message[1])
+            self.pods.update((key, MappingProxyType(labels)) for key, labels in message[1])
             return
         if kind not in (SERIES, POD_SERIES):
             raise FeedClosedError(f"snapshot feed: unknown message {kind!r}")

@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from loadtest.bench.sizing import child_pids
 from loadtest.bench.slowloris import Server, rss_mib
 from loadtest.harness.triton_server import free_port
 
@@ -129,7 +130,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         await server.wait_ready()
         pids = {"main": server.process.pid}
         if args.api_process:
-            pids["api"] = api_process_pid(server.process.pid)
+            (pids["api"],) = child_pids(server.process.pid)  # the API process, its only child
         paths = request_paths(args.targets)
         url = f"https://127.0.0.1:{server.port}"
         loop = asyncio.get_running_loop()
@@ -204,12 +205,6 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         server.stop()
         await targets_runner.cleanup()
-
-
-def api_process_pid(pid: int) -> int:
-    """The API process ``serve --api-process`` started (its only child)."""
-    (child,) = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return int(child)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from adapter.listener import StartupError
 from adapter.service import running_service
 from adapter.snapshot import Snapshot
 from loadtest.harness.fake_triton import FakeTritonProcess, start_fake_targets
+from loadtest.harness.triton_server import free_port
 from tests.support.helpers import async_wait_until, wait_until
 from tests.support.paths import REPO_ROOT
 
@@ -191,12 +192,6 @@ def fake_target() -> Iterator[str]:
         yield fake.urls[0]
     finally:
         fake.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Serve:
