@@ -17,8 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Protocol
 
-import aiohttp
-
 from adapter.config import ScrapeConfig, SignalsConfig
 from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
 from adapter.gpus import GpuSample, PodGpus, attribute, shared_devices
@@ -220,20 +218,18 @@ class Pipeline:
             raise
 
     async def _run(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=2, keepalive_timeout=30)
-        async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
-            publisher = asyncio.create_task(self._publish_forever(), name="publisher")
-            try:
-                async for targets in self._source.watch():
-                    self._reconcile(targets, session)
-                await asyncio.Future()  # static sources end; keep scraping
-            finally:
-                publisher.cancel()
-                for task in self._loops.values():
-                    task.cancel()
-                await asyncio.gather(publisher, *self._loops.values(), return_exceptions=True)
+        publisher = asyncio.create_task(self._publish_forever(), name="publisher")
+        try:
+            async for targets in self._source.watch():
+                self._reconcile(targets)
+            await asyncio.Future()  # static sources end; keep scraping
+        finally:
+            publisher.cancel()
+            for task in self._loops.values():
+                task.cancel()
+            await asyncio.gather(publisher, *self._loops.values(), return_exceptions=True)
 
-    def _reconcile(self, targets: frozenset[Target], session: aiohttp.ClientSession) -> None:
+    def _reconcile(self, targets: frozenset[Target]) -> None:
         scrape = self._scrape
         self._relabel(targets)
         for gone in set(self._states) - targets:
@@ -243,7 +239,6 @@ class Pipeline:
             state = self.track(target)
             loop = ScrapeLoop(
                 state,
-                session,
                 self._parser,
                 interval_seconds=self._interval(target),
                 timeout_seconds=scrape.timeout_seconds,

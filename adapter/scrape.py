@@ -21,27 +21,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
-
 from adapter.exposition import ExpositionError, ExpositionParser, has_family_with_prefix
 from adapter.readings import Reading, ReadingError, reading_from_families
+from adapter.scrape_http import Body, HttpScrapeError, TargetConnection
 from adapter.scrape_pacing import ScrapePacing, next_start
 from adapter.signals import ReadingHistory
 from adapter.targets import Target, TargetKind
 
+__all__ = ["Body", "ScrapeError", "ScrapeLoop", "TargetState", "fetch_body", "fetch_text"]
+
 log = logging.getLogger(__name__)
 
-ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 EXPOSITION_CONTENT_TYPES = frozenset({"", "text/plain", "application/openmetrics-text"})
 FAMILY_PREFIX: dict[TargetKind, str] = {"triton": "nv_", "dcgm": "DCGM_"}
-_NO_AIOHTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None)
-_REQUEST_HEADERS = CIMultiDict({"Accept": ACCEPT})  # a multidict: aiohttp uses it as it is
 
 
 class ScrapeError(Exception):
@@ -52,64 +49,34 @@ class ScrapeError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Body:
-    """A response body, its media type ("" if the header is absent) and when it was
-    received: ``received_mono`` (monotonic s) and ``received_wall`` (Unix s) are taken
-    as the last byte has been read."""
-
-    data: bytes
-    content_type: str
-    received_mono: float
-    received_wall: float
-
-
 async def fetch_text(
-    session: aiohttp.ClientSession, url: str, timeout_seconds: float, max_bytes: int
+    url: str, timeout_seconds: float, max_bytes: int, tls: ssl.SSLContext | None = None
 ) -> str:
-    """GET ``url`` and return the body, refusing bodies larger than ``max_bytes``."""
-    body = await fetch_body(session, url, timeout_seconds, max_bytes)
+    """GET ``url`` once on a connection of its own and return the body, refusing bodies
+    larger than ``max_bytes``."""
+    connection = TargetConnection(url, tls)
+    try:
+        body = await fetch_body(connection, url, timeout_seconds, max_bytes)
+    finally:
+        connection.close()
     return body.data.decode("utf-8", errors="replace")
 
 
 async def fetch_body(
-    session: aiohttp.ClientSession, url: str | URL, timeout_seconds: float, max_bytes: int
+    connection: TargetConnection, url: str, timeout_seconds: float, max_bytes: int
 ) -> Body:
-    """GET ``url`` and return the body with its receipt time, refusing bodies larger than
-    ``max_bytes`` and answers other than 200. A scrape loop passes its target's URL parsed
-    once (a string is parsed again at every request).
-
-    The deadline is ``asyncio.timeout``, not aiohttp's ``ClientTimeout``: aiohttp 3.14
-    enters one timer twice per request and, when it fires as the task is being cancelled,
-    uncancels twice, turning the cancellation into a TimeoutError. A scrape loop of a
-    hanging target then survives its cancellation (found with the hostile test bed:
-    shutdown hung, removed targets kept being scraped).
-    """
+    """GET ``connection``'s URL and return the body with its receipt time, refusing bodies
+    larger than ``max_bytes`` and answers other than 200, within ``timeout_seconds`` for
+    connect, request and answer together. ``url`` names the target in errors."""
     try:
-        async with (
-            asyncio.timeout(timeout_seconds),
-            session.get(url, timeout=_NO_AIOHTTP_TIMEOUT, headers=_REQUEST_HEADERS) as response,
-        ):
-            if response.status != 200:
-                raise ScrapeError(f"http_{response.status}", f"HTTP {response.status} from {url}")
-            if response.content_length is not None and response.content_length > max_bytes:
-                raise ScrapeError(
-                    "too_large", f"{url}: body of {response.content_length} bytes > {max_bytes}"
-                )
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.content.iter_chunked(65536):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ScrapeError("too_large", f"{url}: body exceeds {max_bytes} bytes")
-                chunks.append(chunk)
-            received_mono, received_wall = time.monotonic(), time.time()
-            media_type = response.headers.get("Content-Type", "").partition(";")[0]
-            return Body(b"".join(chunks), media_type.strip(), received_mono, received_wall)
+        async with asyncio.timeout(timeout_seconds):
+            return await connection.get(max_bytes)
     except TimeoutError:
         raise ScrapeError("timeout", f"{url}: no answer within {timeout_seconds:g}s") from None
-    except aiohttp.ClientError as err:
-        raise ScrapeError("connection", f"{url}: {type(err).__name__}: {err}") from None
+    except HttpScrapeError as err:
+        if err.reason.startswith("http_"):  # "HTTP 503 from URL", as operators grep for
+            raise ScrapeError(err.reason, f"{err} from {url}") from None
+        raise ScrapeError(err.reason, f"{url}: {err}") from None
 
 
 @dataclass(slots=True)
@@ -158,7 +125,6 @@ class ScrapeLoop:
     def __init__(
         self,
         state: TargetState,
-        session: aiohttp.ClientSession,
         parser: ExpositionParser,
         *,
         interval_seconds: float,
@@ -172,10 +138,10 @@ class ScrapeLoop:
         max_series: int | None = None,
         max_models: int | None = None,
         pacing: ScrapePacing | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.state = state
         self._pacing = pacing
-        self._session = session
         self._parser = parser
         self._interval = interval_seconds
         self._timeout = timeout_seconds
@@ -187,7 +153,8 @@ class ScrapeLoop:
         self._rng = rng or random.Random()
         self._max_series = max_series
         self._max_models = max_models
-        self._url = URL(state.target.url)  # parsed once; a relabel keeps the URL
+        # one kept-alive connection for the loop's life; a relabel keeps the URL
+        self._connection = TargetConnection(state.target.url, tls)
 
     async def scrape_once(self) -> Reading:
         target = self.state.target
@@ -195,7 +162,7 @@ class ScrapeLoop:
         reason: str | None = None
         reading: Reading | None = None
         try:
-            body = await fetch_body(self._session, self._url, self._timeout, self._max_bytes)
+            body = await fetch_body(self._connection, target.url, self._timeout, self._max_bytes)
             text = exposition_text(body, target.kind, target.url)
             try:
                 families = self._parser.parse(text, self._max_series)
@@ -244,16 +211,23 @@ class ScrapeLoop:
         target waits its backoff."""
         loop = asyncio.get_running_loop()
         scheduled = loop.time() + self._rng.uniform(0, min(self._interval, 1.0))
-        while True:
-            await asyncio.sleep(max(0.0, scheduled - loop.time()))
-            await self._tick()
-            now = loop.time()
-            if self.state.consecutive_failures:
-                scheduled = max(now, scheduled + self.next_delay())
-                continue
-            scheduled, skipped = next_start(scheduled, now, self._interval)
-            if self._pacing is not None:
-                self._pacing.record(skipped)
+        try:
+            while True:
+                await asyncio.sleep(max(0.0, scheduled - loop.time()))
+                await self._tick()
+                now = loop.time()
+                if self.state.consecutive_failures:
+                    scheduled = max(now, scheduled + self.next_delay())
+                    continue
+                scheduled, skipped = next_start(scheduled, now, self._interval)
+                if self._pacing is not None:
+                    self._pacing.record(skipped)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the target's connection (:meth:`run` does when it ends)."""
+        self._connection.close()
 
     async def _tick(self) -> None:
         state = self.state

@@ -9,7 +9,6 @@ import random
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser, Families
@@ -36,7 +35,6 @@ async def fake() -> AsyncIterator[tuple[HostileApp, str]]:
 
 def make_loop(
     url: str,
-    session: aiohttp.ClientSession,
     *,
     max_series: int | None = 25_000,
     max_models: int | None = 1_000,
@@ -46,7 +44,6 @@ def make_loop(
     state = TargetState(Target.create(url, "triton", {"namespace": "t"}), ReadingHistory(60))
     return ScrapeLoop(
         state,
-        session,
         parser,
         interval_seconds=0.05,
         timeout_seconds=0.5,
@@ -78,11 +75,10 @@ async def test_answers_that_are_not_a_usable_exposition_fail_the_scrape(
 ) -> None:
     _app, base = fake
     seen: list[tuple[str | None, Reading | None]] = []
-    async with aiohttp.ClientSession() as session:
-        loop = make_loop(f"{base}/{mode}/metrics", session)
-        loop._observer = lambda _t, _s, reason, reading: seen.append((reason, reading))
-        with pytest.raises(ScrapeError) as caught:
-            await loop.scrape_once()
+    loop = make_loop(f"{base}/{mode}/metrics")
+    loop._observer = lambda _t, _s, reason, reading: seen.append((reason, reading))
+    with pytest.raises(ScrapeError) as caught:
+        await loop.scrape_once()
     assert caught.value.reason == FAILING[mode]
     assert seen == [(FAILING[mode], None)]  # counted by reason, no reading
 
@@ -99,8 +95,7 @@ async def test_invalid_samples_are_rejected_and_the_model_left_out(
     fake: tuple[HostileApp, str], mode: str, family: str, reason: str
 ) -> None:
     _app, base = fake
-    async with aiohttp.ClientSession() as session:
-        reading = await make_loop(f"{base}/{mode}/metrics", session).scrape_once()
+    reading = await make_loop(f"{base}/{mode}/metrics").scrape_once()
     assert reading.models == {}  # not a zero, not a clamped value: absent
     assert reading.rejected_models == {M}
     ((got_family, got_reason),) = [(r.family, r.reason) for r in reading.rejections]
@@ -110,8 +105,7 @@ async def test_invalid_samples_are_rejected_and_the_model_left_out(
 
 async def test_healthy_fake_reads_exactly(fake: tuple[HostileApp, str]) -> None:
     app, base = fake
-    async with aiohttp.ClientSession() as session:
-        reading = await make_loop(f"{base}/healthy/metrics", session).scrape_once()
+    reading = await make_loop(f"{base}/healthy/metrics").scrape_once()
     counters = reading.models[M]
     assert reading.clean and counters.pending == 5
     assert counters.queue_us == counters.success * 1000
@@ -122,18 +116,16 @@ async def test_model_flood_under_a_lower_series_cap_stops_parsing_early(
     fake: tuple[HostileApp, str],
 ) -> None:
     _app, base = fake
-    async with aiohttp.ClientSession() as session:
-        with pytest.raises(ScrapeError, match="more than 500 series") as caught:
-            await make_loop(f"{base}/flood/metrics", session, max_series=500).scrape_once()
+    with pytest.raises(ScrapeError, match="more than 500 series") as caught:
+        await make_loop(f"{base}/flood/metrics", max_series=500).scrape_once()
     assert caught.value.reason == "too_many_series"
 
 
 async def test_churn_under_the_caps_is_read(fake: tuple[HostileApp, str]) -> None:
     _app, base = fake
-    async with aiohttp.ClientSession() as session:
-        reading = await make_loop(f"{base}/churn/metrics", session).scrape_once()
-        with pytest.raises(ScrapeError, match="more than 100 ") as caught:
-            await make_loop(f"{base}/churn/metrics", session, max_models=100).scrape_once()
+    reading = await make_loop(f"{base}/churn/metrics").scrape_once()
+    with pytest.raises(ScrapeError, match="more than 100 ") as caught:
+        await make_loop(f"{base}/churn/metrics", max_models=100).scrape_once()
     assert len(reading.models) == 201
     assert caught.value.reason == "too_many_models"
 
@@ -153,9 +145,8 @@ async def test_reading_time_is_taken_at_receipt_not_after_parsing(
 ) -> None:
     _app, base = fake
     parser = ClockedParser(TRITON_FAMILIES)
-    async with aiohttp.ClientSession() as session:
-        before = time.monotonic()
-        reading = await make_loop(f"{base}/healthy/metrics", session, parser=parser).scrape_once()
+    before = time.monotonic()
+    reading = await make_loop(f"{base}/healthy/metrics", parser=parser).scrape_once()
     assert before <= reading.mono <= ClockedParser.parse_started
 
 
@@ -168,19 +159,18 @@ async def test_rejections_are_logged_once_per_state_change(
 ) -> None:
     app, base = fake
     caplog.set_level(logging.INFO, logger="adapter.scrape")
-    async with aiohttp.ClientSession() as session:
-        loop = make_loop(f"{base}/nan/metrics", session)
-        for _ in range(5):
-            await loop._tick()
-        assert len(messages(caplog, "rejecting samples")) == 1
-        (record,) = messages(caplog, "rejecting samples")
-        assert "nan nv_inference_request_success" in record.__dict__["rejected"]
-        app.targets["nan"].mode = "healthy"
-        for _ in range(3):
-            await loop._tick()
-        app.targets["nan"].mode = "inf"  # a different rejection is a new state
-        for _ in range(3):
-            await loop._tick()
+    loop = make_loop(f"{base}/nan/metrics")
+    for _ in range(5):
+        await loop._tick()
+    assert len(messages(caplog, "rejecting samples")) == 1
+    (record,) = messages(caplog, "rejecting samples")
+    assert "nan nv_inference_request_success" in record.__dict__["rejected"]
+    app.targets["nan"].mode = "healthy"
+    for _ in range(3):
+        await loop._tick()
+    app.targets["nan"].mode = "inf"  # a different rejection is a new state
+    for _ in range(3):
+        await loop._tick()
     assert len(messages(caplog, "samples valid again")) == 1
     assert len(messages(caplog, "rejecting samples")) == 2
     assert loop.state.scrapes == 11  # rejected samples do not fail the scrape
@@ -191,15 +181,14 @@ async def test_counters_going_backwards_every_scrape_log_one_line(
 ) -> None:
     app, base = fake
     caplog.set_level(logging.INFO, logger="adapter.scrape")
-    async with aiohttp.ClientSession() as session:
-        loop = make_loop(f"{base}/backwards/metrics", session)
-        for _ in range(8):
-            await loop._tick()
-        assert loop.state.history.restarts == 7  # every scrape after the first is a reset
-        assert len(messages(caplog, "counter reset")) == 1
-        app.targets["backwards"].mode = "healthy"  # far below: one more reset, then steady
-        for _ in range(3):
-            await loop._tick()
+    loop = make_loop(f"{base}/backwards/metrics")
+    for _ in range(8):
+        await loop._tick()
+    assert loop.state.history.restarts == 7  # every scrape after the first is a reset
+    assert len(messages(caplog, "counter reset")) == 1
+    app.targets["backwards"].mode = "healthy"  # far below: one more reset, then steady
+    for _ in range(3):
+        await loop._tick()
     assert len(messages(caplog, "counter reset")) == 1
     assert len(messages(caplog, "counters increasing again")) == 1
 
@@ -209,13 +198,12 @@ async def test_a_single_restart_is_one_line(
 ) -> None:
     app, base = fake
     caplog.set_level(logging.INFO, logger="adapter.scrape")
-    async with aiohttp.ClientSession() as session:
-        loop = make_loop(f"{base}/healthy/metrics", session)
-        app.targets["healthy"].created -= 100  # 1000 requests done
+    loop = make_loop(f"{base}/healthy/metrics")
+    app.targets["healthy"].created -= 100  # 1000 requests done
+    await loop._tick()
+    app.targets["healthy"] = FakeTarget("healthy")  # restarted: counters from zero
+    for _ in range(3):
         await loop._tick()
-        app.targets["healthy"] = FakeTarget("healthy")  # restarted: counters from zero
-        for _ in range(3):
-            await loop._tick()
     assert loop.state.history.restarts == 1
     assert len(messages(caplog, "counter reset")) == 1
     assert messages(caplog, "counters increasing again") == []
@@ -229,16 +217,15 @@ async def test_cancelling_the_loop_of_a_hanging_target_always_ends_it(
     _app, base = fake
     rng = random.Random(3)
     survived = 0
-    async with aiohttp.ClientSession() as session:
-        for _ in range(150):
-            loop = make_loop(f"{base}/hang/metrics", session)
-            loop._timeout = 0.02  # a deadline that keeps firing around the cancellation
-            task = asyncio.create_task(loop.run())
-            await asyncio.sleep(rng.uniform(0.0, 0.06))
+    for _ in range(150):
+        loop = make_loop(f"{base}/hang/metrics")
+        loop._timeout = 0.02  # a deadline that keeps firing around the cancellation
+        task = asyncio.create_task(loop.run())
+        await asyncio.sleep(rng.uniform(0.0, 0.06))
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=2.0)
+        if not done:
+            survived += 1
             task.cancel()
-            done, _ = await asyncio.wait([task], timeout=2.0)
-            if not done:
-                survived += 1
-                task.cancel()
-                await asyncio.wait([task], timeout=2.0)
+            await asyncio.wait([task], timeout=2.0)
     assert survived == 0, f"{survived} of 150 scrape loops survived their cancellation"

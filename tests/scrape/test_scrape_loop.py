@@ -6,7 +6,6 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -42,7 +41,6 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
 
 def make_loop(
     url: str,
-    session: aiohttp.ClientSession,
     on_reading: Callable[[], None] = lambda: None,
     interval: float = 0.05,
     timeout: float = 0.5,
@@ -51,7 +49,6 @@ def make_loop(
     state = TargetState(Target.create(url, "triton", {"namespace": "t"}), ReadingHistory(60))
     return ScrapeLoop(
         state,
-        session,
         PARSER,
         interval_seconds=interval,
         timeout_seconds=timeout,
@@ -68,8 +65,7 @@ async def test_reads_a_real_capture(serve: Callable[[Handler], Awaitable[str]]) 
         return web.Response(text=FIXTURE)
 
     url = await serve(handler)
-    async with aiohttp.ClientSession() as session:
-        reading = await make_loop(url, session).scrape_once()
+    reading = await make_loop(url).scrape_once()
     assert reading.models[("resnet", "")].pending == 47
     assert reading.models[("bert", "")].success == 344
 
@@ -89,9 +85,8 @@ async def test_bad_answers_are_errors_with_a_reason(
         return web.Response(text=body, status=status)
 
     url = await serve(handler)
-    async with aiohttp.ClientSession() as session:
-        with pytest.raises(ScrapeError) as caught:
-            await make_loop(url, session, max_bytes=2048).scrape_once()
+    with pytest.raises(ScrapeError) as caught:
+        await make_loop(url, max_bytes=2048).scrape_once()
     assert caught.value.reason == reason
 
 
@@ -107,15 +102,13 @@ async def test_streamed_body_over_the_cap_is_refused(
         return response
 
     url = await serve(handler)
-    async with aiohttp.ClientSession() as session:
-        with pytest.raises(ScrapeError, match="exceeds 4096 bytes"):
-            await fetch_text(session, url, 1.0, 4096)
+    with pytest.raises(ScrapeError, match="exceeds 4096 bytes"):
+        await fetch_text(url, 1.0, 4096)
 
 
 async def test_dead_target_is_a_connection_error() -> None:
-    async with aiohttp.ClientSession() as session:
-        with pytest.raises(ScrapeError) as caught:
-            await fetch_text(session, "http://127.0.0.1:9/metrics", 1.0, 1024)
+    with pytest.raises(ScrapeError) as caught:
+        await fetch_text("http://127.0.0.1:9/metrics", 1.0, 1024)
     assert caught.value.reason == "connection"
 
 
@@ -132,23 +125,20 @@ async def test_slow_target_does_not_delay_others(
         return web.Response(text=FIXTURE)
 
     slow_url, fast_url = await serve(slow), await serve(fast)
-    async with aiohttp.ClientSession() as session:
-        slow_loop = make_loop(slow_url, session, timeout=0.3)
-        fast_loop = make_loop(fast_url, session)
-        tasks = [asyncio.create_task(slow_loop.run()), asyncio.create_task(fast_loop.run())]
-        try:
-            await async_wait_until(
-                lambda: fast_loop.state.scrapes >= 10, 5.0, 0.01, "10 fast scrapes"
-            )
-            assert slow_loop.state.scrapes == 0
-            await async_wait_until(
-                lambda: slow_loop.state.last_error == "timeout", 5.0, 0.01, "slow scrape timeout"
-            )
-        finally:
-            release.set()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+    slow_loop = make_loop(slow_url, timeout=0.3)
+    fast_loop = make_loop(fast_url)
+    tasks = [asyncio.create_task(slow_loop.run()), asyncio.create_task(fast_loop.run())]
+    try:
+        await async_wait_until(lambda: fast_loop.state.scrapes >= 10, 5.0, 0.01, "10 fast scrapes")
+        assert slow_loop.state.scrapes == 0
+        await async_wait_until(
+            lambda: slow_loop.state.last_error == "timeout", 5.0, 0.01, "slow scrape timeout"
+        )
+    finally:
+        release.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_failed_scrape_keeps_previous_readings(
@@ -160,11 +150,10 @@ async def test_failed_scrape_keeps_previous_readings(
         return web.Response(text=answers[0] if len(answers) == 2 else answers[-1])
 
     url = await serve(handler)
-    async with aiohttp.ClientSession() as session:
-        loop = make_loop(url, session)
-        await loop._tick()
-        answers.pop(0)
-        await loop._tick()
+    loop = make_loop(url)
+    await loop._tick()
+    answers.pop(0)
+    await loop._tick()
     assert loop.state.scrapes == 1
     assert loop.state.last_error == "malformed"
     assert loop.state.history.newest is not None
@@ -179,10 +168,9 @@ async def test_connections_are_kept_alive(serve: Callable[[Handler], Awaitable[s
         return web.Response(text=FIXTURE)
 
     url = await serve(handler)
-    async with aiohttp.ClientSession() as session:
-        loop = make_loop(url, session)
-        for _ in range(5):
-            await loop._tick()
+    loop = make_loop(url)
+    for _ in range(5):
+        await loop._tick()
     assert loop.state.scrapes == 5
     assert len(peers) == 1  # one TCP connection served all five scrapes
 
@@ -191,7 +179,6 @@ def test_backoff_grows_with_failures_and_is_jittered() -> None:
     state = TargetState(Target.create("http://127.0.0.1:1/m", "triton", {}), ReadingHistory(60))
     loop = ScrapeLoop(
         state,
-        None,
         PARSER,
         interval_seconds=1.0,
         timeout_seconds=1.0,  # type: ignore[arg-type]

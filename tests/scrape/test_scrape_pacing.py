@@ -8,7 +8,6 @@ import asyncio
 import itertools
 import time
 
-import aiohttp
 import pytest
 
 from adapter.exposition import DCGM_FAMILIES, TRITON_FAMILIES, ExpositionParser
@@ -66,7 +65,6 @@ class FakeScrapeLoop(ScrapeLoop):
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
         pacing: ScrapePacing,
         *,
         interval: float,
@@ -78,7 +76,6 @@ class FakeScrapeLoop(ScrapeLoop):
         )
         super().__init__(
             state,
-            session,
             PARSER,
             interval_seconds=interval,
             timeout_seconds=1.0,
@@ -109,26 +106,25 @@ class FakeScrapeLoop(ScrapeLoop):
 async def test_no_more_than_max_concurrent_scrapes_are_in_flight() -> None:
     pacing = ScrapePacing(max_concurrent=2)
     gate = asyncio.Event()
-    async with aiohttp.ClientSession() as session:
-        loops = [FakeScrapeLoop(session, pacing, interval=0.05, gate=gate) for _ in range(6)]
-        tasks = [asyncio.create_task(loop.run()) for loop in loops]
-        try:
-            await async_wait_until(
-                lambda: pacing.in_flight == 2 and pacing.waiting == 4,
-                timeout=30,
-                message=lambda: f"in flight {pacing.in_flight}, waiting {pacing.waiting}",
-            )
-            assert sum(loop.started for loop in loops) == 2  # the others wait for a slot
-            gate.set()
-            await async_wait_until(
-                lambda: all(loop.state.scrapes >= 2 for loop in loops),
-                timeout=30,
-                message="every target scraped twice once the slots free up",
-            )
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+    loops = [FakeScrapeLoop(pacing, interval=0.05, gate=gate) for _ in range(6)]
+    tasks = [asyncio.create_task(loop.run()) for loop in loops]
+    try:
+        await async_wait_until(
+            lambda: pacing.in_flight == 2 and pacing.waiting == 4,
+            timeout=30,
+            message=lambda: f"in flight {pacing.in_flight}, waiting {pacing.waiting}",
+        )
+        assert sum(loop.started for loop in loops) == 2  # the others wait for a slot
+        gate.set()
+        await async_wait_until(
+            lambda: all(loop.state.scrapes >= 2 for loop in loops),
+            timeout=30,
+            message="every target scraped twice once the slots free up",
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     assert max(loop.most_in_flight for loop in loops) <= 2
     assert pacing.in_flight == 0 and pacing.waiting == 0
 
@@ -136,14 +132,13 @@ async def test_no_more_than_max_concurrent_scrapes_are_in_flight() -> None:
 async def test_a_scrape_slower_than_its_interval_stretches_it() -> None:
     """A fake slow target (each scrape takes at least 3 intervals) on the real loop."""
     pacing = ScrapePacing(max_concurrent=10)
-    async with aiohttp.ClientSession() as session:
-        loop = FakeScrapeLoop(session, pacing, interval=0.01, seconds=0.03)
-        task = asyncio.create_task(loop.run())
-        try:
-            await async_wait_until(lambda: pacing.cycles >= 5, timeout=30, message="5 cycles")
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    loop = FakeScrapeLoop(pacing, interval=0.01, seconds=0.03)
+    task = asyncio.create_task(loop.run())
+    try:
+        await async_wait_until(lambda: pacing.cycles >= 5, timeout=30, message="5 cycles")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     assert pacing.skipped_cycles >= 2 * pacing.cycles  # never a late start back to back
     assert pacing.stretch > 1.0
     assert loop.started <= pacing.cycles + 1
